@@ -1,0 +1,9 @@
+//! nkv: a notify key-value store.
+//!
+//! Module map (data flows top to bottom, see `docs/` and `protocol.md`):
+//!
+//! - [`key`]: what a valid key is, and prefix coverage on segment boundaries.
+//! - [`store`]: the synchronous, durable, log-structured store.
+
+pub mod key;
+pub mod store;
