@@ -4,6 +4,8 @@
 //!
 //! - [`key`]: what a valid key is, and prefix coverage on segment boundaries.
 //! - [`store`]: the synchronous, durable, log-structured store.
+//! - [`notify`]: subscriptions and their conflating mailboxes.
 
 pub mod key;
+pub mod notify;
 pub mod store;

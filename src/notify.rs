@@ -1,0 +1,347 @@
+//! Who is subscribed to what, and one conflating mailbox per subscription.
+//!
+//! The engine thread owns the [`Registry`] and calls [`Registry::publish`]
+//! for every committed change. Publishing never blocks and never allocates
+//! more than one pending event per key and subscription: when a subscriber
+//! has not yet taken the previous event for a key, the new event replaces it
+//! and the skipped update is counted. A subscriber that never reads therefore
+//! costs memory bounded by the number of keys it covers, not by the write
+//! rate, and it never slows a writer.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use tokio::sync::Notify;
+
+use crate::key::SEPARATOR;
+
+/// What happened to a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeKind {
+    /// The key now holds this value.
+    Update(Bytes),
+    /// The key was deleted.
+    Delete,
+}
+
+/// One committed change of one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyEvent {
+    /// The key that changed.
+    pub key: String,
+    /// The revision of the write that changed it.
+    pub revision: u64,
+    /// The new value, or a deletion.
+    pub kind: ChangeKind,
+}
+
+/// An event waiting in a mailbox, with the number of earlier updates of the
+/// same key that were folded into it because the subscriber was behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingEvent {
+    /// The latest event for its key.
+    pub event: KeyEvent,
+    /// How many earlier events for this key were skipped.
+    pub coalesced: u32,
+}
+
+/// Identifies a subscription server-wide: its connection and its id there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SubscriptionKey {
+    /// The connection the subscription belongs to.
+    pub connection: u64,
+    /// The subscription id chosen by the client (the SUB request id).
+    pub subscription: u32,
+}
+
+/// The pending events of one subscription: at most one per key.
+#[derive(Debug)]
+pub struct Mailbox {
+    /// The pending events; a std mutex because it is held only for a map
+    /// operation and never across an `.await`.
+    state: Mutex<MailboxState>,
+    /// Wakes the connection that drains this mailbox. Shared by every
+    /// subscription of one connection, so one task can wait on all of them.
+    waker: Arc<Notify>,
+}
+
+#[derive(Debug, Default)]
+struct MailboxState {
+    /// Keys with a pending event, oldest first.
+    order: VecDeque<String>,
+    /// The pending event of each key in `order`.
+    pending: HashMap<String, PendingEvent>,
+    /// Every update skipped over the subscription's life, for STATS.
+    coalesced_total: u64,
+}
+
+impl Mailbox {
+    /// Creates an empty mailbox that wakes `waker` when an event arrives.
+    pub fn new(waker: Arc<Notify>) -> Self {
+        Mailbox {
+            state: Mutex::new(MailboxState::default()),
+            waker,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, MailboxState> {
+        // A panic while holding this lock leaves the map consistent (every
+        // operation is a single insert or removal), so poisoning is ignored.
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Queues `event`, replacing (and counting) any pending event of the
+    /// same key so that the key keeps its place in the queue.
+    pub fn push(&self, event: KeyEvent) {
+        {
+            let mut state = self.lock();
+            let state = &mut *state;
+            match state.pending.get_mut(&event.key) {
+                Some(pending) => {
+                    pending.coalesced = pending.coalesced.saturating_add(1);
+                    pending.event = event;
+                    state.coalesced_total += 1;
+                }
+                None => {
+                    state.order.push_back(event.key.clone());
+                    state.pending.insert(
+                        event.key.clone(),
+                        PendingEvent {
+                            event,
+                            coalesced: 0,
+                        },
+                    );
+                }
+            }
+        }
+        self.waker.notify_one();
+    }
+
+    /// Takes up to `max` pending events, oldest key first.
+    pub fn drain(&self, max: usize) -> Vec<PendingEvent> {
+        let mut state = self.lock();
+        let take = max.min(state.order.len());
+        let mut out = Vec::with_capacity(take);
+        for _ in 0..take {
+            let Some(key) = state.order.pop_front() else {
+                break;
+            };
+            if let Some(pending) = state.pending.remove(&key) {
+                out.push(pending);
+            }
+        }
+        out
+    }
+
+    /// Number of keys with a pending event.
+    pub fn pending(&self) -> usize {
+        self.lock().order.len()
+    }
+
+    /// Number of updates skipped since the subscription began.
+    pub fn coalesced_total(&self) -> u64 {
+        self.lock().coalesced_total
+    }
+}
+
+/// One registered subscription.
+#[derive(Debug)]
+struct Subscriber {
+    key: SubscriptionKey,
+    mailbox: Arc<Mailbox>,
+}
+
+/// Every live subscription, found by the prefix it covers.
+///
+/// Publishing looks up each ancestor of the changed key (`a`, `a.b`,
+/// `a.b.c`, and the empty prefix), so its cost grows with the depth of the
+/// key and the number of matching subscribers, not with the number of
+/// subscriptions.
+#[derive(Debug, Default)]
+pub struct Registry {
+    by_prefix: HashMap<String, Vec<Subscriber>>,
+    prefixes: HashMap<SubscriptionKey, String>,
+}
+
+impl Registry {
+    /// Creates an empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Registers a subscription to `prefix` delivering into `mailbox`.
+    /// Returns false (and changes nothing) when `key` is already registered.
+    pub fn register(&mut self, key: SubscriptionKey, prefix: &str, mailbox: Arc<Mailbox>) -> bool {
+        if self.prefixes.contains_key(&key) {
+            return false;
+        }
+        self.prefixes.insert(key, prefix.to_owned());
+        self.by_prefix
+            .entry(prefix.to_owned())
+            .or_default()
+            .push(Subscriber { key, mailbox });
+        true
+    }
+
+    /// Removes a subscription; returns whether it existed.
+    pub fn unregister(&mut self, key: SubscriptionKey) -> bool {
+        let Some(prefix) = self.prefixes.remove(&key) else {
+            return false;
+        };
+        if let Some(list) = self.by_prefix.get_mut(&prefix) {
+            list.retain(|s| s.key != key);
+            if list.is_empty() {
+                self.by_prefix.remove(&prefix);
+            }
+        }
+        true
+    }
+
+    /// Removes every subscription of `connection`.
+    pub fn unregister_connection(&mut self, connection: u64) {
+        let keys: Vec<_> = self
+            .prefixes
+            .keys()
+            .filter(|k| k.connection == connection)
+            .copied()
+            .collect();
+        for key in keys {
+            self.unregister(key);
+        }
+    }
+
+    /// Number of live subscriptions.
+    pub fn len(&self) -> usize {
+        self.prefixes.len()
+    }
+
+    /// True when nobody is subscribed.
+    pub fn is_empty(&self) -> bool {
+        self.prefixes.is_empty()
+    }
+
+    /// Number of live subscriptions of one connection.
+    pub fn count_for(&self, connection: u64) -> usize {
+        self.prefixes
+            .keys()
+            .filter(|k| k.connection == connection)
+            .count()
+    }
+
+    /// Every subscription with its prefix and mailbox, for STATS.
+    pub fn iter(&self) -> impl Iterator<Item = (SubscriptionKey, &str, &Arc<Mailbox>)> {
+        self.by_prefix.iter().flat_map(|(prefix, subs)| {
+            subs.iter()
+                .map(move |s| (s.key, prefix.as_str(), &s.mailbox))
+        })
+    }
+
+    /// Delivers `event` to every subscription whose prefix covers its key.
+    pub fn publish(&self, event: &KeyEvent) {
+        for prefix in ancestors(&event.key) {
+            if let Some(subs) = self.by_prefix.get(prefix) {
+                for sub in subs {
+                    sub.mailbox.push(event.clone());
+                }
+            }
+        }
+    }
+}
+
+/// The prefixes that cover `key`: the empty prefix, then each leading run
+/// of whole segments, ending with the key itself.
+fn ancestors(key: &str) -> impl Iterator<Item = &str> {
+    let cuts = key
+        .match_indices(SEPARATOR)
+        .map(|(at, _)| at)
+        .chain(std::iter::once(key.len()));
+    std::iter::once("").chain(cuts.map(move |at| &key[..at]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn update(key: &str, revision: u64, value: &'static [u8]) -> KeyEvent {
+        KeyEvent {
+            key: key.to_owned(),
+            revision,
+            kind: ChangeKind::Update(Bytes::from_static(value)),
+        }
+    }
+
+    #[test]
+    fn ancestors_are_whole_segments() {
+        let got: Vec<_> = ancestors("net.eth0.state").collect();
+        assert_eq!(got, ["", "net", "net.eth0", "net.eth0.state"]);
+        let got: Vec<_> = ancestors("solo").collect();
+        assert_eq!(got, ["", "solo"]);
+    }
+
+    #[test]
+    fn mailbox_keeps_latest_per_key_in_first_seen_order() {
+        let mailbox = Mailbox::new(Arc::new(Notify::new()));
+        mailbox.push(update("a", 1, b"1"));
+        mailbox.push(update("b", 2, b"2"));
+        mailbox.push(update("a", 3, b"3"));
+        mailbox.push(update("a", 4, b"4"));
+        assert_eq!(mailbox.pending(), 2);
+        let got = mailbox.drain(10);
+        assert_eq!(got.len(), 2);
+        assert_eq!(got[0].event, update("a", 4, b"4"));
+        assert_eq!(got[0].coalesced, 2);
+        assert_eq!(got[1].event, update("b", 2, b"2"));
+        assert_eq!(got[1].coalesced, 0);
+        assert_eq!(mailbox.coalesced_total(), 2);
+        assert!(mailbox.drain(10).is_empty());
+    }
+
+    #[test]
+    fn mailbox_memory_is_bounded_by_keys() {
+        let mailbox = Mailbox::new(Arc::new(Notify::new()));
+        for revision in 0..10_000 {
+            mailbox.push(update(
+                if revision % 2 == 0 { "x" } else { "y" },
+                revision,
+                b"v",
+            ));
+        }
+        assert_eq!(mailbox.pending(), 2);
+        let got = mailbox.drain(1);
+        assert_eq!(got[0].event.revision, 9_998);
+        assert_eq!(got[0].coalesced, 4_999);
+    }
+
+    #[test]
+    fn publish_reaches_covering_prefixes_only() {
+        let waker = Arc::new(Notify::new());
+        let mut registry = Registry::new();
+        let mk = |subscription| SubscriptionKey {
+            connection: 1,
+            subscription,
+        };
+        let net = Arc::new(Mailbox::new(waker.clone()));
+        let network = Arc::new(Mailbox::new(waker.clone()));
+        let all = Arc::new(Mailbox::new(waker.clone()));
+        assert!(registry.register(mk(1), "net", net.clone()));
+        assert!(registry.register(mk(2), "network", network.clone()));
+        assert!(registry.register(mk(3), "", all.clone()));
+        assert!(!registry.register(mk(3), "x", all.clone()));
+
+        registry.publish(&update("net.eth0", 1, b"up"));
+        registry.publish(&update("net", 2, b"root"));
+        assert_eq!(net.pending(), 2);
+        assert_eq!(network.pending(), 0);
+        assert_eq!(all.pending(), 2);
+
+        assert!(registry.unregister(mk(1)));
+        assert!(!registry.unregister(mk(1)));
+        registry.publish(&update("net.eth1", 3, b"down"));
+        assert_eq!(net.pending(), 2);
+        registry.unregister_connection(1);
+        assert!(registry.is_empty());
+    }
+}
