@@ -8,7 +8,7 @@
 //! costs memory bounded by the number of keys it covers, not by the write
 //! rate, and it never slows a writer.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -68,10 +68,15 @@ pub struct Mailbox {
 
 #[derive(Debug, Default)]
 struct MailboxState {
-    /// Keys with a pending event, oldest first.
-    order: VecDeque<String>,
-    /// The pending event of each key in `order`.
-    pending: HashMap<String, PendingEvent>,
+    /// Keys with a pending event, by the sequence number of their latest
+    /// event. Pushes arrive in revision order, so draining by sequence
+    /// delivers events in revision order across keys too, and "every change
+    /// up to the last revision delivered" is a sound resume point.
+    order: BTreeMap<u64, String>,
+    /// The pending event of each key in `order`, with its sequence number.
+    pending: HashMap<String, (u64, PendingEvent)>,
+    /// The next sequence number.
+    next_seq: u64,
     /// Every update skipped over the subscription's life, for STATS.
     coalesced_total: u64,
 }
@@ -94,42 +99,38 @@ impl Mailbox {
     }
 
     /// Queues `event`, replacing (and counting) any pending event of the
-    /// same key so that the key keeps its place in the queue.
+    /// same key; the key moves to the back of the queue.
     pub fn push(&self, event: KeyEvent) {
         {
             let mut state = self.lock();
             let state = &mut *state;
-            match state.pending.get_mut(&event.key) {
-                Some(pending) => {
-                    pending.coalesced = pending.coalesced.saturating_add(1);
-                    pending.event = event;
+            let seq = state.next_seq;
+            state.next_seq += 1;
+            let coalesced = match state.pending.remove(&event.key) {
+                Some((old_seq, old)) => {
+                    state.order.remove(&old_seq);
                     state.coalesced_total += 1;
+                    old.coalesced.saturating_add(1)
                 }
-                None => {
-                    state.order.push_back(event.key.clone());
-                    state.pending.insert(
-                        event.key.clone(),
-                        PendingEvent {
-                            event,
-                            coalesced: 0,
-                        },
-                    );
-                }
-            }
+                None => 0,
+            };
+            state.order.insert(seq, event.key.clone());
+            state
+                .pending
+                .insert(event.key.clone(), (seq, PendingEvent { event, coalesced }));
         }
         self.waker.notify_one();
     }
 
-    /// Takes up to `max` pending events, oldest key first.
+    /// Takes up to `max` pending events, oldest first.
     pub fn drain(&self, max: usize) -> Vec<PendingEvent> {
         let mut state = self.lock();
-        let take = max.min(state.order.len());
-        let mut out = Vec::with_capacity(take);
-        for _ in 0..take {
-            let Some(key) = state.order.pop_front() else {
+        let mut out = Vec::with_capacity(max.min(state.order.len()));
+        while out.len() < max {
+            let Some((_, key)) = state.order.pop_first() else {
                 break;
             };
-            if let Some(pending) = state.pending.remove(&key) {
+            if let Some((_, pending)) = state.pending.remove(&key) {
                 out.push(pending);
             }
         }
@@ -282,7 +283,7 @@ mod tests {
     }
 
     #[test]
-    fn mailbox_keeps_latest_per_key_in_first_seen_order() {
+    fn mailbox_keeps_latest_per_key_in_revision_order() {
         let mailbox = Mailbox::new(Arc::new(Notify::new()));
         mailbox.push(update("a", 1, b"1"));
         mailbox.push(update("b", 2, b"2"));
@@ -291,10 +292,10 @@ mod tests {
         assert_eq!(mailbox.pending(), 2);
         let got = mailbox.drain(10);
         assert_eq!(got.len(), 2);
-        assert_eq!(got[0].event, update("a", 4, b"4"));
-        assert_eq!(got[0].coalesced, 2);
-        assert_eq!(got[1].event, update("b", 2, b"2"));
-        assert_eq!(got[1].coalesced, 0);
+        assert_eq!(got[0].event, update("b", 2, b"2"));
+        assert_eq!(got[0].coalesced, 0);
+        assert_eq!(got[1].event, update("a", 4, b"4"));
+        assert_eq!(got[1].coalesced, 2);
         assert_eq!(mailbox.coalesced_total(), 2);
         assert!(mailbox.drain(10).is_empty());
     }
@@ -313,6 +314,7 @@ mod tests {
         let got = mailbox.drain(1);
         assert_eq!(got[0].event.revision, 9_998);
         assert_eq!(got[0].coalesced, 4_999);
+        assert_eq!(mailbox.drain(5)[0].event.revision, 9_999);
     }
 
     #[test]
