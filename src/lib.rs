@@ -3,7 +3,9 @@
 //! Module map (data flows top to bottom, see `docs/` and `protocol.md`):
 //!
 //! - [`key`]: what a valid key is, and prefix coverage on segment boundaries.
+//! - [`protocol`]: wire frames and the codec (pure; `protocol.md` is the spec).
 //! - [`store`]: the synchronous, durable, log-structured store.
 
 pub mod key;
+pub mod protocol;
 pub mod store;
