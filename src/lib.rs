@@ -3,9 +3,11 @@
 //! Module map (data flows top to bottom, see `docs/` and `protocol.md`):
 //!
 //! - [`key`]: what a valid key is, and prefix coverage on segment boundaries.
+//! - [`protocol`]: wire frames and the codec (pure; `protocol.md` is the spec).
 //! - [`store`]: the synchronous, durable, log-structured store.
 //! - [`notify`]: subscriptions and their conflating mailboxes.
 
 pub mod key;
 pub mod notify;
+pub mod protocol;
 pub mod store;

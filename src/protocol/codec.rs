@@ -1,0 +1,628 @@
+//! The two codecs: [`ServerCodec`] (decodes client frames, encodes server
+//! frames) and [`ClientCodec`] (the opposite), for `tokio_util::codec::Framed`.
+//!
+//! ```text
+//! offset 0        4      5        9
+//!        +--------+------+--------+------------------------+
+//!        | length | type |   id   | payload ...            |
+//!        |  u32   |  u8  |  u32   | (length - 5 bytes)     |
+//!        +--------+------+--------+------------------------+
+//!                 \________ length bytes ________________/
+//! ```
+//!
+//! Decoding is a two-step state machine driven by how much is buffered:
+//! with fewer than 4 bytes nothing is known; with the length prefix the
+//! length is checked against the maximum *before* any room is reserved for
+//! the body (a hostile `FF FF FF FF` costs nothing), then the decoder waits
+//! until the whole frame is buffered and splits it off without copying.
+//!
+//! The server-side decoder separates two kinds of bad input, because they
+//! call for different answers:
+//!
+//! - the framing itself is broken (length out of range, fields that do not
+//!   fill the length exactly, id 0, wrong magic): `Err(FrameError)`; the
+//!   stream cannot be trusted any more, the connection closes;
+//! - a well-framed frame says something invalid (unknown type, unknown flag
+//!   bits or condition, invalid UTF-8): [`Inbound::Invalid`] with the
+//!   request id; the server answers with an ERROR and reads on.
+//!
+//! The client-side decoder trusts nothing it cannot check either, but a
+//! server that sends a bad frame is broken, so every problem is fatal there.
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio_util::codec::{Decoder, Encoder};
+
+use super::error::{ErrorCode, FrameError};
+use super::frame::{ClientFrame, Condition, ErrorFrame, Event, Request, Response, ServerFrame};
+use super::wire::{
+    condition, del_flags, frame_type as ft, sub_flags, CONNECTION_ID, DEFAULT_MAX_FRAME,
+    LENGTH_SIZE, MAGIC, MIN_FRAME_LENGTH,
+};
+
+/// What the server's decoder yields for one well-framed client frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inbound {
+    /// A valid request.
+    Request(ClientFrame),
+    /// A frame that is well framed but invalid; the server answers with
+    /// ERROR `code` and this `id`, and the connection survives (except
+    /// before the handshake is complete, see `protocol.md`).
+    Invalid {
+        /// The request id of the frame (never 0).
+        id: u32,
+        /// The frame type byte of the frame.
+        frame_type: u8,
+        /// The code to answer with.
+        code: ErrorCode,
+        /// What is wrong, for the ERROR message.
+        message: String,
+    },
+}
+
+impl Inbound {
+    /// The request id, valid or not.
+    pub fn id(&self) -> u32 {
+        match self {
+            Inbound::Request(frame) => frame.id,
+            Inbound::Invalid { id, .. } => *id,
+        }
+    }
+}
+
+/// The server side of a connection: [`Decoder`] of client frames into
+/// [`Inbound`], [`Encoder`] of [`ServerFrame`]s.
+#[derive(Debug, Clone)]
+pub struct ServerCodec {
+    max_frame: u32,
+}
+
+/// The client side of a connection: [`Decoder`] of [`ServerFrame`]s,
+/// [`Encoder`] of [`ClientFrame`]s.
+#[derive(Debug, Clone)]
+pub struct ClientCodec {
+    max_frame: u32,
+}
+
+macro_rules! max_frame_methods {
+    ($t:ident) => {
+        impl $t {
+            /// A codec with the default maximum frame length
+            /// ([`DEFAULT_MAX_FRAME`]).
+            pub fn new() -> $t {
+                $t::with_max_frame_length(DEFAULT_MAX_FRAME)
+            }
+
+            /// A codec that refuses frames whose length field is over `max_frame`,
+            /// in both directions.
+            pub fn with_max_frame_length(max_frame: u32) -> $t {
+                $t { max_frame }
+            }
+
+            /// The maximum length field accepted and produced.
+            pub fn max_frame_length(&self) -> u32 {
+                self.max_frame
+            }
+
+            /// Changes the maximum (a client adopts the `max_frame` of HELLO_OK).
+            pub fn set_max_frame_length(&mut self, max_frame: u32) {
+                self.max_frame = max_frame;
+            }
+        }
+
+        impl Default for $t {
+            fn default() -> $t {
+                $t::new()
+            }
+        }
+    };
+}
+
+max_frame_methods!(ServerCodec);
+max_frame_methods!(ClientCodec);
+
+impl Decoder for ServerCodec {
+    type Item = Inbound;
+    type Error = FrameError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Inbound>, FrameError> {
+        let Some(raw) = split_frame(src, self.max_frame)? else {
+            return Ok(None);
+        };
+        if raw.id == CONNECTION_ID {
+            return Err(FrameError::ZeroId {
+                frame_type: raw.frame_type,
+            });
+        }
+        let (id, frame_type) = (raw.id, raw.frame_type);
+        Ok(Some(match decode_request(raw)? {
+            Ok(request) => Inbound::Request(ClientFrame { id, request }),
+            Err((code, message)) => Inbound::Invalid {
+                id,
+                frame_type,
+                code,
+                message,
+            },
+        }))
+    }
+}
+
+impl Decoder for ClientCodec {
+    type Item = ServerFrame;
+    type Error = FrameError;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<ServerFrame>, FrameError> {
+        match split_frame(src, self.max_frame)? {
+            Some(raw) => decode_server_frame(raw).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+impl Encoder<&ClientFrame> for ClientCodec {
+    type Error = FrameError;
+
+    fn encode(&mut self, item: &ClientFrame, dst: &mut BytesMut) -> Result<(), FrameError> {
+        let ty = item.request.frame_type();
+        if item.id == CONNECTION_ID {
+            return Err(FrameError::ZeroId { frame_type: ty });
+        }
+        let len = item.request.payload_len()?;
+        put_frame(dst, self.max_frame, ty, item.id, len, |d| {
+            item.request.write_payload(d)
+        })
+    }
+}
+
+impl Encoder<ClientFrame> for ClientCodec {
+    type Error = FrameError;
+
+    fn encode(&mut self, item: ClientFrame, dst: &mut BytesMut) -> Result<(), FrameError> {
+        self.encode(&item, dst)
+    }
+}
+
+impl Encoder<&ServerFrame> for ServerCodec {
+    type Error = FrameError;
+
+    fn encode(&mut self, item: &ServerFrame, dst: &mut BytesMut) -> Result<(), FrameError> {
+        match item {
+            ServerFrame::Response { id, response } => {
+                let ty = response.frame_type();
+                // Only an ERROR may belong to no request.
+                if *id == CONNECTION_ID && ty != ft::ERROR {
+                    return Err(FrameError::ZeroId { frame_type: ty });
+                }
+                let len = response.payload_len()?;
+                put_frame(dst, self.max_frame, ty, *id, len, |d| {
+                    response.write_payload(d)
+                })
+            }
+            ServerFrame::Event {
+                subscription,
+                event,
+            } => {
+                let ty = event.frame_type();
+                if *subscription == CONNECTION_ID {
+                    return Err(FrameError::ZeroId { frame_type: ty });
+                }
+                let len = event.payload_len()?;
+                put_frame(dst, self.max_frame, ty, *subscription, len, |d| {
+                    event.write_payload(d)
+                })
+            }
+        }
+    }
+}
+
+impl Encoder<ServerFrame> for ServerCodec {
+    type Error = FrameError;
+
+    fn encode(&mut self, item: ServerFrame, dst: &mut BytesMut) -> Result<(), FrameError> {
+        self.encode(&item, dst)
+    }
+}
+
+/// Writes one frame, after checking that it fits; on error `dst` is untouched.
+fn put_frame(
+    dst: &mut BytesMut,
+    max_frame: u32,
+    frame_type: u8,
+    id: u32,
+    payload_len: usize,
+    write_payload: impl FnOnce(&mut BytesMut),
+) -> Result<(), FrameError> {
+    let length = MIN_FRAME_LENGTH as u64 + payload_len as u64;
+    if length > u64::from(max_frame) {
+        return Err(FrameError::TooLarge {
+            length,
+            max: max_frame,
+        });
+    }
+    let start = dst.len();
+    dst.reserve(LENGTH_SIZE + length as usize);
+    dst.extend_from_slice(&(length as u32).to_be_bytes());
+    dst.extend_from_slice(&[frame_type]);
+    dst.extend_from_slice(&id.to_be_bytes());
+    write_payload(dst);
+    debug_assert_eq!(dst.len() - start, LENGTH_SIZE + length as usize);
+    Ok(())
+}
+
+/// One whole frame split off the input: header parsed, payload not yet.
+struct RawFrame {
+    frame_type: u8,
+    id: u32,
+    payload: Bytes,
+}
+
+/// Splits one whole frame off `src`, or returns `Ok(None)` (after reserving
+/// room for the rest of the frame, which is at most `max_frame` bytes) when
+/// more input is needed.
+fn split_frame(src: &mut BytesMut, max_frame: u32) -> Result<Option<RawFrame>, FrameError> {
+    let Some(prefix) = src.get(..LENGTH_SIZE) else {
+        return Ok(None);
+    };
+    let length = u32::from_be_bytes(prefix.try_into().expect("4 bytes"));
+    if length < MIN_FRAME_LENGTH {
+        return Err(FrameError::TooShort { length });
+    }
+    if length > max_frame {
+        // Refused on the prefix alone: nothing has been reserved for the body.
+        return Err(FrameError::TooLarge {
+            length: length.into(),
+            max: max_frame,
+        });
+    }
+    let total = LENGTH_SIZE + length as usize;
+    if src.len() < total {
+        src.reserve(total - src.len());
+        return Ok(None);
+    }
+    let mut frame = src.split_to(total).freeze();
+    frame.advance(LENGTH_SIZE);
+    let frame_type = frame.get_u8();
+    let id = frame.get_u32();
+    Ok(Some(RawFrame {
+        frame_type,
+        id,
+        payload: frame,
+    }))
+}
+
+/// A cursor over a payload whose every read is bounds-checked: running past
+/// the end, or finishing with bytes left, is [`FrameError::Malformed`].
+struct Fields {
+    frame_type: u8,
+    buf: Bytes,
+}
+
+impl Fields {
+    fn need(&self, n: usize) -> Result<(), FrameError> {
+        if self.buf.remaining() < n {
+            return Err(self.malformed("a field runs past the end of the frame"));
+        }
+        Ok(())
+    }
+
+    fn malformed(&self, reason: &'static str) -> FrameError {
+        FrameError::Malformed {
+            frame_type: self.frame_type,
+            reason,
+        }
+    }
+
+    fn u8(&mut self) -> Result<u8, FrameError> {
+        self.need(1)?;
+        Ok(self.buf.get_u8())
+    }
+
+    fn u16(&mut self) -> Result<u16, FrameError> {
+        self.need(2)?;
+        Ok(self.buf.get_u16())
+    }
+
+    fn u32(&mut self) -> Result<u32, FrameError> {
+        self.need(4)?;
+        Ok(self.buf.get_u32())
+    }
+
+    fn u64(&mut self) -> Result<u64, FrameError> {
+        self.need(8)?;
+        Ok(self.buf.get_u64())
+    }
+
+    fn take(&mut self, n: usize) -> Result<Bytes, FrameError> {
+        self.need(n)?;
+        Ok(self.buf.split_to(n))
+    }
+
+    /// The bytes of a `str16`, not yet checked for UTF-8.
+    fn str16_bytes(&mut self) -> Result<Bytes, FrameError> {
+        let n = self.u16()?;
+        self.take(n.into())
+    }
+
+    /// A `str16` that must be valid UTF-8 (server-sent strings).
+    fn str16(&mut self) -> Result<String, FrameError> {
+        let b = self.str16_bytes()?;
+        utf8(&b).ok_or_else(|| self.malformed("a string is not valid UTF-8"))
+    }
+
+    /// A `bytes32`, shared with the input buffer (no copy).
+    fn bytes32(&mut self) -> Result<Bytes, FrameError> {
+        let n = self.u32()?;
+        self.take(n as usize)
+    }
+
+    fn finish(&self) -> Result<(), FrameError> {
+        if self.buf.has_remaining() {
+            return Err(self.malformed("bytes are left over after the last field"));
+        }
+        Ok(())
+    }
+}
+
+fn utf8(b: &[u8]) -> Option<String> {
+    std::str::from_utf8(b).ok().map(str::to_owned)
+}
+
+/// A non-fatal problem: the code and message of the ERROR to answer with.
+type Invalid = (ErrorCode, String);
+
+fn invalid<T>(code: ErrorCode, message: impl Into<String>) -> Result<T, Invalid> {
+    Err((code, message.into()))
+}
+
+/// Decodes a client frame's payload. The outer `Result` is fatal (framing),
+/// the inner one is a well-framed but invalid request. Every field is read
+/// and the end checked before anything is validated, so a frame that is
+/// both badly framed and invalid is always treated as badly framed.
+fn decode_request(raw: RawFrame) -> Result<Result<Request, Invalid>, FrameError> {
+    let mut f = Fields {
+        frame_type: raw.frame_type,
+        buf: raw.payload,
+    };
+    let key_text = |b: &Bytes, what: &str| match utf8(b) {
+        Some(s) => Ok(s),
+        None => invalid(ErrorCode::InvalidKey, format!("{what} is not valid UTF-8")),
+    };
+    let result = match raw.frame_type {
+        ft::HELLO => {
+            let magic: [u8; 4] = f.take(4)?[..].try_into().expect("4 bytes");
+            if magic != MAGIC {
+                return Err(FrameError::BadMagic { magic });
+            }
+            let version = f.u16()?;
+            let name = f.str16_bytes()?;
+            f.finish()?;
+            match utf8(&name) {
+                Some(client_name) => Ok(Request::Hello {
+                    version,
+                    client_name,
+                }),
+                None => invalid(ErrorCode::InvalidArgument, "client name is not valid UTF-8"),
+            }
+        }
+        ft::PING | ft::STATS => {
+            f.finish()?;
+            Ok(if raw.frame_type == ft::PING {
+                Request::Ping
+            } else {
+                Request::Stats
+            })
+        }
+        ft::GET | ft::LIST => {
+            let key = f.str16_bytes()?;
+            f.finish()?;
+            if raw.frame_type == ft::GET {
+                key_text(&key, "key").map(|key| Request::Get { key })
+            } else {
+                key_text(&key, "prefix").map(|prefix| Request::List { prefix })
+            }
+        }
+        ft::PUT => {
+            let (cond, expected) = (f.u8()?, f.u64()?);
+            let key = f.str16_bytes()?;
+            let value = f.bytes32()?;
+            f.finish()?;
+            parse_condition(cond, expected).and_then(|condition| {
+                Ok(Request::Put {
+                    key: key_text(&key, "key")?,
+                    value,
+                    condition,
+                })
+            })
+        }
+        ft::DEL => {
+            let (flags, cond, expected) = (f.u8()?, f.u8()?, f.u64()?);
+            let key = f.str16_bytes()?;
+            f.finish()?;
+            parse_delete(flags, cond, expected).and_then(|prefix_flag| {
+                let condition = parse_condition(cond, expected)?;
+                Ok(if prefix_flag {
+                    Request::DeletePrefix {
+                        prefix: key_text(&key, "prefix")?,
+                    }
+                } else {
+                    Request::Delete {
+                        key: key_text(&key, "key")?,
+                        condition,
+                    }
+                })
+            })
+        }
+        ft::SUB => {
+            let (flags, since) = (f.u8()?, f.u64()?);
+            let prefix = f.str16_bytes()?;
+            f.finish()?;
+            parse_since(flags, since).and_then(|since| {
+                Ok(Request::Subscribe {
+                    prefix: key_text(&prefix, "prefix")?,
+                    since,
+                })
+            })
+        }
+        ft::UNSUB => {
+            let subscription = f.u32()?;
+            f.finish()?;
+            Ok(Request::Unsubscribe { subscription })
+        }
+        other => invalid(
+            ErrorCode::Unsupported,
+            format!("unknown frame type 0x{other:02X}"),
+        ),
+    };
+    Ok(result)
+}
+
+fn parse_condition(cond: u8, expected: u64) -> Result<Condition, Invalid> {
+    match cond {
+        condition::REVISION_EQUALS => return Ok(Condition::RevisionEquals(expected)),
+        condition::NONE | condition::MUST_NOT_EXIST if expected != 0 => {}
+        condition::NONE => return Ok(Condition::None),
+        condition::MUST_NOT_EXIST => return Ok(Condition::MustNotExist),
+        other => {
+            return invalid(
+                ErrorCode::InvalidArgument,
+                format!("unknown condition {other}"),
+            )
+        }
+    }
+    invalid(
+        ErrorCode::InvalidArgument,
+        "expected_revision must be 0 unless condition is 2 (revision equals)",
+    )
+}
+
+/// Checks DEL's flags; returns whether the prefix flag is set.
+fn parse_delete(flags: u8, cond: u8, expected: u64) -> Result<bool, Invalid> {
+    if flags & !del_flags::ALL != 0 {
+        return invalid(
+            ErrorCode::InvalidArgument,
+            format!("undefined DEL flag bits 0x{:02X}", flags & !del_flags::ALL),
+        );
+    }
+    let prefix = flags & del_flags::PREFIX != 0;
+    if prefix && (cond != condition::NONE || expected != 0) {
+        return invalid(
+            ErrorCode::InvalidArgument,
+            "a prefix delete takes no condition",
+        );
+    }
+    Ok(prefix)
+}
+
+fn parse_since(flags: u8, since: u64) -> Result<Option<u64>, Invalid> {
+    if flags & !sub_flags::ALL != 0 {
+        return invalid(
+            ErrorCode::InvalidArgument,
+            format!("undefined SUB flag bits 0x{:02X}", flags & !sub_flags::ALL),
+        );
+    }
+    if flags & sub_flags::RESUME != 0 {
+        Ok(Some(since))
+    } else if since != 0 {
+        invalid(
+            ErrorCode::InvalidArgument,
+            "since must be 0 without the resume flag",
+        )
+    } else {
+        Ok(None)
+    }
+}
+
+/// Decodes anything a server may send; every problem is fatal.
+fn decode_server_frame(raw: RawFrame) -> Result<ServerFrame, FrameError> {
+    let (frame_type, id) = (raw.frame_type, raw.id);
+    // Only an ERROR may carry id 0.
+    if id == CONNECTION_ID && frame_type != ft::ERROR {
+        return Err(FrameError::ZeroId { frame_type });
+    }
+    let mut f = Fields {
+        frame_type,
+        buf: raw.payload,
+    };
+    let code = |f: &mut Fields| -> Result<ErrorCode, FrameError> {
+        let code = f.u16()?;
+        ErrorCode::from_u16(code).ok_or(FrameError::UnknownErrorCode { code })
+    };
+    let response = |response| ServerFrame::Response { id, response };
+    let event = |event| ServerFrame::Event {
+        subscription: id,
+        event,
+    };
+    let frame = match frame_type {
+        ft::HELLO_OK => response(Response::HelloOk {
+            version: f.u16()?,
+            max_frame: f.u32()?,
+            max_key: f.u32()?,
+            max_value: f.u32()?,
+            server_name: f.str16()?,
+        }),
+        ft::PONG => response(Response::Pong),
+        ft::GET_OK => response(Response::GetOk {
+            revision: f.u64()?,
+            value: f.bytes32()?,
+        }),
+        ft::PUT_OK => response(Response::PutOk { revision: f.u64()? }),
+        ft::DEL_OK => response(Response::DelOk {
+            revision: f.u64()?,
+            deleted: f.u32()?,
+        }),
+        ft::LIST_ITEM => response(Response::ListItem {
+            revision: f.u64()?,
+            key: f.str16()?,
+            value: f.bytes32()?,
+        }),
+        ft::LIST_OK => response(Response::ListOk {
+            revision: f.u64()?,
+            count: f.u32()?,
+        }),
+        ft::SUB_OK => response(Response::SubOk),
+        ft::UNSUB_OK => response(Response::UnsubOk),
+        ft::STATS_OK => {
+            let count = f.u16()?;
+            // Each entry is at least 10 bytes, so `count` cannot make this
+            // reserve more than the frame itself holds.
+            let mut stats = Vec::with_capacity(usize::from(count).min(f.buf.remaining() / 10));
+            for _ in 0..count {
+                stats.push((f.str16()?, f.u64()?));
+            }
+            response(Response::StatsOk { stats })
+        }
+        ft::ERROR => {
+            let code = code(&mut f)?;
+            let message = f.str16()?;
+            let current_revision = if code == ErrorCode::ConditionFailed {
+                Some(f.u64()?)
+            } else {
+                None
+            };
+            response(Response::Error(ErrorFrame {
+                code,
+                message,
+                current_revision,
+            }))
+        }
+        ft::UPDATE => event(Event::Update {
+            revision: f.u64()?,
+            coalesced: f.u32()?,
+            key: f.str16()?,
+            value: f.bytes32()?,
+        }),
+        ft::DELETE => event(Event::Delete {
+            revision: f.u64()?,
+            coalesced: f.u32()?,
+            key: f.str16()?,
+        }),
+        ft::SYNCED => event(Event::Synced { revision: f.u64()? }),
+        ft::RESET => event(Event::Reset),
+        ft::CLOSED => event(Event::Closed {
+            code: code(&mut f)?,
+            message: f.str16()?,
+        }),
+        _ => return Err(FrameError::UnknownType { frame_type }),
+    };
+    f.finish()?;
+    Ok(frame)
+}

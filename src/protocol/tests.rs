@@ -1,0 +1,565 @@
+//! Codec tests: round trips at every split point, limits, and the
+//! fatal/non-fatal split of bad input.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio_util::codec::{Decoder, Encoder};
+
+use super::wire::{frame_type as ft, DEFAULT_MAX_FRAME};
+use super::*;
+
+fn client_frames() -> Vec<ClientFrame> {
+    let requests = vec![
+        Request::Hello {
+            version: 1,
+            client_name: "tëst".into(),
+        },
+        Request::Ping,
+        Request::Get {
+            key: "net.eth0".into(),
+        },
+        Request::Put {
+            key: "a".into(),
+            value: Bytes::from_static(b"value"),
+            condition: Condition::None,
+        },
+        Request::Put {
+            key: "a.b".into(),
+            value: Bytes::new(),
+            condition: Condition::MustNotExist,
+        },
+        Request::Put {
+            key: "a".into(),
+            value: Bytes::from_static(&[0, 255]),
+            condition: Condition::RevisionEquals(u64::MAX),
+        },
+        Request::Delete {
+            key: "a".into(),
+            condition: Condition::RevisionEquals(7),
+        },
+        Request::DeletePrefix { prefix: "".into() },
+        Request::List {
+            prefix: "net".into(),
+        },
+        Request::Subscribe {
+            prefix: "".into(),
+            since: None,
+        },
+        Request::Subscribe {
+            prefix: "net".into(),
+            since: Some(0),
+        },
+        Request::Unsubscribe { subscription: 3 },
+        Request::Stats,
+    ];
+    requests
+        .into_iter()
+        .zip(1u32..)
+        .map(|(request, id)| ClientFrame { id, request })
+        .collect()
+}
+
+fn server_frames() -> Vec<ServerFrame> {
+    let responses = vec![
+        Response::HelloOk {
+            version: 1,
+            max_frame: 1,
+            max_key: 2,
+            max_value: 3,
+            server_name: "s".into(),
+        },
+        Response::Pong,
+        Response::GetOk {
+            revision: 5,
+            value: Bytes::from_static(b"v"),
+        },
+        Response::PutOk { revision: 6 },
+        Response::DelOk {
+            revision: 7,
+            deleted: 2,
+        },
+        Response::ListItem {
+            revision: 1,
+            key: "k".into(),
+            value: Bytes::new(),
+        },
+        Response::ListOk {
+            revision: 9,
+            count: 1,
+        },
+        Response::SubOk,
+        Response::UnsubOk,
+        Response::StatsOk {
+            stats: vec![("keys".into(), 3), ("bytes".into(), u64::MAX)],
+        },
+        Response::Error(ErrorFrame::condition_failed(4)),
+        Response::Error(ErrorFrame::new(ErrorCode::NotFound, "no such key")),
+    ];
+    let events = vec![
+        Event::Update {
+            revision: 1,
+            coalesced: 2,
+            key: "k".into(),
+            value: Bytes::from_static(b"x"),
+        },
+        Event::Delete {
+            revision: 3,
+            coalesced: 0,
+            key: "k".into(),
+        },
+        Event::Synced { revision: 3 },
+        Event::Reset,
+        Event::Closed {
+            code: ErrorCode::ShuttingDown,
+            message: "bye".into(),
+        },
+    ];
+    let mut frames: Vec<ServerFrame> = responses
+        .into_iter()
+        .zip(1u32..)
+        .map(|(response, id)| ServerFrame::Response { id, response })
+        .collect();
+    frames.push(ServerFrame::Response {
+        id: 0,
+        response: Response::Error(ErrorFrame::new(ErrorCode::Protocol, "bad frame")),
+    });
+    frames.extend(events.into_iter().map(|event| ServerFrame::Event {
+        subscription: 42,
+        event,
+    }));
+    frames
+}
+
+fn encode_all<T, C: Encoder<T, Error = FrameError>>(codec: &mut C, items: Vec<T>) -> BytesMut {
+    let mut buf = BytesMut::new();
+    for item in items {
+        codec.encode(item, &mut buf).expect("encodes");
+    }
+    buf
+}
+
+/// Feeds `bytes` to `codec` in two pieces split at `at`, decoding after each.
+fn decode_split<C: Decoder<Error = FrameError>>(
+    codec: &mut C,
+    bytes: &[u8],
+    at: usize,
+) -> Vec<C::Item> {
+    let mut buf = BytesMut::new();
+    let mut out = Vec::new();
+    for piece in [&bytes[..at], &bytes[at..]] {
+        buf.extend_from_slice(piece);
+        while let Some(item) = codec.decode(&mut buf).expect("decodes") {
+            out.push(item);
+        }
+    }
+    assert!(buf.is_empty());
+    out
+}
+
+#[test]
+fn client_frames_round_trip_at_every_split_point() {
+    let frames = client_frames();
+    let bytes = encode_all(&mut ClientCodec::new(), frames.clone());
+    let expected: Vec<Inbound> = frames.into_iter().map(Inbound::Request).collect();
+    for at in 0..=bytes.len() {
+        assert_eq!(
+            decode_split(&mut ServerCodec::new(), &bytes, at),
+            expected,
+            "split at {at}"
+        );
+    }
+}
+
+#[test]
+fn server_frames_round_trip_at_every_split_point() {
+    let frames = server_frames();
+    let bytes = encode_all(&mut ServerCodec::new(), frames.clone());
+    for at in 0..=bytes.len() {
+        assert_eq!(
+            decode_split(&mut ClientCodec::new(), &bytes, at),
+            frames,
+            "split at {at}"
+        );
+    }
+}
+
+#[test]
+fn byte_by_byte_input_yields_nothing_until_the_frame_is_whole() {
+    let frame = ClientFrame {
+        id: 1,
+        request: Request::Get { key: "abc".into() },
+    };
+    let bytes = encode_all(&mut ClientCodec::new(), vec![frame.clone()]);
+    let mut codec = ServerCodec::new();
+    let mut buf = BytesMut::new();
+    for (i, b) in bytes.iter().enumerate() {
+        buf.put_u8(*b);
+        let got = codec.decode(&mut buf).unwrap();
+        if i + 1 < bytes.len() {
+            assert_eq!(got, None, "after {} bytes", i + 1);
+        } else {
+            assert_eq!(got, Some(Inbound::Request(frame.clone())));
+        }
+    }
+}
+
+#[test]
+fn values_share_the_input_buffer() {
+    let frame = ClientFrame {
+        id: 1,
+        request: Request::Put {
+            key: "k".into(),
+            value: Bytes::from(vec![7u8; 1000]),
+            condition: Condition::None,
+        },
+    };
+    let mut buf = encode_all(&mut ClientCodec::new(), vec![frame]);
+    let range = buf.as_ptr() as usize..buf.as_ptr() as usize + buf.len();
+    let Some(Inbound::Request(ClientFrame {
+        request: Request::Put { value, .. },
+        ..
+    })) = ServerCodec::new().decode(&mut buf).unwrap()
+    else {
+        panic!("not a PUT");
+    };
+    assert!(
+        range.contains(&(value.as_ptr() as usize)),
+        "value was copied"
+    );
+}
+
+#[test]
+fn oversize_length_is_refused_before_allocating() {
+    for codec_max in [DEFAULT_MAX_FRAME, 100] {
+        let mut buf = BytesMut::with_capacity(16);
+        buf.put_slice(&[0xFF, 0xFF, 0xFF, 0xFF, ft::PUT]);
+        let capacity = buf.capacity();
+        let err = ServerCodec::with_max_frame_length(codec_max)
+            .decode(&mut buf)
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                FrameError::TooLarge {
+                    length: 0xFFFF_FFFF,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert_eq!(err.code(), ErrorCode::TooLarge);
+        assert_eq!(buf.capacity(), capacity, "reserved room for the body");
+
+        let mut buf = BytesMut::from(&[0xFF, 0xFF, 0xFF, 0xFF][..]);
+        let err = ClientCodec::with_max_frame_length(codec_max)
+            .decode(&mut buf)
+            .unwrap_err();
+        assert!(matches!(err, FrameError::TooLarge { .. }));
+    }
+}
+
+#[test]
+fn length_limit_is_inclusive() {
+    let mut codec = ServerCodec::with_max_frame_length(100);
+    let mut buf = BytesMut::new();
+    buf.put_u32(100);
+    assert_eq!(codec.decode(&mut buf).unwrap(), None);
+    assert!(buf.capacity() >= 104);
+    let mut buf = BytesMut::new();
+    buf.put_u32(101);
+    assert!(matches!(
+        codec.decode(&mut buf),
+        Err(FrameError::TooLarge {
+            length: 101,
+            max: 100
+        })
+    ));
+}
+
+#[test]
+fn too_short_length_is_fatal() {
+    for length in 0..5u32 {
+        let mut buf = BytesMut::new();
+        buf.put_u32(length);
+        buf.put_slice(&[0; 8]);
+        let err = ServerCodec::new().decode(&mut buf).unwrap_err();
+        assert!(
+            matches!(err, FrameError::TooShort { .. }),
+            "{length}: {err}"
+        );
+        assert_eq!(err.code(), ErrorCode::Protocol);
+    }
+}
+
+/// Re-frames the payload of one encoded frame with `payload` instead.
+fn reframe(encoded: &[u8], payload: &[u8]) -> BytesMut {
+    let mut buf = BytesMut::new();
+    buf.put_u32(5 + payload.len() as u32);
+    buf.put_slice(&encoded[4..9]);
+    buf.put_slice(payload);
+    buf
+}
+
+#[test]
+fn truncated_or_overlong_payloads_are_fatal() {
+    for frame in client_frames() {
+        let bytes = encode_all(&mut ClientCodec::new(), vec![frame.clone()]);
+        let payload = &bytes[9..];
+        for cut in 0..payload.len() {
+            let mut buf = reframe(&bytes, &payload[..cut]);
+            let result = ServerCodec::new().decode(&mut buf);
+            assert!(
+                matches!(result, Err(FrameError::Malformed { .. })),
+                "{frame:?} cut at {cut}: {result:?}"
+            );
+        }
+        let mut longer = payload.to_vec();
+        longer.push(0);
+        let result = ServerCodec::new().decode(&mut reframe(&bytes, &longer));
+        assert!(
+            matches!(result, Err(FrameError::Malformed { .. })),
+            "{frame:?} + 1 byte: {result:?}"
+        );
+    }
+    for frame in server_frames() {
+        let bytes = encode_all(&mut ServerCodec::new(), vec![frame.clone()]);
+        let payload = &bytes[9..];
+        for cut in 0..payload.len() {
+            let result = ClientCodec::new().decode(&mut reframe(&bytes, &payload[..cut]));
+            assert!(result.is_err(), "{frame:?} cut at {cut}: {result:?}");
+        }
+        let mut longer = payload.to_vec();
+        longer.push(0);
+        let result = ClientCodec::new().decode(&mut reframe(&bytes, &longer));
+        assert!(result.is_err(), "{frame:?} + 1 byte: {result:?}");
+    }
+}
+
+/// Builds a client frame by hand.
+fn raw(frame_type: u8, id: u32, payload: &[u8]) -> BytesMut {
+    let mut buf = BytesMut::new();
+    buf.put_u32(5 + payload.len() as u32);
+    buf.put_u8(frame_type);
+    buf.put_u32(id);
+    buf.put_slice(payload);
+    buf
+}
+
+fn decode_one(buf: &mut BytesMut) -> Result<Inbound, FrameError> {
+    ServerCodec::new()
+        .decode(buf)
+        .map(|item| item.expect("a whole frame"))
+}
+
+fn assert_invalid(buf: &mut BytesMut, id: u32, code: ErrorCode) {
+    match decode_one(buf) {
+        Ok(Inbound::Invalid {
+            id: got_id,
+            code: got,
+            ..
+        }) => {
+            assert_eq!((got_id, got), (id, code), "{buf:?}");
+            assert!(buf.is_empty(), "the invalid frame was consumed");
+        }
+        other => panic!("expected Invalid {code}, got {other:?}"),
+    }
+}
+
+#[test]
+fn unknown_frame_type_is_non_fatal_and_the_stream_goes_on() {
+    let mut buf = raw(0x7E, 9, b"whatever");
+    buf.extend_from_slice(&raw(ft::PING, 10, b""));
+    buf.extend_from_slice(&raw(ft::PUT_OK, 11, &[0; 8])); // a response type is unknown too
+    let mut codec = ServerCodec::new();
+    let first = codec.decode(&mut buf).unwrap().unwrap();
+    assert!(matches!(
+        first,
+        Inbound::Invalid {
+            id: 9,
+            frame_type: 0x7E,
+            code: ErrorCode::Unsupported,
+            ..
+        }
+    ));
+    assert_eq!(
+        codec.decode(&mut buf).unwrap(),
+        Some(Inbound::Request(ClientFrame {
+            id: 10,
+            request: Request::Ping
+        }))
+    );
+    assert_eq!(codec.decode(&mut buf).unwrap().unwrap().id(), 11);
+}
+
+fn str16(s: &[u8]) -> Vec<u8> {
+    let mut v = (s.len() as u16).to_be_bytes().to_vec();
+    v.extend_from_slice(s);
+    v
+}
+
+#[test]
+fn invalid_utf8_is_non_fatal() {
+    let bad = str16(&[b'a', 0xFF]);
+    assert_invalid(&mut raw(ft::GET, 1, &bad), 1, ErrorCode::InvalidKey);
+    assert_invalid(&mut raw(ft::LIST, 2, &bad), 2, ErrorCode::InvalidKey);
+    let mut put = vec![0; 9];
+    put.extend_from_slice(&bad);
+    put.extend_from_slice(&[0, 0, 0, 0]);
+    assert_invalid(&mut raw(ft::PUT, 3, &put), 3, ErrorCode::InvalidKey);
+    for flags in [0, 1] {
+        let mut del = vec![flags, 0, 0, 0, 0, 0, 0, 0, 0, 0];
+        del.extend_from_slice(&bad);
+        assert_invalid(&mut raw(ft::DEL, 4, &del), 4, ErrorCode::InvalidKey);
+    }
+    let mut sub = vec![0; 9];
+    sub.extend_from_slice(&bad);
+    assert_invalid(&mut raw(ft::SUB, 5, &sub), 5, ErrorCode::InvalidKey);
+    let mut hello = b"NKV\0\0\x01".to_vec();
+    hello.extend_from_slice(&bad);
+    assert_invalid(
+        &mut raw(ft::HELLO, 6, &hello),
+        6,
+        ErrorCode::InvalidArgument,
+    );
+}
+
+#[test]
+fn unknown_conditions_and_flags_are_non_fatal() {
+    let key = str16(b"k");
+    let with = |head: &[u8], tail: &[u8]| [head, &key, tail].concat();
+    let rev = |r: u64| r.to_be_bytes();
+    let cases: Vec<(u8, Vec<u8>)> = vec![
+        (ft::PUT, with(&[&[3u8][..], &rev(0)].concat(), &[0; 4])),
+        (ft::PUT, with(&[&[0u8][..], &rev(5)].concat(), &[0; 4])),
+        (ft::PUT, with(&[&[1u8][..], &rev(5)].concat(), &[0; 4])),
+        (ft::DEL, with(&[&[0x02, 0][..], &rev(0)].concat(), &[])),
+        (ft::DEL, with(&[&[0x80, 0][..], &rev(0)].concat(), &[])),
+        (ft::DEL, with(&[&[0x01, 2][..], &rev(3)].concat(), &[])),
+        (ft::DEL, with(&[&[0x01, 0][..], &rev(3)].concat(), &[])),
+        (ft::DEL, with(&[&[0, 9][..], &rev(0)].concat(), &[])),
+        (ft::SUB, with(&[&[0x02][..], &rev(0)].concat(), &[])),
+        (ft::SUB, with(&[&[0][..], &rev(4)].concat(), &[])),
+    ];
+    for (ty, payload) in cases {
+        assert_invalid(&mut raw(ty, 77, &payload), 77, ErrorCode::InvalidArgument);
+    }
+}
+
+#[test]
+fn zero_id_and_bad_magic_are_fatal() {
+    let err = decode_one(&mut raw(ft::PING, 0, b"")).unwrap_err();
+    assert!(matches!(
+        err,
+        FrameError::ZeroId {
+            frame_type: ft::PING
+        }
+    ));
+    let err = decode_one(&mut raw(0x7E, 0, b"")).unwrap_err();
+    assert!(matches!(err, FrameError::ZeroId { .. }));
+    let mut hello = b"HTTP\0\x01".to_vec();
+    hello.extend_from_slice(&str16(b"x"));
+    let err = decode_one(&mut raw(ft::HELLO, 1, &hello)).unwrap_err();
+    assert!(matches!(err, FrameError::BadMagic { magic } if &magic == b"HTTP"));
+    assert_eq!(err.code(), ErrorCode::Protocol);
+}
+
+#[test]
+fn client_refuses_what_a_server_must_never_send() {
+    let mut codec = ClientCodec::new();
+    assert!(matches!(
+        codec.decode(&mut raw(ft::PONG, 0, b"")),
+        Err(FrameError::ZeroId { .. })
+    ));
+    assert!(matches!(
+        codec.decode(&mut raw(ft::RESET, 0, b"")),
+        Err(FrameError::ZeroId { .. })
+    ));
+    assert!(matches!(
+        codec.decode(&mut raw(0xC5, 1, b"")),
+        Err(FrameError::UnknownType { frame_type: 0xC5 })
+    ));
+    assert!(matches!(
+        codec.decode(&mut raw(ft::PING, 1, b"")),
+        Err(FrameError::UnknownType { .. })
+    ));
+    let mut error = 6u16.to_be_bytes().to_vec();
+    error.extend_from_slice(&str16(b"x"));
+    assert!(matches!(
+        codec.decode(&mut raw(ft::ERROR, 1, &error)),
+        Err(FrameError::UnknownErrorCode { code: 6 })
+    ));
+    let mut update = vec![0; 12];
+    update.extend_from_slice(&str16(&[0xC3]));
+    update.extend_from_slice(&[0; 4]);
+    assert!(matches!(
+        codec.decode(&mut raw(ft::UPDATE, 1, &update)),
+        Err(FrameError::Malformed { .. })
+    ));
+}
+
+#[test]
+fn encoders_refuse_oversize_frames_and_zero_ids_without_writing() {
+    let mut buf = BytesMut::from(&b"keep"[..]);
+    let put = ClientFrame {
+        id: 1,
+        request: Request::Put {
+            key: "k".into(),
+            value: Bytes::from(vec![0; 100]),
+            condition: Condition::None,
+        },
+    };
+    let err = ClientCodec::with_max_frame_length(100)
+        .encode(&put, &mut buf)
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            FrameError::TooLarge {
+                length: 121,
+                max: 100
+            }
+        ),
+        "{err}"
+    );
+    let zero = ClientFrame {
+        id: 0,
+        request: Request::Ping,
+    };
+    assert!(matches!(
+        ClientCodec::new().encode(zero, &mut buf),
+        Err(FrameError::ZeroId { .. })
+    ));
+    let pong = ServerFrame::Response {
+        id: 0,
+        response: Response::Pong,
+    };
+    assert!(matches!(
+        ServerCodec::new().encode(pong, &mut buf),
+        Err(FrameError::ZeroId { .. })
+    ));
+    let long_key = ClientFrame {
+        id: 1,
+        request: Request::Get {
+            key: "k".repeat(70_000),
+        },
+    };
+    assert!(matches!(
+        ClientCodec::new().encode(long_key, &mut buf),
+        Err(FrameError::FieldTooLong { field: "key", .. })
+    ));
+    assert_eq!(&buf[..], b"keep");
+}
+
+#[test]
+fn condition_failed_carries_the_current_revision() {
+    let frame = ServerFrame::Response {
+        id: 3,
+        response: Response::Error(ErrorFrame::condition_failed(0)),
+    };
+    let bytes = encode_all(&mut ServerCodec::new(), vec![frame.clone()]);
+    assert_eq!(&bytes[bytes.len() - 8..], &[0; 8]);
+    let decoded = ClientCodec::new()
+        .decode(&mut bytes.clone())
+        .unwrap()
+        .unwrap();
+    assert_eq!(decoded, frame);
+}

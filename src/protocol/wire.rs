@@ -1,0 +1,205 @@
+//! Wire constants: the code twin of the tables in `protocol.md`.
+//!
+//! Every number a peer must agree on lives here, once: the magic, the
+//! protocol version, frame type numbers, header offsets, condition and flag
+//! values, default limits and STATS names. The codec is written against
+//! these names, and `protocol.md` lists the same values; a change to one
+//! side without the other is caught by `tests/protocol_examples.rs`, which
+//! decodes every hex example of the spec with this code.
+
+/// The four bytes that open every HELLO payload: `"NKV\0"`.
+pub const MAGIC: [u8; 4] = *b"NKV\0";
+
+/// The highest (and, for now, only) protocol version this crate speaks.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// The oldest protocol version this crate speaks.
+pub const MIN_PROTOCOL_VERSION: u16 = 1;
+
+/// Size of the length prefix that opens every frame.
+pub const LENGTH_SIZE: usize = 4;
+
+/// Offset of the frame type byte within a frame.
+pub const TYPE_OFFSET: usize = 4;
+
+/// Offset of the id (request id or subscription id) within a frame.
+pub const ID_OFFSET: usize = 5;
+
+/// Offset of the payload within a frame; also the size of the header.
+pub const PAYLOAD_OFFSET: usize = 9;
+
+/// Size of the header (length, type, id).
+pub const HEADER_SIZE: usize = PAYLOAD_OFFSET;
+
+/// Smallest legal value of the length field: type (1) + id (4).
+pub const MIN_FRAME_LENGTH: u32 = 5;
+
+/// The id reserved for errors that belong to no request (a frame that could
+/// not be decoded, the handshake timeout). Clients never use it.
+pub const CONNECTION_ID: u32 = 0;
+
+/// Default maximum of the length field (bytes after the length prefix): 2 MiB.
+pub const DEFAULT_MAX_FRAME: u32 = 2_097_152;
+
+/// Default maximum key length in bytes.
+pub const DEFAULT_MAX_KEY: u32 = 1024;
+
+/// Default maximum value length in bytes: 1 MiB.
+pub const DEFAULT_MAX_VALUE: u32 = 1_048_576;
+
+/// Default time a client has to send HELLO after connecting, in milliseconds.
+pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
+
+/// Bytes of the length field taken by the largest frame carrying one key and
+/// one value, beside the key and value bytes themselves (UPDATE: type 1,
+/// id 4, revision 8, coalesced 4, key length 2, value length 4).
+///
+/// A server's limits must satisfy `max_key + max_value + ENTRY_FRAME_OVERHEAD
+/// <= max_frame`, so that every stored entry fits in every frame that carries
+/// it (PUT, GET_OK, LIST_ITEM, UPDATE).
+pub const ENTRY_FRAME_OVERHEAD: u32 = 23;
+
+// Keep the default key limit and the key module's default in step.
+const _: () = assert!(DEFAULT_MAX_KEY as usize == crate::key::DEFAULT_MAX_KEY_LEN);
+const _: () =
+    assert!(DEFAULT_MAX_KEY + DEFAULT_MAX_VALUE + ENTRY_FRAME_OVERHEAD <= DEFAULT_MAX_FRAME);
+
+/// Environment variable that overrides the server address
+/// (`unix:PATH` or `tcp:HOST:PORT`).
+pub const ADDR_ENV: &str = "NKV_ADDR";
+
+/// File name of the default Unix socket: `$XDG_RUNTIME_DIR/nkv.sock` when
+/// `XDG_RUNTIME_DIR` is set, else `/tmp/nkv-$UID/nkv.sock`.
+pub const SOCKET_FILE_NAME: &str = "nkv.sock";
+
+/// Frame type numbers (byte at [`TYPE_OFFSET`]).
+///
+/// Requests are `0x01..=0x7F`; a response has the type of its request with
+/// [`RESPONSE_BIT`] set; events are `0xC0..=0xC4`; ERROR is `0xFF`.
+pub mod frame_type {
+    /// Set in the type of every response to a request.
+    pub const RESPONSE_BIT: u8 = 0x80;
+
+    /// Client → server: open the session.
+    pub const HELLO: u8 = 0x01;
+    /// Client → server: liveness check.
+    pub const PING: u8 = 0x02;
+    /// Client → server: read one key.
+    pub const GET: u8 = 0x10;
+    /// Client → server: write one key.
+    pub const PUT: u8 = 0x11;
+    /// Client → server: delete one key or a subtree.
+    pub const DEL: u8 = 0x12;
+    /// Client → server: read every key under a prefix.
+    pub const LIST: u8 = 0x13;
+    /// Client → server: subscribe to a prefix.
+    pub const SUB: u8 = 0x14;
+    /// Client → server: end a subscription.
+    pub const UNSUB: u8 = 0x15;
+    /// Client → server: server counters.
+    pub const STATS: u8 = 0x16;
+
+    /// Server → client: answer to HELLO.
+    pub const HELLO_OK: u8 = RESPONSE_BIT | HELLO;
+    /// Server → client: answer to PING.
+    pub const PONG: u8 = RESPONSE_BIT | PING;
+    /// Server → client: answer to GET.
+    pub const GET_OK: u8 = RESPONSE_BIT | GET;
+    /// Server → client: answer to PUT.
+    pub const PUT_OK: u8 = RESPONSE_BIT | PUT;
+    /// Server → client: answer to DEL.
+    pub const DEL_OK: u8 = RESPONSE_BIT | DEL;
+    /// Server → client: last frame of the answer to LIST.
+    pub const LIST_OK: u8 = RESPONSE_BIT | LIST;
+    /// Server → client: answer to SUB.
+    pub const SUB_OK: u8 = RESPONSE_BIT | SUB;
+    /// Server → client: answer to UNSUB.
+    pub const UNSUB_OK: u8 = RESPONSE_BIT | UNSUB;
+    /// Server → client: answer to STATS.
+    pub const STATS_OK: u8 = RESPONSE_BIT | STATS;
+    /// Server → client: one entry of a LIST answer, before LIST_OK.
+    pub const LIST_ITEM: u8 = 0x98;
+
+    /// Event: a key covered by the subscription has this value.
+    pub const UPDATE: u8 = 0xC0;
+    /// Event: a key covered by the subscription was deleted.
+    pub const DELETE: u8 = 0xC1;
+    /// Event: the snapshot (or resume) is complete.
+    pub const SYNCED: u8 = 0xC2;
+    /// Event: forget what you hold for this subscription; a snapshot follows.
+    pub const RESET: u8 = 0xC3;
+    /// Event: the server ended the subscription.
+    pub const CLOSED: u8 = 0xC4;
+
+    /// Server → client: a request (or the connection) failed.
+    pub const ERROR: u8 = 0xFF;
+}
+
+/// Values of the `condition` byte of PUT and DEL.
+pub mod condition {
+    /// Unconditional write.
+    pub const NONE: u8 = 0;
+    /// Write only if the key does not exist.
+    pub const MUST_NOT_EXIST: u8 = 1;
+    /// Write only if the key's revision equals `expected_revision`.
+    pub const REVISION_EQUALS: u8 = 2;
+}
+
+/// Bits of the `flags` byte of DEL.
+pub mod del_flags {
+    /// Delete the key and every key below it, atomically.
+    pub const PREFIX: u8 = 0x01;
+    /// Every bit that has a meaning; the others must be zero.
+    pub const ALL: u8 = PREFIX;
+}
+
+/// Bits of the `flags` byte of SUB.
+pub mod sub_flags {
+    /// Resume: only what changed after `since` is sent as the snapshot.
+    pub const RESUME: u8 = 0x01;
+    /// Every bit that has a meaning; the others must be zero.
+    pub const ALL: u8 = RESUME;
+}
+
+/// Names of the counters in STATS_OK (per-subscription names are built with
+/// [`sub_pending`](stats::sub_pending) and [`sub_coalesced`](stats::sub_coalesced)).
+pub mod stats {
+    /// Number of live keys.
+    pub const KEYS: &str = "keys";
+    /// Bytes of live keys and values.
+    pub const BYTES: &str = "bytes";
+    /// Current store revision.
+    pub const REVISION: &str = "revision";
+    /// Open client connections.
+    pub const CONNECTIONS: &str = "connections";
+    /// Active subscriptions, all connections.
+    pub const SUBSCRIPTIONS: &str = "subscriptions";
+    /// GET requests served since start.
+    pub const OPS_GET: &str = "ops.get";
+    /// PUT requests served since start.
+    pub const OPS_PUT: &str = "ops.put";
+    /// DEL requests served since start.
+    pub const OPS_DEL: &str = "ops.del";
+    /// LIST requests served since start.
+    pub const OPS_LIST: &str = "ops.list";
+    /// SUB requests served since start.
+    pub const OPS_SUB: &str = "ops.sub";
+    /// Number of fsyncs since start.
+    pub const FSYNC_COUNT: &str = "fsync.count";
+    /// Duration of the last fsync, microseconds.
+    pub const FSYNC_LAST_US: &str = "fsync.last_us";
+    /// Longest fsync since start, microseconds.
+    pub const FSYNC_MAX_US: &str = "fsync.max_us";
+    /// Subscriptions left out of this answer because it would not fit.
+    pub const SUB_OMITTED: &str = "sub.omitted";
+
+    /// Name of the pending-events counter of subscription `id` on connection `conn`.
+    pub fn sub_pending(conn: u64, id: u32) -> String {
+        format!("sub.{conn}.{id}.pending")
+    }
+
+    /// Name of the coalesced-events counter of subscription `id` on connection `conn`.
+    pub fn sub_coalesced(conn: u64, id: u32) -> String {
+        format!("sub.{conn}.{id}.coalesced")
+    }
+}
