@@ -134,7 +134,7 @@ fn run(cli: Cli) -> Result<(), String> {
         // A frame must hold the largest value, its key and the header.
         max_frame: server::Config::default()
             .max_frame
-            .max(cli.max_value + cli.max_key + 64),
+            .max(u32::try_from(cli.max_value + cli.max_key + 64).unwrap_or(u32::MAX)),
         ..server::Config::default()
     };
 

@@ -50,9 +50,9 @@ pub(super) async fn serve(
 ) {
     let open = shared.connections.fetch_add(1, Ordering::SeqCst) + 1;
     let (read_half, write_half) = tokio::io::split(stream);
-    let max_frame = shared.config.max_frame as u32;
-    let mut reader = FramedRead::new(read_half, ServerCodec::new(max_frame));
-    let mut writer = FramedWrite::new(write_half, ServerCodec::new(max_frame));
+    let max_frame = shared.config.max_frame;
+    let mut reader = FramedRead::new(read_half, ServerCodec::with_max_frame_length(max_frame));
+    let mut writer = FramedWrite::new(write_half, ServerCodec::with_max_frame_length(max_frame));
 
     if open > shared.config.max_connections {
         let message = format!("too many connections (limit {})", shared.config.max_connections);
@@ -120,7 +120,7 @@ async fn handshake(reader: &mut Reader, writer: &mut Writer, shared: &Shared) ->
             tracing::debug!(client = %client_name, version, "handshake");
             let hello = Response::HelloOk {
                 version: version.min(wire::PROTOCOL_VERSION),
-                max_frame: shared.config.max_frame as u32,
+                max_frame: shared.config.max_frame,
                 max_key: shared.max_key as u32,
                 max_value: shared.max_value as u32,
                 server_name: concat!("nkv-server ", env!("CARGO_PKG_VERSION")).to_owned(),
@@ -192,7 +192,7 @@ async fn read_loop(mut reader: Reader, ctx: ReadContext, mut stop: watch::Receiv
                 ctx.submit(wire::CONNECTION_ID, refusal);
                 return;
             }
-            Some(Ok(Inbound::Invalid { id, code, message })) => (id, refuse(code, message)),
+            Some(Ok(Inbound::Invalid { id, code, message, .. })) => (id, refuse(code, message)),
             Some(Ok(Inbound::Request(ClientFrame { id, request }))) => {
                 (id, to_command(id, request, &ctx, &mut subscriptions))
             }

@@ -31,7 +31,7 @@ use crate::store::Store;
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Largest frame accepted or sent, in bytes.
-    pub max_frame: usize,
+    pub max_frame: u32,
     /// How long a new connection may take to send HELLO.
     pub handshake_timeout: Duration,
     /// Most connections served at once; more are refused with LIMIT.

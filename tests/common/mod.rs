@@ -1,0 +1,301 @@
+//! Shared test harness: a real `nkv-server` process on a socket in a
+//! temporary directory, and a raw wire client that speaks frames byte for
+//! byte. Every server is killed when its handle drops.
+
+#![allow(dead_code)] // each test binary uses a different part of this
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use nkv::protocol::{ClientCodec, ClientFrame, Event, Request, Response, ServerFrame};
+use tokio_util::codec::{Decoder, Encoder};
+
+/// A server process with its own data directory and socket.
+pub struct TestServer {
+    pub dir: tempfile::TempDir,
+    pub child: Option<Child>,
+    pub extra_args: Vec<String>,
+    pub tcp_port: Option<u16>,
+}
+
+impl TestServer {
+    /// Starts a server listening on `DIR/nkv.sock` only.
+    pub fn start() -> TestServer {
+        Self::start_with(&[])
+    }
+
+    /// Starts a server with extra command-line flags.
+    pub fn start_with(extra: &[&str]) -> TestServer {
+        let mut server = TestServer {
+            dir: tempfile::tempdir().expect("temp dir"),
+            child: None,
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            tcp_port: None,
+        };
+        server.spawn();
+        server
+    }
+
+    /// Starts a server on the Unix socket and on a free loopback TCP port.
+    pub fn start_with_tcp() -> TestServer {
+        let port = free_port();
+        let mut server = TestServer {
+            dir: tempfile::tempdir().expect("temp dir"),
+            child: None,
+            extra_args: vec!["--listen".into(), format!("tcp:127.0.0.1:{port}")],
+            tcp_port: Some(port),
+        };
+        server.spawn();
+        server
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("nkv.sock")
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// The `unix:PATH` address of this server.
+    pub fn addr(&self) -> String {
+        format!("unix:{}", self.socket().display())
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nkv-server"));
+        cmd.arg("--listen")
+            .arg(self.addr())
+            .arg("--data-dir")
+            .arg(self.data_dir())
+            .args(&self.extra_args)
+            .env_remove("NKV_ADDR")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        let child = cmd.spawn().expect("spawn nkv-server");
+        self.child = Some(child);
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if UnixStream::connect(self.socket()).is_ok() {
+                if let Some(port) = self.tcp_port {
+                    if std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+                        std::thread::sleep(Duration::from_millis(20));
+                        continue;
+                    }
+                }
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("nkv-server exited during start-up: {status}");
+            }
+            assert!(Instant::now() < deadline, "nkv-server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL, then start again on the same data and socket.
+    pub fn kill9_and_restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// SIGKILL without restart.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts again after a kill or terminate.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "still running");
+        self.spawn();
+    }
+
+    /// SIGTERM and wait for the exit status.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("server did not exit after SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Resident memory of the server process in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .expect("VmRSS")
+    }
+
+    /// A raw wire client, handshake done.
+    pub fn wire(&self) -> Wire {
+        let mut wire = Wire::connect_unix(&self.socket());
+        wire.hello();
+        wire
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Any blocking byte stream.
+pub trait Stream: Read + Write + Send {}
+impl<T: Read + Write + Send> Stream for T {}
+
+/// A blocking client that writes and reads frames (or raw bytes).
+pub struct Wire {
+    pub stream: Box<dyn Stream>,
+    codec: ClientCodec,
+    buf: BytesMut,
+    next_id: u32,
+}
+
+impl Wire {
+    pub fn connect_unix(path: &Path) -> Wire {
+        let stream = UnixStream::connect(path).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        Self::over(Box::new(stream))
+    }
+
+    pub fn connect_tcp(port: u16) -> Wire {
+        let stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        Self::over(Box::new(stream))
+    }
+
+    fn over(stream: Box<dyn Stream>) -> Wire {
+        Wire {
+            stream,
+            codec: ClientCodec::new(),
+            buf: BytesMut::new(),
+            next_id: 1,
+        }
+    }
+
+    /// Sends HELLO and expects HELLO_OK.
+    pub fn hello(&mut self) {
+        let request = Request::Hello {
+            version: nkv::protocol::wire::PROTOCOL_VERSION,
+            client_name: "test".into(),
+        };
+        match self.call(request) {
+            Response::HelloOk { .. } => {}
+            other => panic!("expected HELLO_OK, got {other:?}"),
+        }
+    }
+
+    pub fn send_raw(&mut self, bytes: &[u8]) {
+        self.stream.write_all(bytes).expect("write");
+    }
+
+    /// Sends a request with a fresh id; returns the id.
+    pub fn send(&mut self, request: Request) -> u32 {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.send_with_id(id, request);
+        id
+    }
+
+    pub fn send_with_id(&mut self, id: u32, request: Request) {
+        let mut out = BytesMut::new();
+        self.codec
+            .encode(ClientFrame { id, request }, &mut out)
+            .expect("encode");
+        self.send_raw(&out);
+    }
+
+    /// Next frame from the server, or None at EOF.
+    pub fn recv(&mut self) -> Option<ServerFrame> {
+        loop {
+            if let Some(frame) = self.codec.decode(&mut self.buf).expect("decode") {
+                return Some(frame);
+            }
+            let mut chunk = [0u8; 64 * 1024];
+            let n = self.stream.read(&mut chunk).expect("read");
+            if n == 0 {
+                return None;
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Next response, skipping (and returning) no events: panics on an event.
+    pub fn response(&mut self) -> (u32, Response) {
+        match self.recv().expect("a frame, not EOF") {
+            ServerFrame::Response { id, response } => (id, response),
+            other => panic!("expected a response, got {other:?}"),
+        }
+    }
+
+    /// Sends a request and returns its response (expects no events between).
+    pub fn call(&mut self, request: Request) -> Response {
+        let id = self.send(request);
+        let (got, response) = self.response();
+        assert_eq!(got, id, "response id");
+        response
+    }
+
+    /// Next event, panicking on anything else.
+    pub fn event(&mut self) -> (u32, Event) {
+        match self.recv().expect("a frame, not EOF") {
+            ServerFrame::Event {
+                subscription,
+                event,
+            } => (subscription, event),
+            other => panic!("expected an event, got {other:?}"),
+        }
+    }
+
+    /// True when the server closed the connection (EOF) within the timeout.
+    pub fn closed(&mut self) -> bool {
+        self.recv().is_none()
+    }
+}
