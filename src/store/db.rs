@@ -1,0 +1,545 @@
+//! [`Store`]: open, the write path (append, then index), reads, group
+//! commit and the fsync policy. Recovery and compaction live in their own
+//! files and work on the same struct.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::key::{validate_key, validate_prefix};
+
+use super::error::StoreError;
+use super::format::{
+    decode_record, encode_batch_value, encode_record, new_salt, record_len, Kind, OpRef,
+    SegmentHeader, BATCH_OP_HEADER_LEN, FORMAT_MAX_KEY_LEN, HEADER_LEN, LOCK_FILE, R_KEY,
+};
+use super::index::{Index, Loc, Slot};
+use super::segment::{Active, Sealed};
+use super::{hint, io, recovery};
+use super::{
+    BatchOp, Change, Changes, Condition, Entry, FsyncPolicy, Options, PrefixDeletion, StoreStats,
+};
+
+/// A durable, log-structured key-value store in one directory.
+///
+/// Owned by one thread. Writes are appended (not yet durable) and become
+/// durable at [`Store::commit`] (policy `Always`) or [`Store::sync`].
+pub struct Store {
+    /// The data directory.
+    pub(super) dir: PathBuf,
+    /// Tunables given at open.
+    pub(super) options: Options,
+    /// Holds the exclusive lock on `DIR/LOCK` for the life of the store.
+    _lock: File,
+    /// Sealed segments by id, each mapped read-only.
+    pub(super) sealed: BTreeMap<u64, Sealed>,
+    /// The segment being appended to.
+    pub(super) active: Active,
+    /// Every key in order.
+    pub(super) index: Index,
+    /// Revision of the last write.
+    pub(super) revision: u64,
+    /// `changes_since` below this revision is too old.
+    pub(super) floor: u64,
+    /// When the oldest write not yet fsynced was made.
+    unsynced_since: Option<Instant>,
+    /// Set after a failed fsync (or an interrupted compaction): the reason.
+    pub(super) poisoned: Option<String>,
+    /// fdatasync calls made.
+    syncs: u64,
+    /// Duration of the last fdatasync.
+    last_sync_micros: u64,
+    /// Longest fdatasync.
+    max_sync_micros: u64,
+    /// Compactions completed.
+    pub(super) compactions: u64,
+    /// Upper bound of a record's length, to reject damaged length fields.
+    pub(super) max_record_len: usize,
+}
+
+/// Largest record the options allow (a batch is bounded like a value).
+pub(super) fn max_record_len(options: &Options) -> usize {
+    record_len(FORMAT_MAX_KEY_LEN, options.max_value_len)
+}
+
+fn check_options(o: &Options) -> Result<(), StoreError> {
+    let bad = if o.max_key_len == 0 || o.max_key_len > FORMAT_MAX_KEY_LEN {
+        Some(format!("max_key_len must be 1..={FORMAT_MAX_KEY_LEN}"))
+    } else if o.max_value_len > (u32::MAX as usize) / 2 {
+        Some("max_value_len must be below 2 GiB".to_string())
+    } else if !(0.0..=1.0).contains(&o.compaction_dead_ratio) {
+        Some("compaction_dead_ratio must be within 0..=1".to_string())
+    } else {
+        None
+    };
+    match bad {
+        Some(msg) => Err(StoreError::Io {
+            context: "checking store options".into(),
+            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, msg),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Takes the exclusive lock of `dir`, failing at once if it is held.
+pub(super) fn lock_dir(dir: &Path) -> Result<File, StoreError> {
+    let path = dir.join(LOCK_FILE);
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| StoreError::io(format!("opening {}", path.display()), e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(TryLockError::WouldBlock) => Err(StoreError::Locked {
+            dir: dir.to_path_buf(),
+        }),
+        Err(TryLockError::Error(e)) => {
+            Err(StoreError::io(format!("locking {}", path.display()), e))
+        }
+    }
+}
+
+fn check_condition(current: Option<u64>, condition: Condition) -> Result<(), StoreError> {
+    let ok = match condition {
+        Condition::None => true,
+        Condition::MustNotExist => current.is_none(),
+        Condition::RevisionIs(r) => current == Some(r),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(StoreError::ConditionFailed { current })
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store in `dir`: takes the directory lock,
+    /// removes leftovers of an interrupted compaction, truncates a torn
+    /// tail, and rebuilds the index (from hint files where they are valid).
+    pub fn open(dir: &Path, options: Options) -> Result<Store, StoreError> {
+        check_options(&options)?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StoreError::io(format!("creating {}", dir.display()), e))?;
+        let lock = lock_dir(dir)?;
+        let max_record_len = max_record_len(&options);
+        let rec = recovery::recover(dir, max_record_len)?;
+        Ok(Store {
+            dir: dir.to_path_buf(),
+            options,
+            _lock: lock,
+            sealed: rec.sealed,
+            active: rec.active,
+            index: rec.index,
+            revision: rec.revision,
+            floor: rec.floor,
+            unsynced_since: None,
+            poisoned: None,
+            syncs: 0,
+            last_sync_micros: 0,
+            max_sync_micros: 0,
+            compactions: 0,
+            max_record_len,
+        })
+    }
+
+    /// The options given at open.
+    pub fn options(&self) -> &Options {
+        &self.options
+    }
+
+    /// Revision of the last write (0 for a new, empty store).
+    pub fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    /// `changes_since` a revision below this answers `TooOld`.
+    pub fn tombstone_floor(&self) -> u64 {
+        self.floor
+    }
+
+    /// Refuses writes once poisoned.
+    pub(super) fn check_writable(&self) -> Result<(), StoreError> {
+        match &self.poisoned {
+            Some(reason) => Err(StoreError::Poisoned {
+                reason: reason.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Marks the store dead for writes and returns the error to report.
+    pub(super) fn poison(&mut self, reason: String) -> StoreError {
+        tracing::error!(dir = %self.dir.display(), "store poisoned: {reason}");
+        self.poisoned = Some(reason.clone());
+        StoreError::Poisoned { reason }
+    }
+
+    /// Sets `key` to `value` if `condition` holds; returns the new revision.
+    /// The write is appended but durable only after `commit`/`sync`.
+    pub fn put(
+        &mut self,
+        key: &str,
+        value: &[u8],
+        condition: Condition,
+    ) -> Result<u64, StoreError> {
+        self.check_writable()?;
+        validate_key(key, self.options.max_key_len)?;
+        if value.len() > self.options.max_value_len {
+            return Err(StoreError::ValueTooLarge {
+                len: value.len(),
+                max: self.options.max_value_len,
+            });
+        }
+        check_condition(self.index.current(key), condition)?;
+        let (revision, segment, offset) = self.append(Kind::Put, key, value)?;
+        let loc = Loc {
+            segment,
+            offset,
+            rec_len: record_len(key.len(), value.len()) as u32,
+            value_offset: (R_KEY + key.len()) as u32,
+            value_len: value.len() as u32,
+        };
+        self.index.apply(key, Slot::Live { revision, loc });
+        Ok(revision)
+    }
+
+    /// Deletes `key` if `condition` holds; `NotFound` (nothing written) if
+    /// it does not exist. Returns the revision of the delete.
+    pub fn delete(&mut self, key: &str, condition: Condition) -> Result<u64, StoreError> {
+        self.check_writable()?;
+        validate_key(key, self.options.max_key_len)?;
+        let current = self.index.current(key);
+        check_condition(current, condition)?;
+        if current.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        let (revision, _, _) = self.append(Kind::Delete, key, b"")?;
+        self.index.apply(key, Slot::Tomb { revision });
+        Ok(revision)
+    }
+
+    /// Deletes every key covered by `prefix` (`""`: every key) in one
+    /// atomic record under one revision. Writes nothing if nothing matches.
+    pub fn delete_prefix(&mut self, prefix: &str) -> Result<PrefixDeletion, StoreError> {
+        self.check_writable()?;
+        validate_prefix(prefix, self.options.max_key_len)?;
+        if !self
+            .index
+            .covered(prefix)
+            .any(|(_, s)| matches!(s, Slot::Live { .. }))
+        {
+            return Ok(PrefixDeletion {
+                revision: None,
+                keys: Vec::new(),
+            });
+        }
+        let (revision, _, _) = self.append(Kind::DeletePrefix, prefix, b"")?;
+        let keys = self.index.delete_prefix(prefix, revision);
+        Ok(PrefixDeletion {
+            revision: Some(revision),
+            keys,
+        })
+    }
+
+    /// Applies several puts and deletes atomically under one revision (one
+    /// batch record). Deleting an absent key is not an error. The encoded
+    /// batch is bounded by `max_value_len`.
+    pub fn write_batch(&mut self, ops: &[BatchOp<'_>]) -> Result<u64, StoreError> {
+        self.check_writable()?;
+        let mut refs = Vec::with_capacity(ops.len());
+        for op in ops {
+            let r = match *op {
+                BatchOp::Put { key, value } => OpRef {
+                    kind: Kind::Put,
+                    key,
+                    value,
+                },
+                BatchOp::Delete { key } => OpRef {
+                    kind: Kind::Delete,
+                    key,
+                    value: b"",
+                },
+            };
+            validate_key(r.key, self.options.max_key_len)?;
+            refs.push(r);
+        }
+        let value = encode_batch_value(&refs);
+        if value.len() > self.options.max_value_len {
+            return Err(StoreError::ValueTooLarge {
+                len: value.len(),
+                max: self.options.max_value_len,
+            });
+        }
+        let (revision, segment, offset) = self.append(Kind::Batch, "", &value)?;
+        let rec_len = record_len(0, value.len()) as u32;
+        let mut at = R_KEY + BATCH_OP_HEADER_LEN;
+        for r in &refs {
+            let slot = match r.kind {
+                Kind::Put => Slot::Live {
+                    revision,
+                    loc: Loc {
+                        segment,
+                        offset,
+                        rec_len,
+                        value_offset: (at + r.key.len()) as u32,
+                        value_len: r.value.len() as u32,
+                    },
+                },
+                _ => Slot::Tomb { revision },
+            };
+            self.index.apply(r.key, slot);
+            at += r.key.len() + r.value.len() + BATCH_OP_HEADER_LEN;
+        }
+        Ok(revision)
+    }
+
+    /// Appends one record under the next revision; returns (revision,
+    /// segment, offset). A failed write is rolled back: the revision is not
+    /// used and the store stays usable after `DiskFull`.
+    fn append(
+        &mut self,
+        kind: Kind,
+        key: &str,
+        value: &[u8],
+    ) -> Result<(u64, u64, u64), StoreError> {
+        let len = record_len(key.len(), value.len());
+        if self.active.len > HEADER_LEN as u64
+            && self.active.len + len as u64 > self.options.segment_size
+        {
+            self.roll()?;
+        }
+        let revision = self.revision + 1;
+        let mut buf = Vec::with_capacity(len);
+        encode_record(
+            &mut buf,
+            self.active.header.salt,
+            revision,
+            kind,
+            key,
+            value,
+        );
+        let offset = match self.active.append(&buf) {
+            Ok(offset) => offset,
+            Err(StoreError::DiskFull) => return Err(StoreError::DiskFull),
+            Err(e) => return Err(self.poison(format!("write failed: {e}"))),
+        };
+        self.revision = revision;
+        self.unsynced_since.get_or_insert_with(Instant::now);
+        Ok((revision, self.active.header.id, offset))
+    }
+
+    /// Seals the active segment (fsync, map, hint file) and starts a new one.
+    fn roll(&mut self) -> Result<(), StoreError> {
+        self.sync_active()?;
+        let header = SegmentHeader {
+            id: self.active.header.id + 1,
+            salt: new_salt(),
+            base_revision: self.revision,
+            floor: self.floor,
+        };
+        let fresh = Active::create(&self.dir, header)?;
+        let old = std::mem::replace(&mut self.active, fresh);
+        let sealed = old.seal()?;
+        let id = sealed.header.id;
+        let bytes = hint::build(id, sealed.header.salt, sealed.bytes(), self.max_record_len);
+        if let Err(e) = hint::write(&self.dir, id, &bytes) {
+            tracing::warn!("could not write hint file for segment {id}: {e} (open will scan it)");
+        }
+        self.sealed.insert(id, sealed);
+        Ok(())
+    }
+
+    /// fdatasync of the active segment if it has unsynced writes. A failure
+    /// poisons the store: the kernel may have dropped the dirty pages, so a
+    /// retry that succeeds would prove nothing.
+    pub(super) fn sync_active(&mut self) -> Result<(), StoreError> {
+        if self.unsynced_since.is_none() {
+            return Ok(());
+        }
+        let started = Instant::now();
+        if let Err(e) = io::sync_data(&self.active.file) {
+            let reason = format!("fdatasync of {} failed: {e}", self.active.path.display());
+            return Err(self.poison(reason));
+        }
+        let micros = started.elapsed().as_micros() as u64;
+        self.syncs += 1;
+        self.last_sync_micros = micros;
+        self.max_sync_micros = self.max_sync_micros.max(micros);
+        self.unsynced_since = None;
+        Ok(())
+    }
+
+    /// Makes every write so far durable as the policy says: `Always` runs
+    /// one fdatasync for all writes since the last commit (group commit);
+    /// `Interval` and `Never` do not sync here. Then runs an automatic
+    /// compaction if the dead-byte thresholds are passed; its failure is
+    /// logged, not returned, because the batch itself is already durable.
+    pub fn commit(&mut self) -> Result<(), StoreError> {
+        self.check_writable()?;
+        if self.options.fsync == FsyncPolicy::Always {
+            self.sync_active()?;
+        }
+        if self.compaction_due() {
+            if let Err(e) = self.compact() {
+                tracing::warn!("automatic compaction failed: {e}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Forces an fdatasync now (the interval timer, shutdown).
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        self.check_writable()?;
+        self.sync_active()
+    }
+
+    /// Under `Interval`, with unsynced writes: when `sync` is due.
+    pub fn next_sync_deadline(&self) -> Option<Instant> {
+        match self.options.fsync {
+            FsyncPolicy::Interval(d) => self.unsynced_since.map(|t| t + d),
+            _ => None,
+        }
+    }
+
+    /// True when dead bytes pass both automatic compaction thresholds.
+    fn compaction_due(&self) -> bool {
+        let total = self.total_bytes();
+        let live = self.index.live_bytes() + HEADER_LEN as u64 * self.segment_count();
+        let dead = total.saturating_sub(live);
+        total > 0
+            && dead >= self.options.compaction_min_dead_bytes
+            && dead as f64 / total as f64 >= self.options.compaction_dead_ratio
+    }
+
+    pub(super) fn total_bytes(&self) -> u64 {
+        self.active.len + self.sealed.values().map(Sealed::len).sum::<u64>()
+    }
+
+    fn segment_count(&self) -> u64 {
+        self.sealed.len() as u64 + 1
+    }
+
+    /// The value and revision of `key`, if it exists.
+    pub fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        validate_key(key, self.options.max_key_len)?;
+        match self.index.get(key) {
+            Some(&Slot::Live { revision, loc }) => Ok(Some(self.read_entry(key, revision, loc)?)),
+            _ => Ok(None),
+        }
+    }
+
+    /// Every live key covered by `prefix` (segment boundaries: `net` covers
+    /// `net` and `net.x`, not `network`), sorted by key.
+    pub fn scan_prefix(&self, prefix: &str) -> Result<Vec<(String, Entry)>, StoreError> {
+        validate_prefix(prefix, self.options.max_key_len)?;
+        let mut out = Vec::new();
+        for (key, slot) in self.index.covered(prefix) {
+            if let Slot::Live { revision, loc } = *slot {
+                out.push((key.clone(), self.read_entry(key, revision, loc)?));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Live entries and tombstones under `prefix` with a revision above
+    /// `revision`, by revision; `TooOld` if `revision` is below the floor or
+    /// above the store's revision.
+    pub fn changes_since(&self, prefix: &str, revision: u64) -> Result<Changes, StoreError> {
+        validate_prefix(prefix, self.options.max_key_len)?;
+        if revision < self.floor || revision > self.revision {
+            return Ok(Changes::TooOld { floor: self.floor });
+        }
+        let mut out = Vec::new();
+        for (key, slot) in self.index.covered(prefix) {
+            match *slot {
+                Slot::Live { revision: r, loc } if r > revision => out.push(Change::Put {
+                    key: key.clone(),
+                    entry: self.read_entry(key, r, loc)?,
+                }),
+                Slot::Tomb { revision: r } if r > revision => out.push(Change::Delete {
+                    key: key.clone(),
+                    revision: r,
+                }),
+                _ => {}
+            }
+        }
+        out.sort_by_key(Change::revision);
+        Ok(Changes::Since(out))
+    }
+
+    /// Reads and verifies the record at `loc`, returning the value.
+    pub(super) fn read_entry(
+        &self,
+        key: &str,
+        revision: u64,
+        loc: Loc,
+    ) -> Result<Entry, StoreError> {
+        let (owned, path, salt);
+        let bytes: &[u8] = if loc.segment == self.active.header.id {
+            owned = self.active.read(loc.offset, loc.rec_len as usize)?;
+            (path, salt) = (&self.active.path, self.active.header.salt);
+            &owned
+        } else {
+            let seg = self.sealed.get(&loc.segment).ok_or_else(|| {
+                StoreError::corrupt(
+                    &self.dir,
+                    loc.offset,
+                    format!("segment {} is missing", loc.segment),
+                )
+            })?;
+            (path, salt) = (&seg.path, seg.header.salt);
+            let start = loc.offset as usize;
+            seg.bytes()
+                .get(start..start + loc.rec_len as usize)
+                .ok_or_else(|| {
+                    StoreError::corrupt(&seg.path, loc.offset, "record beyond end of file")
+                })?
+        };
+        let rec = decode_record(bytes, salt, bytes.len())
+            .map_err(|d| StoreError::corrupt(path, loc.offset, d))?;
+        let single_mismatch = rec.kind != Kind::Batch && rec.key != key;
+        if rec.revision != revision || single_mismatch {
+            return Err(StoreError::corrupt(
+                path,
+                loc.offset,
+                "record does not match the index",
+            ));
+        }
+        let start = loc.value_offset as usize;
+        let value = bytes
+            .get(start..start + loc.value_len as usize)
+            .ok_or_else(|| StoreError::corrupt(path, loc.offset, "value beyond its record"))?;
+        Ok(Entry {
+            value: Bytes::copy_from_slice(value),
+            revision,
+        })
+    }
+
+    /// Counters and sizes.
+    pub fn stats(&self) -> StoreStats {
+        StoreStats {
+            keys: self.index.live_keys(),
+            tombstones: self.index.tombstones(),
+            live_bytes: self.index.live_bytes(),
+            total_bytes: self.total_bytes(),
+            segments: self.segment_count(),
+            revision: self.revision,
+            tombstone_floor: self.floor,
+            syncs: self.syncs,
+            last_sync_micros: self.last_sync_micros,
+            max_sync_micros: self.max_sync_micros,
+            compactions: self.compactions,
+        }
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
