@@ -494,10 +494,7 @@ impl Engine {
     }
 
     fn full_snapshot(&self, prefix: &str) -> Result<Vec<Change>, EngineError> {
-        let entries = self
-            .store
-            .scan_prefix(prefix)
-            .map_err(EngineError::Store)?;
+        let entries = self.store.scan_prefix(prefix).map_err(EngineError::Store)?;
         Ok(entries
             .into_iter()
             .map(|(key, entry)| Change::Put { key, entry })

@@ -142,7 +142,10 @@ fn a_subscriber_that_never_reads_costs_bounded_memory() {
     for (key, (value, _)) in &last {
         assert_eq!(view[key].0, value.as_bytes());
     }
-    assert!(coalesced_total > 0, "a stuck subscriber must see coalescing");
+    assert!(
+        coalesced_total > 0,
+        "a stuck subscriber must see coalescing"
+    );
 }
 
 #[test]
@@ -300,7 +303,10 @@ fn second_server_on_the_same_data_dir_fails_naming_it() {
     let server = TestServer::start();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_nkv-server"))
         .arg("--listen")
-        .arg(format!("unix:{}", server.dir.path().join("b.sock").display()))
+        .arg(format!(
+            "unix:{}",
+            server.dir.path().join("b.sock").display()
+        ))
         .arg("--data-dir")
         .arg(server.data_dir())
         .output()

@@ -222,7 +222,15 @@ fn subscription_covers_prefix_on_segment_boundaries() {
     let rev = put(&mut writer, "net.eth1", "down");
     assert!(rev > synced);
     match watcher.event() {
-        (s, Event::Update { key, value, revision, coalesced }) => {
+        (
+            s,
+            Event::Update {
+                key,
+                value,
+                revision,
+                coalesced,
+            },
+        ) => {
             assert_eq!(s, sub);
             assert_eq!(key, "net.eth1");
             assert_eq!(value, Bytes::from_static(b"down"));
@@ -268,9 +276,9 @@ fn prefix_delete_notifies_every_covered_subscriber() {
         snapshot_keys(&mut wire, sub);
         watchers.push((wire, sub, expect.into_iter().map(String::from).collect()));
     }
-    let Response::DelOk { revision, deleted } = writer.call(Request::DeletePrefix {
-        prefix: "a".into(),
-    }) else {
+    let Response::DelOk { revision, deleted } =
+        writer.call(Request::DeletePrefix { prefix: "a".into() })
+    else {
         panic!()
     };
     assert_eq!(deleted, 2);
@@ -278,7 +286,12 @@ fn prefix_delete_notifies_every_covered_subscriber() {
         let mut got = Vec::new();
         for _ in 0..expect.len() {
             match wire.event() {
-                (s, Event::Delete { key, revision: r, .. }) => {
+                (
+                    s,
+                    Event::Delete {
+                        key, revision: r, ..
+                    },
+                ) => {
                     assert_eq!(s, *sub);
                     assert_eq!(r, revision);
                     got.push(key);

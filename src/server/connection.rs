@@ -23,8 +23,8 @@ use crate::engine::{Command, EngineError, Job, Outcome, Reply};
 use crate::key;
 use crate::notify::{ChangeKind, Mailbox, PendingEvent};
 use crate::protocol::{
-    wire, ClientFrame, Condition as WireCondition, ErrorCode, ErrorFrame, Event, Inbound,
-    Request, Response, ServerCodec, ServerFrame,
+    wire, ClientFrame, Condition as WireCondition, ErrorCode, ErrorFrame, Event, Inbound, Request,
+    Response, ServerCodec, ServerFrame,
 };
 use crate::store::{Change, Condition, StoreError};
 
@@ -55,7 +55,10 @@ pub(super) async fn serve(
     let mut writer = FramedWrite::new(write_half, ServerCodec::with_max_frame_length(max_frame));
 
     if open > shared.config.max_connections {
-        let message = format!("too many connections (limit {})", shared.config.max_connections);
+        let message = format!(
+            "too many connections (limit {})",
+            shared.config.max_connections
+        );
         tracing::warn!(connection = id, "{message}");
         let _ = send_error(&mut writer, 0, ErrorFrame::new(ErrorCode::Limit, message)).await;
     } else if handshake(&mut reader, &mut writer, &shared).await {
@@ -106,7 +109,11 @@ async fn handshake(reader: &mut Reader, writer: &mut Writer, shared: &Shared) ->
         Ok(Some(Err(e))) => ErrorFrame::new(e.code(), e.to_string()),
         Ok(Some(Ok(Inbound::Request(ClientFrame {
             id,
-            request: Request::Hello { version, client_name },
+            request:
+                Request::Hello {
+                    version,
+                    client_name,
+                },
         })))) => {
             if version < wire::MIN_PROTOCOL_VERSION {
                 let message = format!(
@@ -114,7 +121,12 @@ async fn handshake(reader: &mut Reader, writer: &mut Writer, shared: &Shared) ->
                     wire::MIN_PROTOCOL_VERSION,
                     wire::PROTOCOL_VERSION
                 );
-                let _ = send_error(writer, id, ErrorFrame::new(ErrorCode::UnsupportedVersion, message)).await;
+                let _ = send_error(
+                    writer,
+                    id,
+                    ErrorFrame::new(ErrorCode::UnsupportedVersion, message),
+                )
+                .await;
                 return false;
             }
             tracing::debug!(client = %client_name, version, "handshake");
@@ -125,7 +137,13 @@ async fn handshake(reader: &mut Reader, writer: &mut Writer, shared: &Shared) ->
                 max_value: shared.max_value as u32,
                 server_name: concat!("nkv-server ", env!("CARGO_PKG_VERSION")).to_owned(),
             };
-            return writer.send(ServerFrame::Response { id, response: hello }).await.is_ok();
+            return writer
+                .send(ServerFrame::Response {
+                    id,
+                    response: hello,
+                })
+                .await
+                .is_ok();
         }
         Ok(Some(Ok(_))) => ErrorFrame::new(ErrorCode::Protocol, "the first frame must be HELLO"),
     };
@@ -133,7 +151,11 @@ async fn handshake(reader: &mut Reader, writer: &mut Writer, shared: &Shared) ->
     false
 }
 
-async fn send_error(writer: &mut Writer, id: u32, error: ErrorFrame) -> Result<(), crate::protocol::FrameError> {
+async fn send_error(
+    writer: &mut Writer,
+    id: u32,
+    error: ErrorFrame,
+) -> Result<(), crate::protocol::FrameError> {
     writer
         .send(ServerFrame::Response {
             id,
@@ -172,14 +194,14 @@ async fn read_loop(mut reader: Reader, ctx: ReadContext, mut stop: watch::Receiv
     let mut subscriptions = std::collections::HashSet::new();
     loop {
         let permit = tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
+            _ = super::stopped(&mut stop) => return,
             permit = ctx.in_flight.clone().acquire_owned() => match permit {
                 Ok(p) => p,
                 Err(_) => return,
             },
         };
         let frame = tokio::select! {
-            _ = stop.wait_for(|s| *s) => return,
+            _ = super::stopped(&mut stop) => return,
             frame = reader.next() => frame,
         };
         // The writer returns the permit when it sends the reply.
@@ -192,7 +214,9 @@ async fn read_loop(mut reader: Reader, ctx: ReadContext, mut stop: watch::Receiv
                 ctx.submit(wire::CONNECTION_ID, refusal);
                 return;
             }
-            Some(Ok(Inbound::Invalid { id, code, message, .. })) => (id, refuse(code, message)),
+            Some(Ok(Inbound::Invalid {
+                id, code, message, ..
+            })) => (id, refuse(code, message)),
             Some(Ok(Inbound::Request(ClientFrame { id, request }))) => {
                 (id, to_command(id, request, &ctx, &mut subscriptions))
             }
@@ -219,12 +243,19 @@ fn to_command(
     subscriptions: &mut std::collections::HashSet<u32>,
 ) -> Command {
     let max_key = ctx.shared.max_key;
-    let check_prefix = |prefix: &str| key::validate_prefix(prefix, max_key).map_err(|e| refuse(ErrorCode::InvalidKey, e.to_string()));
+    let check_prefix = |prefix: &str| {
+        key::validate_prefix(prefix, max_key)
+            .map_err(|e| refuse(ErrorCode::InvalidKey, e.to_string()))
+    };
     match request {
         Request::Hello { .. } => refuse(ErrorCode::Protocol, "HELLO was already received"),
         Request::Ping => Command::Ping,
         Request::Get { key } => Command::Get { key },
-        Request::Put { key, value, condition } => Command::Put {
+        Request::Put {
+            key,
+            value,
+            condition,
+        } => Command::Put {
             key,
             value,
             condition: store_condition(condition),
@@ -348,7 +379,7 @@ async fn write_loop(
             break;
         }
         // Flush only when nothing else is ready, to batch small frames.
-        if replies.is_empty() && writer.flush().await.is_err() {
+        if replies.is_empty() && flush(&mut writer).await.is_err() {
             return;
         }
     }
@@ -358,12 +389,23 @@ async fn write_loop(
                 code: ErrorCode::ShuttingDown,
                 message: "the server is shutting down".into(),
             };
-            if writer.feed(ServerFrame::Event { subscription, event }).await.is_err() {
+            if writer
+                .feed(ServerFrame::Event {
+                    subscription,
+                    event,
+                })
+                .await
+                .is_err()
+            {
                 return;
             }
         }
     }
-    let _ = writer.flush().await;
+    let _ = flush(&mut writer).await;
+}
+
+async fn flush(writer: &mut Writer) -> WriteResult {
+    SinkExt::<ServerFrame>::flush(writer).await
 }
 
 type WriteResult = Result<(), crate::protocol::FrameError>;
@@ -380,34 +422,74 @@ async fn write_reply(
         Ok(outcome) => outcome,
         Err(error) => {
             return writer
-                .feed(ServerFrame::Response { id, response: Response::Error(error_frame(&error)) })
+                .feed(ServerFrame::Response {
+                    id,
+                    response: Response::Error(error_frame(&error)),
+                })
                 .await;
         }
     };
     let response = match outcome {
         Outcome::Pong => Response::Pong,
-        Outcome::Value(entry) => Response::GetOk { revision: entry.revision, value: entry.value },
+        Outcome::Value(entry) => Response::GetOk {
+            revision: entry.revision,
+            value: entry.value,
+        },
         Outcome::Written(revision) => Response::PutOk { revision },
-        Outcome::Deleted { revision, count } => Response::DelOk { revision, deleted: count },
+        Outcome::Deleted { revision, count } => Response::DelOk {
+            revision,
+            deleted: count,
+        },
         Outcome::Listing { revision, entries } => {
             let count = entries.len() as u32;
             for (key, entry) in entries {
-                let item = Response::ListItem { revision: entry.revision, key, value: entry.value };
-                writer.feed(ServerFrame::Response { id, response: item }).await?;
+                let item = Response::ListItem {
+                    revision: entry.revision,
+                    key,
+                    value: entry.value,
+                };
+                writer
+                    .feed(ServerFrame::Response { id, response: item })
+                    .await?;
             }
             Response::ListOk { revision, count }
         }
-        Outcome::Subscribed { reset, snapshot, synced_at, mailbox } => {
-            writer.feed(ServerFrame::Response { id, response: Response::SubOk }).await?;
+        Outcome::Subscribed {
+            reset,
+            snapshot,
+            synced_at,
+            mailbox,
+        } => {
+            writer
+                .feed(ServerFrame::Response {
+                    id,
+                    response: Response::SubOk,
+                })
+                .await?;
             let subscription = id;
             if reset {
-                writer.feed(ServerFrame::Event { subscription, event: Event::Reset }).await?;
+                writer
+                    .feed(ServerFrame::Event {
+                        subscription,
+                        event: Event::Reset,
+                    })
+                    .await?;
             }
             for change in snapshot {
-                writer.feed(ServerFrame::Event { subscription, event: change_event(change) }).await?;
+                writer
+                    .feed(ServerFrame::Event {
+                        subscription,
+                        event: change_event(change),
+                    })
+                    .await?;
             }
             writer
-                .feed(ServerFrame::Event { subscription, event: Event::Synced { revision: synced_at } })
+                .feed(ServerFrame::Event {
+                    subscription,
+                    event: Event::Synced {
+                        revision: synced_at,
+                    },
+                })
                 .await?;
             active.insert(subscription, mailbox);
             // Events may have arrived while the snapshot was on its way.
@@ -460,14 +542,21 @@ fn pending_event(pending: PendingEvent) -> Event {
 
 /// Writes a round of events from every active mailbox; wakes itself again
 /// when a mailbox still holds more.
-async fn write_events(writer: &mut Writer, active: &BTreeMap<u32, Arc<Mailbox>>, waker: &Notify) -> WriteResult {
+async fn write_events(
+    writer: &mut Writer,
+    active: &BTreeMap<u32, Arc<Mailbox>>,
+    waker: &Notify,
+) -> WriteResult {
     let mut more = false;
     for (&subscription, mailbox) in active {
         let batch = mailbox.drain(EVENTS_PER_ROUND);
         more |= batch.len() == EVENTS_PER_ROUND;
         for pending in batch {
             writer
-                .feed(ServerFrame::Event { subscription, event: pending_event(pending) })
+                .feed(ServerFrame::Event {
+                    subscription,
+                    event: pending_event(pending),
+                })
                 .await?;
         }
     }

@@ -27,7 +27,9 @@ impl Listener {
             Address::Tcp(endpoint) => TcpListener::bind(endpoint.as_str())
                 .await
                 .map(Listener::Tcp)
-                .map_err(|e| io::Error::new(e.kind(), format!("cannot listen on tcp:{endpoint}: {e}"))),
+                .map_err(|e| {
+                    io::Error::new(e.kind(), format!("cannot listen on tcp:{endpoint}: {e}"))
+                }),
         }
     }
 
@@ -68,7 +70,10 @@ fn bind_unix(path: &Path) -> io::Result<UnixListener> {
             if std::os::unix::net::UnixStream::connect(path).is_ok() {
                 return Err(io::Error::new(
                     io::ErrorKind::AddrInUse,
-                    format!("another nkv-server is already listening on {}", path.display()),
+                    format!(
+                        "another nkv-server is already listening on {}",
+                        path.display()
+                    ),
                 ));
             }
             tracing::info!(path = %path.display(), "replacing stale socket left by a previous server");
@@ -77,7 +82,10 @@ fn bind_unix(path: &Path) -> io::Result<UnixListener> {
         Ok(_) => {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
-                format!("{} exists and is not a socket; refusing to replace it", path.display()),
+                format!(
+                    "{} exists and is not a socket; refusing to replace it",
+                    path.display()
+                ),
             ));
         }
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}

@@ -121,9 +121,10 @@ async fn accept_loop(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut connections = JoinSet::new();
+    let connection_stop = stop.clone();
     loop {
         tokio::select! {
-            _ = stop.wait_for(|stopping| *stopping) => break,
+            _ = stopped(&mut stop) => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
             accepted = accept(&listener) => match accepted {
                 Ok(stream) => {
@@ -133,7 +134,7 @@ async fn accept_loop(
                         id,
                         shared.clone(),
                         jobs.clone(),
-                        stop.clone(),
+                        connection_stop.clone(),
                     ));
                 }
                 Err(e) => {
@@ -146,6 +147,12 @@ async fn accept_loop(
     }
     while connections.join_next().await.is_some() {}
     drop(listener);
+}
+
+/// Completes once shutdown has begun. (The guard `wait_for` returns is not
+/// `Send`, so it must not live in a `select!` output.)
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stopping| *stopping).await;
 }
 
 /// Any accepted stream, Unix or TCP.

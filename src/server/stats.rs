@@ -35,7 +35,10 @@ pub fn to_wire(stats: &EngineStats, connections: usize) -> Vec<(String, u64)> {
         out.push((names::sub_pending(conn, id), sub.pending as u64));
         out.push((names::sub_coalesced(conn, id), sub.coalesced));
     }
-    let omitted = stats.subscriptions.len().saturating_sub(MAX_SUBSCRIPTION_ROWS);
+    let omitted = stats
+        .subscriptions
+        .len()
+        .saturating_sub(MAX_SUBSCRIPTION_ROWS);
     if omitted > 0 {
         out.push((names::SUB_OMITTED.to_owned(), omitted as u64));
     }
