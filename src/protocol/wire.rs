@@ -75,7 +75,7 @@ pub const SOCKET_FILE_NAME: &str = "nkv.sock";
 /// Frame type numbers (byte at [`TYPE_OFFSET`]).
 ///
 /// Requests are `0x01..=0x7F`; a response has the type of its request with
-/// [`RESPONSE_BIT`] set; events are `0xC0..=0xC4`; ERROR is `0xFF`.
+/// [`RESPONSE_BIT`](frame_type::RESPONSE_BIT) set; events are `0xC0..=0xC4`; ERROR is `0xFF`.
 pub mod frame_type {
     /// Set in the type of every response to a request.
     pub const RESPONSE_BIT: u8 = 0x80;
