@@ -563,3 +563,158 @@ fn condition_failed_carries_the_current_revision() {
         .unwrap();
     assert_eq!(decoded, frame);
 }
+
+/// The offsets of `wire::layout` (the spec's byte tables) match the encoder.
+#[test]
+fn layout_offsets_match_the_encoder() {
+    use super::wire::layout::*;
+    let client = |request| {
+        encode_all(
+            &mut ClientCodec::new(),
+            vec![ClientFrame { id: 1, request }],
+        )
+    };
+    let server = |response| {
+        encode_all(
+            &mut ServerCodec::new(),
+            vec![ServerFrame::Response { id: 1, response }],
+        )
+    };
+    let event = |event| {
+        encode_all(
+            &mut ServerCodec::new(),
+            vec![ServerFrame::Event {
+                subscription: 1,
+                event,
+            }],
+        )
+    };
+    let u16_at = |b: &[u8], at: usize| u16::from_be_bytes(b[at..at + 2].try_into().unwrap());
+    let u32_at = |b: &[u8], at: usize| u32::from_be_bytes(b[at..at + 4].try_into().unwrap());
+    let u64_at = |b: &[u8], at: usize| u64::from_be_bytes(b[at..at + 8].try_into().unwrap());
+
+    let b = client(Request::Hello {
+        version: 0x0102,
+        client_name: "n".into(),
+    });
+    assert_eq!(&b[hello::MAGIC..hello::MAGIC + 4], b"NKV\0");
+    assert_eq!(u16_at(&b, hello::VERSION), 0x0102);
+    assert_eq!(u16_at(&b, hello::CLIENT_NAME), 1);
+    let b = server(Response::HelloOk {
+        version: 3,
+        max_frame: 4,
+        max_key: 5,
+        max_value: 6,
+        server_name: "sv".into(),
+    });
+    assert_eq!(u16_at(&b, hello_ok::VERSION), 3);
+    assert_eq!(u32_at(&b, hello_ok::MAX_FRAME), 4);
+    assert_eq!(u32_at(&b, hello_ok::MAX_KEY), 5);
+    assert_eq!(u32_at(&b, hello_ok::MAX_VALUE), 6);
+    assert_eq!(u16_at(&b, hello_ok::SERVER_NAME), 2);
+    let b = client(Request::Get { key: "abc".into() });
+    assert_eq!(u16_at(&b, get::KEY), 3);
+    let b = server(Response::GetOk {
+        revision: 7,
+        value: Bytes::from_static(b"xy"),
+    });
+    assert_eq!(
+        (u64_at(&b, get_ok::REVISION), u32_at(&b, get_ok::VALUE)),
+        (7, 2)
+    );
+    let b = client(Request::Put {
+        key: "abcd".into(),
+        value: Bytes::new(),
+        condition: Condition::RevisionEquals(9),
+    });
+    assert_eq!(b[put::CONDITION], 2);
+    assert_eq!(u64_at(&b, put::EXPECTED_REVISION), 9);
+    assert_eq!(u16_at(&b, put::KEY), 4);
+    let b = server(Response::PutOk { revision: 8 });
+    assert_eq!(u64_at(&b, put_ok::REVISION), 8);
+    let b = client(Request::Delete {
+        key: "k".into(),
+        condition: Condition::RevisionEquals(5),
+    });
+    assert_eq!((b[del::FLAGS], b[del::CONDITION]), (0, 2));
+    assert_eq!(u64_at(&b, del::EXPECTED_REVISION), 5);
+    assert_eq!(u16_at(&b, del::KEY), 1);
+    let b = server(Response::DelOk {
+        revision: 4,
+        deleted: 3,
+    });
+    assert_eq!(
+        (u64_at(&b, del_ok::REVISION), u32_at(&b, del_ok::DELETED)),
+        (4, 3)
+    );
+    let b = client(Request::List {
+        prefix: "ab".into(),
+    });
+    assert_eq!(u16_at(&b, list::PREFIX), 2);
+    let b = server(Response::ListItem {
+        revision: 2,
+        key: "k".into(),
+        value: Bytes::new(),
+    });
+    assert_eq!(
+        (u64_at(&b, list_item::REVISION), u16_at(&b, list_item::KEY)),
+        (2, 1)
+    );
+    let b = server(Response::ListOk {
+        revision: 2,
+        count: 6,
+    });
+    assert_eq!(
+        (u64_at(&b, list_ok::REVISION), u32_at(&b, list_ok::COUNT)),
+        (2, 6)
+    );
+    let b = client(Request::Subscribe {
+        prefix: "p".into(),
+        since: Some(11),
+    });
+    assert_eq!(
+        (
+            b[sub::FLAGS],
+            u64_at(&b, sub::SINCE),
+            u16_at(&b, sub::PREFIX)
+        ),
+        (1, 11, 1)
+    );
+    let b = client(Request::Unsubscribe { subscription: 12 });
+    assert_eq!(u32_at(&b, unsub::SUBSCRIPTION), 12);
+    let b = server(Response::StatsOk {
+        stats: vec![("ab".into(), 1)],
+    });
+    assert_eq!(
+        (u16_at(&b, stats_ok::COUNT), u16_at(&b, stats_ok::ENTRIES)),
+        (1, 2)
+    );
+    let b = server(Response::Error(ErrorFrame::new(ErrorCode::Limit, "m")));
+    assert_eq!(
+        (u16_at(&b, error::CODE), u16_at(&b, error::MESSAGE)),
+        (14, 1)
+    );
+    let b = event(Event::Delete {
+        revision: 3,
+        coalesced: 4,
+        key: "kk".into(),
+    });
+    assert_eq!(
+        (
+            u64_at(&b, update::REVISION),
+            u32_at(&b, update::COALESCED),
+            u16_at(&b, update::KEY)
+        ),
+        (3, 4, 2)
+    );
+    let b = event(Event::Synced { revision: 13 });
+    assert_eq!(u64_at(&b, synced::REVISION), 13);
+    let b = event(Event::Closed {
+        code: ErrorCode::Storage,
+        message: "m".into(),
+    });
+    assert_eq!(
+        (u16_at(&b, closed::CODE), u16_at(&b, closed::MESSAGE)),
+        (15, 1)
+    );
+}

@@ -75,7 +75,7 @@ pub const SOCKET_FILE_NAME: &str = "nkv.sock";
 /// Frame type numbers (byte at [`TYPE_OFFSET`]).
 ///
 /// Requests are `0x01..=0x7F`; a response has the type of its request with
-/// [`RESPONSE_BIT`] set; events are `0xC0..=0xC4`; ERROR is `0xFF`.
+/// [`RESPONSE_BIT`](frame_type::RESPONSE_BIT) set; events are `0xC0..=0xC4`; ERROR is `0xFF`.
 pub mod frame_type {
     /// Set in the type of every response to a request.
     pub const RESPONSE_BIT: u8 = 0x80;
@@ -201,5 +201,160 @@ pub mod stats {
     /// Name of the coalesced-events counter of subscription `id` on connection `conn`.
     pub fn sub_coalesced(conn: u64, id: u32) -> String {
         format!("sub.{conn}.{id}.coalesced")
+    }
+}
+
+/// Offsets of the fixed fields of each frame, counted from the start of the
+/// frame (the first payload byte is at [`PAYLOAD_OFFSET`]): the twin of the
+/// byte tables of `protocol.md`. Only fields before the first
+/// variable-length field have a fixed offset; the variable-length field
+/// named last starts there.
+pub mod layout {
+    macro_rules! offsets {
+        ($(#[$doc:meta] $frame:ident { $($(#[$fdoc:meta])* $field:ident = $off:expr),* $(,)? })*) => {
+            $(
+                #[$doc]
+                pub mod $frame {
+                    $($(#[$fdoc])* pub const $field: usize = $off;)*
+                }
+            )*
+        };
+    }
+
+    offsets! {
+        /// HELLO (0x01).
+        hello {
+            /// `magic`, 4 bytes.
+            MAGIC = 9,
+            /// `version: u16`.
+            VERSION = 13,
+            /// `client_name: str16`.
+            CLIENT_NAME = 15,
+        }
+        /// HELLO_OK (0x81).
+        hello_ok {
+            /// `version: u16`.
+            VERSION = 9,
+            /// `max_frame: u32`.
+            MAX_FRAME = 11,
+            /// `max_key: u32`.
+            MAX_KEY = 15,
+            /// `max_value: u32`.
+            MAX_VALUE = 19,
+            /// `server_name: str16`.
+            SERVER_NAME = 23,
+        }
+        /// GET (0x10).
+        get {
+            /// `key: str16`.
+            KEY = 9,
+        }
+        /// GET_OK (0x90).
+        get_ok {
+            /// `revision: u64`.
+            REVISION = 9,
+            /// `value: bytes32`.
+            VALUE = 17,
+        }
+        /// PUT (0x11).
+        put {
+            /// `condition: u8`.
+            CONDITION = 9,
+            /// `expected_revision: u64`.
+            EXPECTED_REVISION = 10,
+            /// `key: str16`, then `value: bytes32`.
+            KEY = 18,
+        }
+        /// PUT_OK (0x91).
+        put_ok {
+            /// `revision: u64`.
+            REVISION = 9,
+        }
+        /// DEL (0x12).
+        del {
+            /// `flags: u8`.
+            FLAGS = 9,
+            /// `condition: u8`.
+            CONDITION = 10,
+            /// `expected_revision: u64`.
+            EXPECTED_REVISION = 11,
+            /// `key: str16`.
+            KEY = 19,
+        }
+        /// DEL_OK (0x92).
+        del_ok {
+            /// `revision: u64`.
+            REVISION = 9,
+            /// `deleted: u32`.
+            DELETED = 17,
+        }
+        /// LIST (0x13).
+        list {
+            /// `prefix: str16`.
+            PREFIX = 9,
+        }
+        /// LIST_ITEM (0x98).
+        list_item {
+            /// `revision: u64`.
+            REVISION = 9,
+            /// `key: str16`, then `value: bytes32`.
+            KEY = 17,
+        }
+        /// LIST_OK (0x93).
+        list_ok {
+            /// `revision: u64`.
+            REVISION = 9,
+            /// `count: u32`.
+            COUNT = 17,
+        }
+        /// SUB (0x14).
+        sub {
+            /// `flags: u8`.
+            FLAGS = 9,
+            /// `since: u64`.
+            SINCE = 10,
+            /// `prefix: str16`.
+            PREFIX = 18,
+        }
+        /// UNSUB (0x15).
+        unsub {
+            /// `subscription: u32`.
+            SUBSCRIPTION = 9,
+        }
+        /// STATS_OK (0x96).
+        stats_ok {
+            /// `count: u16`.
+            COUNT = 9,
+            /// The first `(name: str16, value: u64)` entry.
+            ENTRIES = 11,
+        }
+        /// ERROR (0xFF).
+        error {
+            /// `code: u16`.
+            CODE = 9,
+            /// `message: str16`, then `current_revision: u64` for CONDITION_FAILED.
+            MESSAGE = 11,
+        }
+        /// UPDATE (0xC0) and DELETE (0xC1).
+        update {
+            /// `revision: u64`.
+            REVISION = 9,
+            /// `coalesced: u32`.
+            COALESCED = 17,
+            /// `key: str16` (UPDATE: then `value: bytes32`).
+            KEY = 21,
+        }
+        /// SYNCED (0xC2).
+        synced {
+            /// `revision: u64`.
+            REVISION = 9,
+        }
+        /// CLOSED (0xC4).
+        closed {
+            /// `code: u16`.
+            CODE = 9,
+            /// `message: str16`.
+            MESSAGE = 11,
+        }
     }
 }
