@@ -111,6 +111,15 @@ fn request_before_hello_is_refused() {
 }
 
 #[test]
+fn a_second_hello_is_a_protocol_error_that_closes() {
+    let server = TestServer::start();
+    let mut wire = server.wire();
+    wire.send_raw(&hello_bytes());
+    expect_error(&mut wire, 0, ErrorCode::Protocol);
+    assert!(wire.closed());
+}
+
+#[test]
 fn unknown_frame_type_is_refused_and_the_connection_lives() {
     let server = TestServer::start();
     let mut wire = server.wire();
@@ -178,7 +187,8 @@ fn connection_cap_is_enforced_with_a_clear_error() {
     let _a = server.wire();
     let _b = server.wire();
     let mut third = Wire::connect_unix(&server.socket());
-    expect_error(&mut third, 0, ErrorCode::Limit);
+    third.send_raw(&hello_bytes());
+    expect_error(&mut third, 1, ErrorCode::Limit);
     assert!(third.closed());
 }
 

@@ -54,14 +54,16 @@ pub(super) async fn serve(
     let mut reader = FramedRead::new(read_half, ServerCodec::with_max_frame_length(max_frame));
     let mut writer = FramedWrite::new(write_half, ServerCodec::with_max_frame_length(max_frame));
 
-    if open > shared.config.max_connections {
+    // Over the cap, the HELLO is answered with LIMIT (which closes).
+    let refusal = (open > shared.config.max_connections).then(|| {
         let message = format!(
             "too many connections (limit {})",
             shared.config.max_connections
         );
         tracing::warn!(connection = id, "{message}");
-        let _ = send_error(&mut writer, 0, ErrorFrame::new(ErrorCode::Limit, message)).await;
-    } else if handshake(&mut reader, &mut writer, &shared).await {
+        ErrorFrame::new(ErrorCode::Limit, message)
+    });
+    if handshake(&mut reader, &mut writer, &shared, refusal).await {
         tracing::debug!(connection = id, "connection open");
         let (reply_tx, reply_rx) = mpsc::unbounded_channel();
         let in_flight = Arc::new(Semaphore::new(shared.config.max_in_flight));
@@ -99,9 +101,15 @@ pub(super) async fn serve(
     tracing::debug!(connection = id, "connection closed");
 }
 
-/// Waits for HELLO and answers it. Returns false when the connection must
-/// close (after an ERROR where one is due).
-async fn handshake(reader: &mut Reader, writer: &mut Writer, shared: &Shared) -> bool {
+/// Waits for HELLO and answers it, with `refusal` instead of HELLO_OK when
+/// given. Returns false when the connection must close (after an ERROR
+/// where one is due).
+async fn handshake(
+    reader: &mut Reader,
+    writer: &mut Writer,
+    shared: &Shared,
+    refusal: Option<ErrorFrame>,
+) -> bool {
     let first = tokio::time::timeout(shared.config.handshake_timeout, reader.next()).await;
     let refusal = match first {
         Err(_) => ErrorFrame::new(ErrorCode::Timeout, "no HELLO within the handshake timeout"),
@@ -115,6 +123,10 @@ async fn handshake(reader: &mut Reader, writer: &mut Writer, shared: &Shared) ->
                     client_name,
                 },
         })))) => {
+            if let Some(refusal) = refusal {
+                let _ = send_error(writer, id, refusal).await;
+                return false;
+            }
             if version < wire::MIN_PROTOCOL_VERSION {
                 let message = format!(
                     "protocol version {version} is not supported; this server speaks {}..={}",
@@ -217,6 +229,14 @@ async fn read_loop(mut reader: Reader, ctx: ReadContext, mut stop: watch::Receiv
             Some(Ok(Inbound::Invalid {
                 id, code, message, ..
             })) => (id, refuse(code, message)),
+            Some(Ok(Inbound::Request(ClientFrame {
+                request: Request::Hello { .. },
+                ..
+            }))) => {
+                let refusal = refuse(ErrorCode::Protocol, "HELLO was already received");
+                ctx.submit(wire::CONNECTION_ID, refusal);
+                return;
+            }
             Some(Ok(Inbound::Request(ClientFrame { id, request }))) => {
                 (id, to_command(id, request, &ctx, &mut subscriptions))
             }
@@ -248,7 +268,7 @@ fn to_command(
             .map_err(|e| refuse(ErrorCode::InvalidKey, e.to_string()))
     };
     match request {
-        Request::Hello { .. } => refuse(ErrorCode::Protocol, "HELLO was already received"),
+        Request::Hello { .. } => unreachable!("a second HELLO is handled by the reader"),
         Request::Ping => Command::Ping,
         Request::Get { key } => Command::Get { key },
         Request::Put {
