@@ -8,7 +8,11 @@
 //! same bytes. A block without an expected value, an expected value without a
 //! block, or a label that does not match the bytes, fails the test.
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
+
+use common::hexdoc::{load, Example};
 
 use bytes::{Bytes, BytesMut};
 use nkv::protocol::wire::frame_type as ft;
@@ -17,75 +21,6 @@ use nkv::protocol::{
     ServerCodec, ServerFrame,
 };
 use tokio_util::codec::{Decoder, Encoder};
-
-/// One parsed ```` ```hex ```` block.
-#[derive(Debug)]
-struct Example {
-    direction: String,
-    frame: String,
-    name: String,
-    attrs: BTreeMap<String, String>,
-    bytes: Vec<u8>,
-}
-
-fn parse_examples(doc: &str) -> Vec<Example> {
-    let mut examples = Vec::new();
-    let mut lines = doc.lines().enumerate();
-    while let Some((n, line)) = lines.next() {
-        if line.trim_end() != "```hex" {
-            assert!(
-                !line.trim_start().starts_with("```hex"),
-                "line {}: hex fence with extra text",
-                n + 1
-            );
-            continue;
-        }
-        let (_, label) = lines.next().expect("label after ```hex");
-        let mut words = label.split_whitespace();
-        assert_eq!(
-            words.next(),
-            Some("#"),
-            "line {}: label must start with '# '",
-            n + 2
-        );
-        let direction = words.next().expect("direction").to_owned();
-        assert!(
-            direction == "c->s" || direction == "s->c",
-            "line {}: bad direction {direction}",
-            n + 2
-        );
-        let frame = words.next().expect("frame name").to_owned();
-        let mut attrs = BTreeMap::new();
-        for word in words {
-            let (k, v) = word
-                .split_once('=')
-                .unwrap_or_else(|| panic!("line {}: bad label word {word}", n + 2));
-            assert!(attrs.insert(k.to_owned(), v.to_owned()).is_none());
-        }
-        let name = attrs.remove("name").expect("every example has a name");
-        let mut bytes = Vec::new();
-        for (m, line) in lines.by_ref() {
-            if line.trim_end() == "```" {
-                break;
-            }
-            let hex = line.split('#').next().unwrap_or("");
-            for pair in hex.split_whitespace() {
-                assert!(pair.len() == 2, "line {}: {pair:?} is not one byte", m + 1);
-                let byte = u8::from_str_radix(pair, 16)
-                    .unwrap_or_else(|_| panic!("line {}: {pair:?} is not hex", m + 1));
-                bytes.push(byte);
-            }
-        }
-        examples.push(Example {
-            direction,
-            frame,
-            name,
-            attrs,
-            bytes,
-        });
-    }
-    examples
-}
 
 /// Frame type names as `protocol.md` spells them.
 const FRAME_NAMES: [(&str, u8); 25] = [
@@ -432,12 +367,6 @@ fn expected() -> Vec<(&'static str, Expected)> {
         ("ops-29", e(12, Event::Reset)),
         ("ops-30", e(12, Event::Synced { revision: 4 })),
     ]
-}
-
-fn load() -> Vec<Example> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/protocol.md");
-    let doc = std::fs::read_to_string(path).expect("protocol.md is readable");
-    parse_examples(&doc)
 }
 
 /// Decodes `ex` with the receiving side's codec and re-encodes the result

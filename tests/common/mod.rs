@@ -299,3 +299,4 @@ impl Wire {
         self.recv().is_none()
     }
 }
+pub mod hexdoc;
