@@ -117,12 +117,23 @@ mod tests {
             "tcp:127.0.0.1:7000".parse(),
             Ok(Address::Tcp("127.0.0.1:7000".into()))
         );
-        assert_eq!("tcp:[::1]:7000".parse(), Ok(Address::Tcp("[::1]:7000".into())));
+        assert_eq!(
+            "tcp:[::1]:7000".parse(),
+            Ok(Address::Tcp("[::1]:7000".into()))
+        );
     }
 
     #[test]
     fn refuses_malformed() {
-        for bad in ["", "unix:", "tcp:host", "tcp::80", "tcp:h:99999", "http://x", "/tmp/x"] {
+        for bad in [
+            "",
+            "unix:",
+            "tcp:host",
+            "tcp::80",
+            "tcp:h:99999",
+            "http://x",
+            "/tmp/x",
+        ] {
             assert!(bad.parse::<Address>().is_err(), "{bad}");
         }
     }

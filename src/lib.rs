@@ -6,7 +6,11 @@
 //! - [`protocol`]: wire frames and the codec (pure; `protocol.md` is the spec).
 //! - [`store`]: the synchronous, durable, log-structured store.
 //! - [`notify`]: subscriptions and their conflating mailboxes.
+//! - [`addr`]: server addresses (`unix:PATH`, `tcp:HOST:PORT`) and the default.
+//! - [`client`]: the blocking Rust client used by the CLI and the C library.
 
+pub mod addr;
+pub mod client;
 pub mod key;
 pub mod notify;
 pub mod protocol;
