@@ -2,16 +2,20 @@
 //!
 //! Module map (data flows top to bottom, see `docs/` and `protocol.md`):
 //!
-//! - [`addr`]: server addresses and the default socket path.
 //! - [`key`]: what a valid key is, and prefix coverage on segment boundaries.
+//! - [`addr`]: server addresses (`unix:PATH`, `tcp:HOST:PORT`) and the default.
 //! - [`protocol`]: wire frames and the codec (pure; `protocol.md` is the spec).
 //! - [`store`]: the synchronous, durable, log-structured store.
 //! - [`notify`]: subscriptions and their conflating mailboxes.
 //! - [`engine`]: the single owner of the store; orders, commits, publishes.
 //! - [`server`]: listeners and connections (`nkv-server`).
+//! - [`client`]: the blocking Rust client used by the CLI and the C library.
+//! - [`ffi`]: the C ABI (`libnkv.so`, `include/nkv.h`).
 
 pub mod addr;
+pub mod client;
 pub mod engine;
+pub mod ffi;
 pub mod key;
 pub mod notify;
 pub mod protocol;
