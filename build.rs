@@ -9,6 +9,7 @@ use std::path::PathBuf;
 fn main() {
     println!("cargo:rerun-if-changed=src/ffi");
     println!("cargo:rerun-if-changed=cbindgen.toml");
+    println!("cargo:rerun-if-changed=include/nkv.h");
     println!("cargo:rerun-if-env-changed=NKV_UPDATE_HEADER");
     let crate_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets it"));
     let out = PathBuf::from(std::env::var("OUT_DIR").expect("cargo sets it")).join("nkv.h");
@@ -23,9 +24,11 @@ fn main() {
         "\n#define NKV_VERSION_MAJOR {major}\n#define NKV_VERSION_MINOR {minor}\n\
          #define NKV_VERSION_PATCH {patch}\n#define NKV_VERSION_STRING \"{version}\"\n"
     ));
+    // Only the FFI module (cbindgen follows its `mod` items): the rest of
+    // the crate is not C API.
     match cbindgen::Builder::new()
-        .with_crate(&crate_dir)
         .with_config(config)
+        .with_src(crate_dir.join("src/ffi/mod.rs"))
         .generate()
     {
         Ok(bindings) => {

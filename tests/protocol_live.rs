@@ -103,6 +103,9 @@ fn every_worked_session_replays_against_a_live_server() {
             .filter(|e| e.attrs.get("session").map(String::as_str) == Some(session))
             .collect();
         let compared = replay(session, &blocks);
-        assert!(compared >= 5, "session {session} compared only {compared} frames");
+        assert!(
+            compared >= 5,
+            "session {session} compared only {compared} frames"
+        );
     }
 }

@@ -171,8 +171,9 @@ struct Inner {
     dispatcher_id: ThreadId,
     /// The process that made the client; other processes are forks.
     pid: u32,
-    /// Copy of [`ClientOptions::timeout`].
-    timeout: Duration,
+    /// [`ClientOptions::timeout`] in milliseconds; changeable while in use
+    /// (see [`Client::set_timeout`]).
+    timeout_ms: std::sync::atomic::AtomicU64,
 }
 
 impl Client {
@@ -211,7 +212,7 @@ impl Client {
                 io_thread,
                 dispatcher,
                 pid: std::process::id(),
-                timeout,
+                timeout_ms: std::sync::atomic::AtomicU64::new(timeout.as_millis() as u64),
             }),
         })
     }
@@ -357,7 +358,7 @@ impl Client {
             drop(e.0);
             return Err(Error::closed());
         }
-        match wait(&answer, inner.timeout)? {
+        match wait(&answer, inner.timeout())? {
             Ok(id) => Ok(id),
             Err((e, handler)) => {
                 drop(handler);
@@ -389,7 +390,7 @@ impl Client {
             return Err(Error::closed());
         }
         if from_dispatcher {
-            wait(&answer, inner.timeout)?
+            wait(&answer, inner.timeout())?
         } else {
             // No timeout: the promise is that the handler is gone when this
             // returns, and only a handler that never returns delays that.
@@ -475,7 +476,7 @@ impl Client {
         {
             return Err(Error::closed());
         }
-        wait(&answer, inner.timeout)?
+        wait(&answer, inner.timeout())?
     }
 }
 
@@ -491,6 +492,27 @@ impl std::fmt::Debug for Client {
             .field("server", &self.info().name)
             .field("closed", &self.inner.is_none())
             .finish()
+    }
+}
+
+impl Inner {
+    /// The current per-request timeout.
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
+impl Client {
+    /// Changes how long each later call waits for its answer.
+    pub fn set_timeout(&self, timeout: Duration) {
+        if let Some(inner) = &self.inner {
+            let ms = u64::try_from(timeout.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1);
+            inner
+                .timeout_ms
+                .store(ms, std::sync::atomic::Ordering::Relaxed);
+        }
     }
 }
 

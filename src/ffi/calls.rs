@@ -156,7 +156,16 @@ pub unsafe extern "C" fn nkv_put_if(
     out_revision: *mut u64,
 ) -> nkv_status {
     // SAFETY: the same contract.
-    unsafe { put(client, key, data, len, expect(expected_revision), out_revision) }
+    unsafe {
+        put(
+            client,
+            key,
+            data,
+            len,
+            expect(expected_revision),
+            out_revision,
+        )
+    }
 }
 
 /// # Safety
@@ -171,7 +180,13 @@ unsafe fn put(
 ) -> nkv_status {
     guard(|| {
         // SAFETY: the caller's contract covers every pointer.
-        let (client, key, value) = unsafe { (client_ref(client)?, text(key, "key")?, bytes_arg(data, len)?) };
+        let (client, key, value) = unsafe {
+            (
+                client_ref(client)?,
+                text(key, "key")?,
+                bytes_arg(data, len)?,
+            )
+        };
         let revision = client.put(key, value, condition)?;
         // SAFETY: NULL or writable.
         unsafe { store_opt(out_revision, revision) };
@@ -186,7 +201,11 @@ unsafe fn put(
 /// `client` is NULL or a live handle; `key` NULL or NUL-terminated; `out`
 /// writable.
 #[no_mangle]
-pub unsafe extern "C" fn nkv_get(client: *mut nkv_client, key: *const c_char, out: *mut *mut nkv_value) -> nkv_status {
+pub unsafe extern "C" fn nkv_get(
+    client: *mut nkv_client,
+    key: *const c_char,
+    out: *mut *mut nkv_value,
+) -> nkv_status {
     guard(|| {
         // SAFETY: contract of this function.
         let (client, key) = unsafe { (client_ref(client)?, text(key, "key")?) };
@@ -210,7 +229,11 @@ pub unsafe extern "C" fn nkv_get(client: *mut nkv_client, key: *const c_char, ou
 /// `client` is NULL or a live handle; `prefix` NULL or NUL-terminated;
 /// `out` writable.
 #[no_mangle]
-pub unsafe extern "C" fn nkv_list(client: *mut nkv_client, prefix: *const c_char, out: *mut *mut nkv_entries) -> nkv_status {
+pub unsafe extern "C" fn nkv_list(
+    client: *mut nkv_client,
+    prefix: *const c_char,
+    out: *mut *mut nkv_entries,
+) -> nkv_status {
     guard(|| {
         // SAFETY: contract of this function.
         let (client, prefix) = unsafe { (client_ref(client)?, text(prefix, "prefix")?) };
@@ -230,7 +253,11 @@ pub unsafe extern "C" fn nkv_list(client: *mut nkv_client, prefix: *const c_char
 /// `client` is NULL or a live handle; `key` NULL or NUL-terminated;
 /// `out_revision` NULL or writable.
 #[no_mangle]
-pub unsafe extern "C" fn nkv_delete(client: *mut nkv_client, key: *const c_char, out_revision: *mut u64) -> nkv_status {
+pub unsafe extern "C" fn nkv_delete(
+    client: *mut nkv_client,
+    key: *const c_char,
+    out_revision: *mut u64,
+) -> nkv_status {
     // SAFETY: the same contract.
     unsafe { delete(client, key, Condition::None, out_revision) }
 }
@@ -256,7 +283,12 @@ pub unsafe extern "C" fn nkv_delete_if(
 
 /// # Safety
 /// As `nkv_delete`.
-unsafe fn delete(client: *mut nkv_client, key: *const c_char, condition: Condition, out_revision: *mut u64) -> nkv_status {
+unsafe fn delete(
+    client: *mut nkv_client,
+    key: *const c_char,
+    condition: Condition,
+    out_revision: *mut u64,
+) -> nkv_status {
     guard(|| {
         // SAFETY: the caller's contract.
         let (client, key) = unsafe { (client_ref(client)?, text(key, "key")?) };

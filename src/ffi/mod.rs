@@ -235,11 +235,10 @@ pub unsafe extern "C" fn nkv_last_error(buf: *mut c_char, len: usize) -> usize {
 /// The library version, e.g. `"0.1.0"` (also `NKV_VERSION_STRING`).
 #[no_mangle]
 pub extern "C" fn nkv_version() -> *const c_char {
-    const VERSION: &CStr = match CStr::from_bytes_with_nul(
-        concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes(),
-    ) {
-        Ok(v) => v,
-        Err(_) => panic!("the version has no NUL"),
-    };
+    const VERSION: &CStr =
+        match CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
+            Ok(v) => v,
+            Err(_) => panic!("the version has no NUL"),
+        };
     VERSION.as_ptr()
 }

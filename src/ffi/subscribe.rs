@@ -24,25 +24,46 @@ impl CallbackHandler {
     fn deliver(&mut self, event: &SubscriptionEvent) {
         // The key must be NUL-terminated for C; valid keys hold no NUL.
         let key_text = |key: &str| CString::new(key).unwrap_or_default();
-        let (kind, key, data, revision, coalesced): (_, Option<CString>, &[u8], u64, u64) = match event {
-            SubscriptionEvent::Update {
-                key,
-                value,
-                revision,
-                coalesced,
-            } => (nkv_event_kind::NKV_EVENT_UPDATE, Some(key_text(key)), value, *revision, *coalesced),
-            SubscriptionEvent::Delete {
-                key,
-                revision,
-                coalesced,
-            } => (nkv_event_kind::NKV_EVENT_DELETE, Some(key_text(key)), &[], *revision, *coalesced),
-            SubscriptionEvent::Synced { revision } => (nkv_event_kind::NKV_EVENT_SYNCED, None, &[], *revision, 0),
-            SubscriptionEvent::Reset => (nkv_event_kind::NKV_EVENT_RESET, None, &[], 0, 0),
-            SubscriptionEvent::Disconnected => (nkv_event_kind::NKV_EVENT_DISCONNECTED, None, &[], 0, 0),
-            SubscriptionEvent::Closed { reason } => {
-                (nkv_event_kind::NKV_EVENT_CLOSED, None, reason.as_bytes(), 0, 0)
-            }
-        };
+        let (kind, key, data, revision, coalesced): (_, Option<CString>, &[u8], u64, u64) =
+            match event {
+                SubscriptionEvent::Update {
+                    key,
+                    value,
+                    revision,
+                    coalesced,
+                } => (
+                    nkv_event_kind::NKV_EVENT_UPDATE,
+                    Some(key_text(key)),
+                    value,
+                    *revision,
+                    *coalesced,
+                ),
+                SubscriptionEvent::Delete {
+                    key,
+                    revision,
+                    coalesced,
+                } => (
+                    nkv_event_kind::NKV_EVENT_DELETE,
+                    Some(key_text(key)),
+                    &[],
+                    *revision,
+                    *coalesced,
+                ),
+                SubscriptionEvent::Synced { revision } => {
+                    (nkv_event_kind::NKV_EVENT_SYNCED, None, &[], *revision, 0)
+                }
+                SubscriptionEvent::Reset => (nkv_event_kind::NKV_EVENT_RESET, None, &[], 0, 0),
+                SubscriptionEvent::Disconnected => {
+                    (nkv_event_kind::NKV_EVENT_DISCONNECTED, None, &[], 0, 0)
+                }
+                SubscriptionEvent::Closed { reason } => (
+                    nkv_event_kind::NKV_EVENT_CLOSED,
+                    None,
+                    reason.as_bytes(),
+                    0,
+                    0,
+                ),
+            };
         let event = nkv_event {
             kind,
             key: key.as_ref().map_or(std::ptr::null(), |k| k.as_ptr()),
@@ -88,7 +109,17 @@ pub unsafe extern "C" fn nkv_subscribe(
     out_subscription: *mut u64,
 ) -> nkv_status {
     // SAFETY: the same contract.
-    unsafe { subscribe(client, key, None, cb, user_data, free_user_data, out_subscription) }
+    unsafe {
+        subscribe(
+            client,
+            key,
+            None,
+            cb,
+            user_data,
+            free_user_data,
+            out_subscription,
+        )
+    }
 }
 
 /// Like `nkv_subscribe`, resuming after `since_revision`: the callback
@@ -177,4 +208,3 @@ pub unsafe extern "C" fn nkv_unsubscribe(client: *mut nkv_client, subscription: 
         Ok(())
     })
 }
-

@@ -99,7 +99,8 @@ pub struct nkv_event {
 /// A subscription callback: runs on the client's dispatcher thread, one
 /// event at a time, in order. It may call any nkv function, including
 /// `nkv_unsubscribe` of its own subscription.
-pub type nkv_callback = Option<unsafe extern "C" fn(user_data: *mut c_void, event: *const nkv_event)>;
+pub type nkv_callback =
+    Option<unsafe extern "C" fn(user_data: *mut c_void, event: *const nkv_event)>;
 
 /// The allocation behind an `nkv_value` handed to C: the public part first
 /// (so the pointer C holds is the allocation's), then what it borrows.

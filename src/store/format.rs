@@ -32,8 +32,9 @@ pub const H_SALT: usize = 24;
 pub const H_BASE_REVISION: usize = 32;
 /// Segment header: offset of the tombstone floor when the segment was created (u64).
 pub const H_FLOOR: usize = 40;
-/// Segment header: offset of the CRC-32 of bytes `0..H_CRC` (u32).
-pub const H_CRC: usize = 48;
+/// Segment header: offset of the CRC-32 of bytes `0..H_CRC` (u32); bytes
+/// 48..60 are reserved (zero) and covered by it.
+pub const H_CRC: usize = 60;
 /// Length of the segment header; the first record starts here.
 pub const HEADER_LEN: usize = 64;
 

@@ -10,24 +10,31 @@
 
 use std::path::Path;
 
-use super::format::{decode_record, Kind, HEADER_LEN};
+use super::format::{decode_record, Kind, Op, HEADER_LEN, R_KEY};
 use super::index::Loc;
 use super::segment::{hint_path, temp_path};
 
 /// Magic bytes at offset 0 of a hint file.
 pub const HINT_MAGIC: [u8; 8] = *b"NKVHINT\n";
-/// Hint header: magic (8), segment id (8), salt (8), covered length (8), entry count (8).
+/// Hint header: magic (8), segment id (8), salt (8), covered length (8),
+/// entry count (8). Entries follow; a CRC-32 of everything ends the file.
 pub const HINT_HEADER_LEN: usize = 40;
-/// Hint entry fixed part: offset u64, rec_len u32, revision u64, kind u8,
-/// key_len u16, value_offset u32, value_len u32; the key follows.
-pub const HINT_ENTRY_LEN: usize = 31;
+/// Entry tag bit: this entry starts a new record (record length and
+/// revision follow). Records are listed in file order with no gaps, so the
+/// record offset is implicit: the end of the previous record.
+pub const TAG_NEW_RECORD: u8 = 0x80;
+/// Entry tag bit: value offset and length are explicit (batch records);
+/// otherwise the value is whatever follows the key in the record.
+pub const TAG_EXPLICIT_VALUE: u8 = 0x40;
+/// Entry tag bits holding the kind.
+pub const TAG_KIND_MASK: u8 = 0x07;
 
 /// One operation listed in a hint.
 #[derive(Debug, Clone)]
 pub(crate) struct HintEntry<'a> {
     /// Revision of the record.
     pub revision: u64,
-    /// Put, Delete or DeletePrefix.
+    /// Put, Delete, DeletePrefix, or Batch for a batch with no operations.
     pub kind: Kind,
     /// The key (or prefix).
     pub key: &'a str,
@@ -35,9 +42,32 @@ pub(crate) struct HintEntry<'a> {
     pub loc: Loc,
 }
 
-/// Builds hint bytes for segment bytes `seg` (already validated).
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push(v as u8 | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_varint(b: &[u8], at: &mut usize) -> Option<u64> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let byte = *b.get(*at)?;
+        *at += 1;
+        v |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+/// Builds hint bytes for segment bytes `seg` (already validated). Entries
+/// are varint-packed (a put costs about 7 bytes plus its key) so hints add
+/// little to the disk footprint.
 pub(crate) fn build(id: u64, salt: u64, seg: &[u8], max_len: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HINT_HEADER_LEN + seg.len() / 8);
+    let mut out = Vec::with_capacity(HINT_HEADER_LEN + seg.len() / 6);
     out.extend_from_slice(&HINT_MAGIC);
     out.extend_from_slice(&id.to_le_bytes());
     out.extend_from_slice(&salt.to_le_bytes());
@@ -50,14 +80,32 @@ pub(crate) fn build(id: u64, salt: u64, seg: &[u8], max_len: usize) -> Vec<u8> {
             break;
         };
         let Ok(ops) = rec.ops() else { break };
-        for op in ops {
-            out.extend_from_slice(&(at as u64).to_le_bytes());
-            out.extend_from_slice(&(rec.len as u32).to_le_bytes());
-            out.extend_from_slice(&rec.revision.to_le_bytes());
-            out.push(op.kind as u8);
-            out.extend_from_slice(&(op.key.len() as u16).to_le_bytes());
-            out.extend_from_slice(&(op.value_offset as u32).to_le_bytes());
-            out.extend_from_slice(&(op.value.len() as u32).to_le_bytes());
+        let explicit = rec.kind == Kind::Batch;
+        let placeholder = [Op {
+            kind: Kind::Batch,
+            key: "",
+            value_offset: 0,
+            value: &[],
+        }];
+        let ops: &[Op<'_>] = if ops.is_empty() { &placeholder } else { &ops };
+        for (n, op) in ops.iter().enumerate() {
+            let mut tag = op.kind as u8;
+            if n == 0 {
+                tag |= TAG_NEW_RECORD;
+            }
+            if explicit {
+                tag |= TAG_EXPLICIT_VALUE;
+            }
+            out.push(tag);
+            if n == 0 {
+                put_varint(&mut out, rec.len as u64);
+                put_varint(&mut out, rec.revision);
+            }
+            if explicit {
+                put_varint(&mut out, op.value_offset as u64);
+                put_varint(&mut out, op.value.len() as u64);
+            }
+            put_varint(&mut out, op.key.len() as u64);
             out.extend_from_slice(op.key.as_bytes());
             count += 1;
         }
@@ -106,26 +154,124 @@ pub(crate) fn parse(
     }
     let mut entries = Vec::with_capacity(count.min(1 << 24) as usize);
     let mut at = HINT_HEADER_LEN;
-    for _ in 0..count {
-        let e = body.get(at..at + HINT_ENTRY_LEN)?;
-        let key_len = u16::from_le_bytes([e[21], e[22]]) as usize;
-        let key =
-            std::str::from_utf8(body.get(at + HINT_ENTRY_LEN..at + HINT_ENTRY_LEN + key_len)?)
-                .ok()?;
-        let u32_at = |i: usize| u32::from_le_bytes(e[i..i + 4].try_into().expect("4"));
+    let (mut rec_offset, mut rec_len, mut revision, mut cursor) =
+        (0u64, 0u64, 0u64, HEADER_LEN as u64);
+    for n in 0..count {
+        let tag = *body.get(at)?;
+        at += 1;
+        if tag & TAG_NEW_RECORD != 0 {
+            rec_len = get_varint(body, &mut at)?;
+            revision = get_varint(body, &mut at)?;
+            rec_offset = cursor;
+            cursor += rec_len;
+        } else if n == 0 {
+            return None;
+        }
+        let explicit = if tag & TAG_EXPLICIT_VALUE != 0 {
+            Some((get_varint(body, &mut at)?, get_varint(body, &mut at)?))
+        } else {
+            None
+        };
+        let key_len = get_varint(body, &mut at)? as usize;
+        let key = std::str::from_utf8(body.get(at..at.checked_add(key_len)?)?).ok()?;
+        at += key_len;
+        let implicit_offset = (R_KEY + key_len) as u64;
+        let (value_offset, value_len) =
+            explicit.unwrap_or((implicit_offset, rec_len.checked_sub(implicit_offset)?));
         entries.push(HintEntry {
-            revision: u64::from_le_bytes(e[12..20].try_into().expect("8")),
-            kind: Kind::from_u8(e[20])?,
+            revision,
+            kind: Kind::from_u8(tag & TAG_KIND_MASK)?,
             key,
             loc: Loc {
                 segment: id,
-                offset: u64::from_le_bytes(e[0..8].try_into().expect("8")),
-                rec_len: u32_at(8),
-                value_offset: u32_at(23),
-                value_len: u32_at(27),
+                offset: rec_offset,
+                rec_len: u32::try_from(rec_len).ok()?,
+                value_offset: u32::try_from(value_offset).ok()?,
+                value_len: u32::try_from(value_len).ok()?,
             },
         });
-        at += HINT_ENTRY_LEN + key_len;
+    }
+    if cursor != covered {
+        return None;
     }
     (at == body.len()).then_some((covered, entries))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::format::{encode_batch_value, encode_record, OpRef, SegmentHeader};
+
+    #[test]
+    fn hint_lists_every_operation_where_the_segment_has_it() {
+        let salt = 77;
+        let mut seg = SegmentHeader {
+            id: 3,
+            salt,
+            base_revision: 0,
+            floor: 0,
+        }
+        .encode()
+        .to_vec();
+        encode_record(&mut seg, salt, 1, Kind::Put, "a.b", b"hello");
+        let batch = [
+            OpRef {
+                kind: Kind::Put,
+                key: "x",
+                value: b"12",
+            },
+            OpRef {
+                kind: Kind::Delete,
+                key: "y",
+                value: b"",
+            },
+        ];
+        encode_record(
+            &mut seg,
+            salt,
+            2,
+            Kind::Batch,
+            "",
+            &encode_batch_value(&batch),
+        );
+        encode_record(&mut seg, salt, 3, Kind::Batch, "", &[]);
+        encode_record(&mut seg, salt, 4, Kind::DeletePrefix, "a", b"");
+        encode_record(&mut seg, salt, 5, Kind::Put, "z", &[9u8; 300]);
+        let bytes = build(3, salt, &seg, 1 << 20);
+        let (covered, entries) = parse(&bytes, 3, salt, seg.len() as u64).expect("valid hint");
+        assert_eq!(covered, seg.len() as u64);
+        let got: Vec<(u64, Kind, &str)> = entries
+            .iter()
+            .map(|e| (e.revision, e.kind, e.key))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (1, Kind::Put, "a.b"),
+                (2, Kind::Put, "x"),
+                (2, Kind::Delete, "y"),
+                (3, Kind::Batch, ""),
+                (4, Kind::DeletePrefix, "a"),
+                (5, Kind::Put, "z")
+            ]
+        );
+        for e in &entries {
+            let l = e.loc;
+            let rec = decode_record(&seg[l.offset as usize..], salt, l.rec_len as usize).unwrap();
+            assert_eq!((rec.revision, rec.len), (e.revision, l.rec_len as usize));
+        }
+        let value = |e: &HintEntry<'_>| {
+            let start = (e.loc.offset + e.loc.value_offset as u64) as usize;
+            seg[start..start + e.loc.value_len as usize].to_vec()
+        };
+        assert_eq!(value(&entries[0]), b"hello");
+        assert_eq!(value(&entries[1]), b"12");
+        assert_eq!(value(&entries[5]), vec![9u8; 300]);
+        // Another segment's hint, or a damaged one, is refused.
+        assert!(parse(&bytes, 4, salt, seg.len() as u64).is_none());
+        assert!(parse(&bytes, 3, salt + 1, seg.len() as u64).is_none());
+        let mut bad = bytes.clone();
+        bad[HINT_HEADER_LEN + 2] ^= 1;
+        assert!(parse(&bad, 3, salt, seg.len() as u64).is_none());
+    }
 }

@@ -20,7 +20,7 @@ use memmap2::Mmap;
 
 use super::db::{lock_dir, max_record_len};
 use super::error::StoreError;
-use super::format::{encode_record, new_salt, SegmentHeader, HEADER_LEN, H_SALT};
+use super::format::{encode_record, new_salt, SegmentHeader, HEADER_LEN, H_BASE_REVISION, H_SALT};
 use super::io;
 use super::recovery::{find_valid_record, list_dir, walk};
 use super::segment::{hint_path, segment_path, temp_path};
@@ -111,7 +111,11 @@ pub fn repair(dir: &Path, options: Options) -> Result<RepairReport, StoreError> 
                     len: HEADER_LEN as u64,
                     reason: reason.into(),
                 });
-                u64::from_le_bytes(hb[H_SALT..H_SALT + 8].try_into().expect("8"))
+                // Keep the stored base revision too: a revision must
+                // never go down, and a too-high one only skips numbers.
+                let field = |at: usize| u64::from_le_bytes(hb[at..at + 8].try_into().expect("8"));
+                revision = revision.max(field(H_BASE_REVISION));
+                field(H_SALT)
             }
         };
         // SAFETY: read-only map; the directory lock keeps writers out and
