@@ -5,242 +5,20 @@
 //! test scripts, so the client's behaviour (mapping, pipelining, timeouts,
 //! reconnects, handler contract) is checked exactly.
 
-use std::collections::BTreeMap;
-use std::io::{ErrorKind as IoErrorKind, Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{channel, Receiver};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
-use std::thread::{self, JoinHandle};
+use std::thread;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use nkv::addr::Address;
 use nkv::client::{Client, ClientOptions, Entry, ErrorKind, Handler, ListEntry, SubscriptionEvent};
-use nkv::protocol::{
-    ClientFrame, Condition, ErrorCode, ErrorFrame, Event, Inbound, Request, Response, ServerCodec,
-    ServerFrame,
-};
-use tempfile::TempDir;
-use tokio_util::codec::{Decoder, Encoder};
+use nkv::protocol::{ClientFrame, Condition, ErrorCode, ErrorFrame, Event, Request, Response};
 
-const WAIT: Duration = Duration::from_secs(10);
+mod common;
 
-// ---------------------------------------------------------------------------
-// The fake server.
-
-/// A listening socket in a temporary directory, and the thread running the
-/// test's script against it.
-struct Fake {
-    addr: Address,
-    thread: Option<JoinHandle<()>>,
-    _dir: TempDir,
-}
-
-impl Fake {
-    fn start(script: impl FnOnce(Listener) + Send + 'static) -> Fake {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("nkv.sock");
-        let listener = UnixListener::bind(&path).unwrap();
-        let thread = thread::spawn(move || script(Listener(listener)));
-        Fake {
-            addr: Address::Unix(path),
-            thread: Some(thread),
-            _dir: dir,
-        }
-    }
-
-    /// Waits for the script to end, failing the test if it panicked.
-    fn join(mut self) {
-        if let Some(t) = self.thread.take() {
-            t.join().expect("fake server script failed");
-        }
-    }
-}
-
-struct Listener(UnixListener);
-
-impl Listener {
-    fn accept(&self) -> Peer {
-        let (stream, _) = self.0.accept().unwrap();
-        stream.set_read_timeout(Some(WAIT)).unwrap();
-        Peer {
-            stream,
-            buf: BytesMut::new(),
-            codec: ServerCodec::new(),
-        }
-    }
-}
-
-struct Peer {
-    stream: UnixStream,
-    buf: BytesMut,
-    codec: ServerCodec,
-}
-
-impl Peer {
-    /// The next request, or `None` when the client closed the connection.
-    fn recv(&mut self) -> Option<ClientFrame> {
-        loop {
-            if let Some(inbound) = self.codec.decode(&mut self.buf).unwrap() {
-                match inbound {
-                    Inbound::Request(frame) => return Some(frame),
-                    other => panic!("invalid frame from the client: {other:?}"),
-                }
-            }
-            let mut chunk = [0u8; 4096];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return None,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) if e.kind() == IoErrorKind::ConnectionReset => return None,
-                Err(e) => panic!("fake server read: {e}"),
-            }
-        }
-    }
-
-    fn expect(&mut self) -> ClientFrame {
-        self.recv().expect("the client closed the connection")
-    }
-
-    fn send(&mut self, frame: ServerFrame) {
-        let mut out = BytesMut::new();
-        self.codec.encode(frame, &mut out).unwrap();
-        // The client may be gone already in some scripts; that is fine.
-        let _ = self.stream.write_all(&out);
-    }
-
-    fn respond(&mut self, id: u32, response: Response) {
-        self.send(ServerFrame::Response { id, response });
-    }
-
-    fn event(&mut self, subscription: u32, event: Event) {
-        self.send(ServerFrame::Event {
-            subscription,
-            event,
-        });
-    }
-
-    fn handshake_as(&mut self, version: u16, max_key: u32, max_value: u32) {
-        let hello = self.expect();
-        assert!(matches!(hello.request, Request::Hello { version: 1, .. }));
-        self.respond(
-            hello.id,
-            Response::HelloOk {
-                version,
-                max_frame: 1 << 20,
-                max_key,
-                max_value,
-                server_name: "fake-server 9".into(),
-            },
-        );
-    }
-
-    fn handshake(&mut self) {
-        self.handshake_as(1, 1024, 65536);
-    }
-
-    /// Answers PINGs until the client goes away.
-    fn pong_until_closed(&mut self) {
-        while let Some(frame) = self.recv() {
-            match frame.request {
-                Request::Ping => self.respond(frame.id, Response::Pong),
-                Request::Unsubscribe { .. } => self.respond(frame.id, Response::UnsubOk),
-                other => panic!("unexpected request {other:?}"),
-            }
-        }
-    }
-
-    /// A tiny in-memory store, enough to check how answers map to results.
-    fn serve_kv(&mut self) {
-        let mut store: BTreeMap<String, (Bytes, u64)> = BTreeMap::new();
-        let mut revision = 0u64;
-        let covers = |prefix: &str, key: &str| nkv::key::covers(prefix, key);
-        while let Some(ClientFrame { id, request }) = self.recv() {
-            let condition_holds = |store: &BTreeMap<String, (Bytes, u64)>, key: &str, c| {
-                let current = store.get(key).map_or(0, |(_, r)| *r);
-                match c {
-                    Condition::None => Ok(()),
-                    Condition::MustNotExist if current == 0 => Ok(()),
-                    Condition::RevisionEquals(r) if current == r && r != 0 => Ok(()),
-                    _ => Err(ErrorFrame::condition_failed(current)),
-                }
-            };
-            let response = match request {
-                Request::Ping => Response::Pong,
-                Request::Get { key } => match store.get(&key) {
-                    Some((value, revision)) => Response::GetOk {
-                        revision: *revision,
-                        value: value.clone(),
-                    },
-                    None => Response::Error(ErrorFrame::new(ErrorCode::NotFound, "no such key")),
-                },
-                Request::Put {
-                    key,
-                    value,
-                    condition,
-                } => match condition_holds(&store, &key, condition) {
-                    Ok(()) => {
-                        revision += 1;
-                        store.insert(key, (value, revision));
-                        Response::PutOk { revision }
-                    }
-                    Err(e) => Response::Error(e),
-                },
-                Request::Delete { key, condition } => {
-                    if !store.contains_key(&key) {
-                        Response::Error(ErrorFrame::new(ErrorCode::NotFound, "no such key"))
-                    } else if let Err(e) = condition_holds(&store, &key, condition) {
-                        Response::Error(e)
-                    } else {
-                        revision += 1;
-                        store.remove(&key);
-                        Response::DelOk {
-                            revision,
-                            deleted: 1,
-                        }
-                    }
-                }
-                Request::DeletePrefix { prefix } => {
-                    let before = store.len();
-                    store.retain(|k, _| !covers(&prefix, k));
-                    let deleted = (before - store.len()) as u32;
-                    if deleted > 0 {
-                        revision += 1;
-                    }
-                    Response::DelOk { revision, deleted }
-                }
-                Request::List { prefix } => {
-                    let mut count = 0;
-                    let items: Vec<_> = store
-                        .iter()
-                        .filter(|(k, _)| covers(&prefix, k))
-                        .map(|(k, (v, r))| (k.clone(), v.clone(), *r))
-                        .collect();
-                    for (key, value, r) in items {
-                        count += 1;
-                        self.respond(
-                            id,
-                            Response::ListItem {
-                                revision: r,
-                                key,
-                                value,
-                            },
-                        );
-                    }
-                    Response::ListOk { revision, count }
-                }
-                Request::Stats => Response::StatsOk {
-                    stats: vec![
-                        ("keys".into(), store.len() as u64),
-                        ("revision".into(), revision),
-                    ],
-                },
-                other => panic!("unexpected request {other:?}"),
-            };
-            self.respond(id, response);
-        }
-    }
-}
+use common::{Fake, WAIT};
 
 // ---------------------------------------------------------------------------
 // Helpers on the client side.
@@ -388,7 +166,7 @@ fn operations_map_answers_to_results() {
     let fake = Fake::start(|l| {
         let mut peer = l.accept();
         peer.handshake();
-        peer.serve_kv();
+        peer.serve_kv(&mut common::Kv::default());
     });
     let client = Client::connect(&fake.addr, options()).unwrap();
     client.ping().unwrap();
@@ -762,21 +540,22 @@ fn close_ends_every_subscription_with_closed() {
     let (h2, rx2, drops2) = collector();
     client.subscribe("a", None, h1).unwrap();
     client.subscribe("b", None, h2).unwrap();
+    for rx in [&rx1, &rx2] {
+        assert_eq!(
+            next_events(rx, 1),
+            [SubscriptionEvent::Synced { revision: 4 }]
+        );
+    }
     client.close();
     // Handlers are dropped by the time close returns, after a final Closed.
     assert_eq!(drops1.load(Ordering::SeqCst), 1);
     assert_eq!(drops2.load(Ordering::SeqCst), 1);
     for rx in [rx1, rx2] {
         let events: Vec<_> = rx.try_iter().collect();
-        assert_eq!(
-            events,
-            [
-                SubscriptionEvent::Synced { revision: 4 },
-                SubscriptionEvent::Closed {
-                    reason: "the client was closed".into()
-                }
-            ]
-        );
+        let closed = SubscriptionEvent::Closed {
+            reason: "the client was closed".into(),
+        };
+        assert_eq!(events, [closed]);
     }
     fake.join();
 }
