@@ -676,3 +676,41 @@ fn without_reconnect_a_lost_connection_closes_subscriptions() {
     drop(client);
     fake.join();
 }
+
+#[test]
+fn closing_the_client_from_inside_a_handler_does_not_deadlock() {
+    let (go_tx, go_rx) = channel::<()>();
+    let fake = Fake::start(move |l| {
+        let mut peer = l.accept();
+        peer.handshake();
+        let sub = peer.expect();
+        peer.respond(sub.id, Response::SubOk);
+        // Wake the handler only once the client is in the slot.
+        go_rx.recv_timeout(WAIT).unwrap();
+        peer.event(sub.id, Event::Synced { revision: 1 });
+        peer.pong_until_closed();
+    });
+    let slot = Arc::new(Mutex::new(None::<Client>));
+    let (tx, rx) = channel();
+    let drops = Arc::new(AtomicUsize::new(0));
+    let handler: Handler = {
+        let slot = Arc::clone(&slot);
+        let guard = DropCounter(Arc::clone(&drops));
+        Box::new(move |event: &SubscriptionEvent| {
+            let _keep = &guard;
+            // Closing on the dispatcher thread: must return, not join itself.
+            let client = slot.lock().unwrap().take();
+            drop(client);
+            let _ = tx.send(event.clone());
+        })
+    };
+    let client = Client::connect(&fake.addr, options()).unwrap();
+    client.subscribe("k", None, handler).unwrap();
+    *slot.lock().unwrap() = Some(client);
+    go_tx.send(()).unwrap();
+    let events = next_events(&rx, 2);
+    assert_eq!(events[0], SubscriptionEvent::Synced { revision: 1 });
+    assert!(matches!(events[1], SubscriptionEvent::Closed { .. }));
+    wait_for(&drops, 1);
+    fake.join();
+}
