@@ -21,9 +21,9 @@
 //! from many threads at once: requests are pipelined on one connection and
 //! each caller gets its own answer. Behind it run two threads:
 //!
-//! - the I/O thread ([`io`]): a current-thread tokio runtime that owns the
+//! - the I/O thread (`client/io.rs`): a current-thread tokio runtime that owns the
 //!   socket, matches answers to requests and reconnects;
-//! - the dispatcher thread ([`dispatch`]): runs every subscription handler,
+//! - the dispatcher thread (`client/dispatch.rs`): runs every subscription handler,
 //!   one at a time, in event order.
 //!
 //! # Subscription handlers
