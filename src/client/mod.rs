@@ -21,9 +21,9 @@
 //! from many threads at once: requests are pipelined on one connection and
 //! each caller gets its own answer. Behind it run two threads:
 //!
-//! - the I/O thread ([`io`]): a current-thread tokio runtime that owns the
+//! - the I/O thread (`client/io.rs`): a current-thread tokio runtime that owns the
 //!   socket, matches answers to requests and reconnects;
-//! - the dispatcher thread ([`dispatch`]): runs every subscription handler,
+//! - the dispatcher thread (`client/dispatch.rs`): runs every subscription handler,
 //!   one at a time, in event order.
 //!
 //! # Subscription handlers
@@ -244,8 +244,8 @@ impl Client {
     /// the write. A failed condition gives [`ErrorKind::ConditionFailed`]
     /// with [`Error::current_revision`].
     pub fn put(&self, key: &str, value: &[u8], condition: Condition) -> Result<u64, Error> {
-        let limits = self.server_limits();
         self.check_key(key)?;
+        let limits = self.server_limits();
         if value.len() > limits.max_value as usize {
             return Err(Error::new(
                 ErrorKind::TooLarge,
@@ -446,6 +446,9 @@ impl Client {
 
     fn info(&self) -> ServerInfo {
         match &self.inner {
+            // In a forked child the lock may have been held by a parent
+            // thread at the fork, and would then never be released.
+            Some(inner) if inner.pid != std::process::id() => ServerInfo::default(),
             Some(inner) => inner
                 .info
                 .lock()
@@ -456,11 +459,14 @@ impl Client {
     }
 
     fn check_key(&self, key: &str) -> Result<(), Error> {
+        // First: in a forked child, say so rather than judge the key.
+        self.inner()?;
         let max = self.server_limits().max_key as usize;
         validate_key(key, max).map_err(|e| Error::invalid_key("key", key, e))
     }
 
     fn check_prefix(&self, prefix: &str) -> Result<(), Error> {
+        self.inner()?;
         let max = self.server_limits().max_key as usize;
         validate_prefix(prefix, max).map_err(|e| Error::invalid_key("prefix", prefix, e))
     }

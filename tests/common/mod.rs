@@ -299,4 +299,5 @@ impl Wire {
         self.recv().is_none()
     }
 }
+pub mod fake;
 pub mod hexdoc;

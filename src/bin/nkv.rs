@@ -1,0 +1,455 @@
+//! `nkv`: the command-line client. Thin by design: parse flags, call
+//! [`nkv::client`], print.
+
+use std::ffi::OsString;
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStringExt;
+use std::process::ExitCode;
+use std::sync::mpsc;
+use std::time::Duration;
+
+use clap::{ArgGroup, Parser, Subcommand};
+use serde_json::{json, Map, Value};
+
+use nkv::addr::Address;
+use nkv::client::{Client, ClientOptions, Error, ErrorKind, SubscriptionEvent};
+use nkv::protocol::Condition;
+
+const EXIT_HELP: &str = "\
+Exit status: 0 on success, 1 when the key is not found (get, del KEY),
+2 on any other error (bad usage, connection, server error).
+
+The address is --addr, else $NKV_ADDR, else the default Unix socket
+($XDG_RUNTIME_DIR/nkv.sock, or /tmp/nkv-$UID/nkv.sock).";
+
+/// Command-line client of nkv, the notify key-value store.
+#[derive(Parser)]
+#[command(name = "nkv", version, after_help = EXIT_HELP)]
+struct Cli {
+    /// Server address: unix:PATH or tcp:HOST:PORT.
+    #[arg(long, global = true, value_name = "ADDR")]
+    addr: Option<String>,
+    /// Print JSON, one object per line, for scripts.
+    #[arg(long, global = true)]
+    json: bool,
+    /// Seconds to wait for each answer.
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 10.0)]
+    timeout: f64,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a value (from stdin when VALUE is omitted); prints the revision.
+    Put {
+        /// The key, e.g. net.eth0.state.
+        key: String,
+        /// The value; read from stdin when omitted.
+        value: Option<OsString>,
+        /// Only if the key does not exist yet.
+        #[arg(long, conflicts_with = "if_revision")]
+        if_absent: bool,
+        /// Only if the key's current revision is REV.
+        #[arg(long, value_name = "REV")]
+        if_revision: Option<u64>,
+    },
+    /// Print a key's value, as raw bytes without an added newline.
+    Get {
+        /// The key.
+        key: String,
+    },
+    /// List every key under a prefix (all keys when omitted).
+    List {
+        /// The prefix, e.g. net (covers net and net.*, not network).
+        prefix: Option<String>,
+    },
+    /// Delete a key, or a whole prefix atomically.
+    #[command(group(ArgGroup::new("target").required(true).args(["key", "prefix"])))]
+    Del {
+        /// The key.
+        key: Option<String>,
+        /// Delete this prefix and every key under it instead.
+        #[arg(long, value_name = "PREFIX")]
+        prefix: Option<String>,
+    },
+    /// Print the current values under a prefix, then every change, until
+    /// interrupted (Ctrl-C) or the subscription is closed (exit status 2).
+    Watch {
+        /// The prefix (all keys when omitted).
+        key: Option<String>,
+        /// Resume: only changes after revision REV.
+        #[arg(long, value_name = "REV")]
+        since: Option<u64>,
+    },
+    /// Show the server's counters.
+    Stats,
+}
+
+/// How the command failed: the exit status and what to say.
+struct Failure {
+    status: u8,
+    message: String,
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Failure {
+        Failure {
+            status: if e.kind == ErrorKind::NotFound { 1 } else { 2 },
+            message: e.to_string(),
+        }
+    }
+}
+
+fn failure(status: u8, message: impl Into<String>) -> Failure {
+    Failure {
+        status,
+        message: message.into(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(f) if f.status == 0 => ExitCode::SUCCESS,
+        Err(f) => {
+            eprintln!("nkv: {}", f.message);
+            ExitCode::from(f.status)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    let addr = match &cli.addr {
+        Some(text) => text.parse::<Address>(),
+        None => Address::from_env_or_default(),
+    }
+    .map_err(|e| failure(2, e.to_string()))?;
+    let timeout = Duration::try_from_secs_f64(cli.timeout)
+        .ok()
+        .filter(|t| !t.is_zero())
+        .ok_or_else(|| failure(2, format!("invalid --timeout {}", cli.timeout)))?;
+    let options = ClientOptions {
+        name: concat!("nkv-cli ", env!("CARGO_PKG_VERSION")).to_owned(),
+        timeout,
+        connect_timeout: timeout,
+        ..ClientOptions::default()
+    };
+    let client = Client::connect(&addr, options)?;
+    let json = cli.json;
+    let mut out = io::stdout().lock();
+    let result = match cli.command {
+        Command::Put {
+            key,
+            value,
+            if_absent,
+            if_revision,
+        } => put(&client, &mut out, json, &key, value, if_absent, if_revision),
+        Command::Get { key } => get(&client, &mut out, json, &key),
+        Command::List { prefix } => list(&client, &mut out, json, prefix.as_deref()),
+        Command::Del { key, prefix } => del(&client, &mut out, json, key, prefix),
+        Command::Watch { key, since } => {
+            drop(out);
+            return watch(client, json, key.as_deref().unwrap_or(""), since);
+        }
+        Command::Stats => stats(&client, &mut out, json),
+    };
+    client.close();
+    result?;
+    out.flush().map_err(write_failure)
+}
+
+/// A failed write to stdout. A reader that went away (`nkv list | head`)
+/// is a normal end: status 0 and nothing said.
+fn write_failure(e: io::Error) -> Failure {
+    if e.kind() == io::ErrorKind::BrokenPipe {
+        return failure(0, "");
+    }
+    failure(2, format!("writing to stdout: {e}"))
+}
+
+fn put(
+    client: &Client,
+    out: &mut impl Write,
+    json: bool,
+    key: &str,
+    value: Option<OsString>,
+    if_absent: bool,
+    if_revision: Option<u64>,
+) -> Result<(), Failure> {
+    let value = match value {
+        Some(v) => v.into_vec(),
+        None => {
+            let mut buf = Vec::new();
+            io::stdin()
+                .read_to_end(&mut buf)
+                .map_err(|e| failure(2, format!("reading the value from stdin: {e}")))?;
+            buf
+        }
+    };
+    let condition = match (if_absent, if_revision) {
+        (true, _) => Condition::MustNotExist,
+        (false, Some(rev)) => Condition::RevisionEquals(rev),
+        (false, None) => Condition::None,
+    };
+    let revision = client.put(key, &value, condition)?;
+    if json {
+        writeln!(out, "{}", json!({ "key": key, "revision": revision }))
+    } else {
+        writeln!(out, "{revision}")
+    }
+    .map_err(write_failure)
+}
+
+fn get(client: &Client, out: &mut impl Write, json: bool, key: &str) -> Result<(), Failure> {
+    let Some(entry) = client.get(key)? else {
+        return Err(failure(1, format!("key {key:?} not found")));
+    };
+    if json {
+        writeln!(out, "{}", entry_json(key, &entry.value, entry.revision))
+    } else {
+        out.write_all(&entry.value)
+    }
+    .map_err(write_failure)
+}
+
+fn list(
+    client: &Client,
+    out: &mut impl Write,
+    json: bool,
+    prefix: Option<&str>,
+) -> Result<(), Failure> {
+    for e in client.list(prefix.unwrap_or(""))? {
+        if json {
+            writeln!(out, "{}", entry_json(&e.key, &e.value, e.revision))
+        } else {
+            let (key, value) = (printable(e.key.as_bytes()), printable(&e.value));
+            writeln!(out, "{key} = {value} (rev {})", e.revision)
+        }
+        .map_err(write_failure)?;
+    }
+    Ok(())
+}
+
+fn del(
+    client: &Client,
+    out: &mut impl Write,
+    json: bool,
+    key: Option<String>,
+    prefix: Option<String>,
+) -> Result<(), Failure> {
+    let (revision, deleted) = match (key, prefix) {
+        (Some(key), _) => match client.delete(&key, Condition::None) {
+            Ok(revision) => (revision, 1),
+            Err(e) if e.kind == ErrorKind::NotFound => {
+                return Err(failure(1, format!("key {key:?} not found")))
+            }
+            Err(e) => return Err(e.into()),
+        },
+        (None, Some(prefix)) => client.delete_prefix(&prefix)?,
+        (None, None) => unreachable!("clap requires KEY or --prefix"),
+    };
+    if json {
+        writeln!(
+            out,
+            "{}",
+            json!({ "revision": revision, "deleted": deleted })
+        )
+    } else {
+        writeln!(out, "{deleted} deleted (rev {revision})")
+    }
+    .map_err(write_failure)
+}
+
+fn stats(client: &Client, out: &mut impl Write, json: bool) -> Result<(), Failure> {
+    let stats = client.stats()?;
+    if json {
+        let object: Map<String, Value> = stats
+            .into_iter()
+            .map(|(name, value)| (name, Value::from(value)))
+            .collect();
+        return writeln!(out, "{}", Value::Object(object)).map_err(write_failure);
+    }
+    let width = stats.iter().map(|(name, _)| name.len()).max().unwrap_or(0);
+    let value_width = stats
+        .iter()
+        .map(|(_, v)| v.to_string().len())
+        .max()
+        .unwrap_or(0);
+    for (name, value) in stats {
+        let name = printable(name.as_bytes());
+        writeln!(out, "{name:<width$}  {value:>value_width$}").map_err(write_failure)?;
+    }
+    Ok(())
+}
+
+/// Prints events until the subscription closes or stdout goes away.
+fn watch(client: Client, json: bool, prefix: &str, since: Option<u64>) -> Result<(), Failure> {
+    // The handler runs on the client's dispatcher thread; it reports the end
+    // (Closed, or a failed write) to this thread, which then closes.
+    let (end_tx, end_rx) = mpsc::channel::<Result<(), Failure>>();
+    let handler = Box::new(move |event: &SubscriptionEvent| {
+        let line = if json {
+            event_json(event).to_string()
+        } else {
+            event_line(event)
+        };
+        let mut out = io::stdout().lock();
+        if let Err(e) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+            let _ = end_tx.send(Err(write_failure(e)));
+        }
+        if let SubscriptionEvent::Closed { reason } = event {
+            let _ = end_tx.send(Err(failure(2, format!("subscription closed: {reason}"))));
+        }
+    });
+    client.subscribe(prefix, since, handler)?;
+    let result = end_rx
+        .recv()
+        .unwrap_or_else(|_| Err(failure(2, "the client stopped")));
+    client.close();
+    result
+}
+
+fn event_line(event: &SubscriptionEvent) -> String {
+    match event {
+        SubscriptionEvent::Update {
+            key,
+            value,
+            revision,
+            coalesced,
+        } => {
+            let skipped = if *coalesced > 0 {
+                format!(", {coalesced} coalesced")
+            } else {
+                String::new()
+            };
+            format!(
+                "UPDATE {} = {} (rev {revision}{skipped})",
+                printable(key.as_bytes()),
+                printable(value)
+            )
+        }
+        SubscriptionEvent::Delete {
+            key,
+            revision,
+            coalesced,
+        } => {
+            let skipped = if *coalesced > 0 {
+                format!(", {coalesced} coalesced")
+            } else {
+                String::new()
+            };
+            format!(
+                "DELETE {} (rev {revision}{skipped})",
+                printable(key.as_bytes())
+            )
+        }
+        SubscriptionEvent::Synced { revision } => format!("SYNCED at rev {revision}"),
+        SubscriptionEvent::Reset => "RESET".to_owned(),
+        SubscriptionEvent::Disconnected => "DISCONNECTED".to_owned(),
+        SubscriptionEvent::Closed { reason } => {
+            format!("CLOSED {}", printable(reason.as_bytes()))
+        }
+    }
+}
+
+fn event_json(event: &SubscriptionEvent) -> Value {
+    match event {
+        SubscriptionEvent::Update {
+            key,
+            value,
+            revision,
+            coalesced,
+        } => {
+            let mut v = entry_json(key, value, *revision);
+            v["event"] = json!("update");
+            v["coalesced"] = json!(coalesced);
+            v
+        }
+        SubscriptionEvent::Delete {
+            key,
+            revision,
+            coalesced,
+        } => json!({
+            "event": "delete", "key": key, "revision": revision, "coalesced": coalesced
+        }),
+        SubscriptionEvent::Synced { revision } => {
+            json!({ "event": "synced", "revision": revision })
+        }
+        SubscriptionEvent::Reset => json!({ "event": "reset" }),
+        SubscriptionEvent::Disconnected => json!({ "event": "disconnected" }),
+        SubscriptionEvent::Closed { reason } => json!({ "event": "closed", "reason": reason }),
+    }
+}
+
+/// `{"key", "value" | "value_hex", "revision"}`: the value as text when it
+/// is UTF-8, else as hex, so that every value survives JSON.
+fn entry_json(key: &str, value: &[u8], revision: u64) -> Value {
+    match std::str::from_utf8(value) {
+        Ok(text) => json!({ "key": key, "value": text, "revision": revision }),
+        Err(_) => json!({ "key": key, "value_hex": hex(value), "revision": revision }),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Bytes as one printable line: invalid UTF-8 replaced, control characters
+/// and backslashes escaped, so a value cannot forge lines or terminal
+/// escape sequences.
+fn printable(bytes: &[u8]) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            c if c.is_control() => out.extend(c.escape_default()),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn printable_escapes_control_characters() {
+        assert_eq!(printable(b"up"), "up");
+        assert_eq!(printable(b"a\nb\x1b[31m\\"), "a\\nb\\u{1b}[31m\\\\");
+        assert_eq!(printable(b"\xff"), "\u{fffd}");
+    }
+
+    #[test]
+    fn json_values_are_text_or_hex() {
+        assert_eq!(
+            entry_json("k", b"v", 3).to_string(),
+            r#"{"key":"k","revision":3,"value":"v"}"#
+        );
+        assert_eq!(entry_json("k", b"\xff\x00", 3)["value_hex"], "ff00");
+    }
+
+    #[test]
+    fn event_lines() {
+        let update = SubscriptionEvent::Update {
+            key: "net.eth0".into(),
+            value: bytes::Bytes::from_static(b"up"),
+            revision: 5,
+            coalesced: 0,
+        };
+        assert_eq!(event_line(&update), "UPDATE net.eth0 = up (rev 5)");
+        assert_eq!(
+            event_line(&SubscriptionEvent::Synced { revision: 7 }),
+            "SYNCED at rev 7"
+        );
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}
