@@ -136,11 +136,31 @@ fn tour(wire: &mut Wire) {
         other => panic!("{other:?}"),
     }
 
+    // A subscription on this same connection: snapshot, SYNCED, live event.
+    let sub = wire.send(Request::Subscribe {
+        prefix: "network".into(),
+        since: None,
+    });
+    assert_eq!(wire.response(), (sub, Response::SubOk));
+    assert!(matches!(wire.event(), (s, Event::Update { key, .. }) if s == sub && key == "network"));
+    assert!(matches!(wire.event(), (s, Event::Synced { .. }) if s == sub));
+    let live = put(wire, "network.lan", "on");
+    match wire.event() {
+        (s, Event::Update { key, revision, .. }) => {
+            assert_eq!((s, key.as_str(), revision), (sub, "network.lan", live));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        wire.call(Request::Unsubscribe { subscription: sub }),
+        Response::UnsubOk
+    );
+
     // STATS names the counters protocol.md lists.
     match wire.call(Request::Stats) {
         Response::StatsOk { stats } => {
             let get = |name: &str| stats.iter().find(|(n, _)| n == name).map(|(_, v)| *v);
-            assert_eq!(get("keys"), Some(1));
+            assert_eq!(get("keys"), Some(2));
             assert!(get("ops.put").unwrap() >= 3);
             assert!(get("connections").unwrap() >= 1);
         }
