@@ -390,6 +390,8 @@ impl Engine {
                     .put(&key, &value, condition)
                     .map_err(EngineError::Store)?;
                 self.dirty = true;
+                // Values are never logged, only their sizes.
+                tracing::trace!(%key, bytes = value.len(), revision, "put");
                 self.events.push(KeyEvent {
                     key,
                     revision,
