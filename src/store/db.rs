@@ -27,6 +27,8 @@ use super::{
 ///
 /// Owned by one thread. Writes are appended (not yet durable) and become
 /// durable at [`Store::commit`] (policy `Always`) or [`Store::sync`].
+/// Dropping the store does not sync: under `Interval` or `Never`, call
+/// [`Store::sync`] at shutdown.
 pub struct Store {
     /// The data directory.
     pub(super) dir: PathBuf,
@@ -210,7 +212,8 @@ impl Store {
     }
 
     /// Deletes `key` if `condition` holds; `NotFound` (nothing written) if
-    /// it does not exist. Returns the revision of the delete.
+    /// it does not exist. Returns the revision of the delete. The condition
+    /// is checked first, so `MustNotExist` on an absent key gives `NotFound`.
     pub fn delete(&mut self, key: &str, condition: Condition) -> Result<u64, StoreError> {
         self.check_writable()?;
         validate_key(key, self.options.max_key_len)?;

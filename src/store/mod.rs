@@ -29,6 +29,7 @@ pub use db::Store;
 pub use error::StoreError;
 #[doc(hidden)]
 pub use io::faults;
+#[doc(hidden)]
 pub use io::CrashPoint;
 pub use repair::{repair, DroppedRange, RepairReport};
 
