@@ -41,14 +41,15 @@ fn rate(n: u64, d: Duration) -> f64 {
 /// Puts per second with one writer (commit after every put) and with
 /// batches of 64 (one commit per 64 puts).
 fn put_rates(policy: FsyncPolicy, commits: u64) -> (f64, f64) {
-    let dir = tempfile::tempdir().unwrap();
-    let opts = Options {
-        fsync: policy,
-        ..Options::default()
-    };
-    let mut s = Store::open(dir.path(), opts).unwrap();
     let value = [7u8; VALUE_LEN];
-    let mut run = |batch: u64| {
+    let run = |batch: u64| {
+        // A fresh store per run, so both runs start from the same state.
+        let dir = tempfile::tempdir().unwrap();
+        let opts = Options {
+            fsync: policy,
+            ..Options::default()
+        };
+        let mut s = Store::open(dir.path(), opts).unwrap();
         let started = Instant::now();
         for c in 0..commits {
             for b in 0..batch {

@@ -272,6 +272,13 @@ fn second_opener_fails_at_once_naming_the_directory() {
         err.to_string().contains(&dir.path().display().to_string()),
         "{err}"
     );
+    // Repair must not run under a live store either.
+    assert!(matches!(
+        nkv::store::repair(dir.path(), Options::default()),
+        Err(StoreError::Locked { .. })
+    ));
+    drop(_first);
+    Store::open(dir.path(), Options::default()).expect("lock released on drop");
 }
 
 #[test]

@@ -7,21 +7,17 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use bytes::Bytes;
-
 use crate::key::{validate_key, validate_prefix};
 
 use super::error::StoreError;
 use super::format::{
-    decode_record, encode_batch_value, encode_record, new_salt, record_len, Kind, OpRef,
-    SegmentHeader, BATCH_OP_HEADER_LEN, FORMAT_MAX_KEY_LEN, HEADER_LEN, LOCK_FILE, R_KEY,
+    encode_batch_value, encode_record, new_salt, record_len, Kind, OpRef, SegmentHeader,
+    BATCH_OP_HEADER_LEN, FORMAT_MAX_KEY_LEN, HEADER_LEN, LOCK_FILE, R_KEY,
 };
 use super::index::{Index, Loc, Slot};
 use super::segment::{Active, Sealed};
 use super::{hint, io, recovery};
-use super::{
-    BatchOp, Change, Changes, Condition, Entry, FsyncPolicy, Options, PrefixDeletion, StoreStats,
-};
+use super::{BatchOp, Condition, FsyncPolicy, Options, PrefixDeletion, StoreStats};
 
 /// A durable, log-structured key-value store in one directory.
 ///
@@ -60,6 +56,8 @@ pub struct Store {
     pub(super) compactions: u64,
     /// Upper bound of a record's length, to reject damaged length fields.
     pub(super) max_record_len: usize,
+    /// Encode buffer reused by every append (small records only).
+    scratch: Vec<u8>,
 }
 
 /// Largest record the options allow (a batch is bounded like a value).
@@ -147,6 +145,7 @@ impl Store {
             max_sync_micros: 0,
             compactions: 0,
             max_record_len,
+            scratch: Vec::new(),
         })
     }
 
@@ -163,6 +162,12 @@ impl Store {
     /// `changes_since` a revision below this answers `TooOld`.
     pub fn tombstone_floor(&self) -> u64 {
         self.floor
+    }
+
+    /// Why the store refuses writes, if it does (a failed fsync, a write
+    /// error other than a full disk, or an interrupted compaction).
+    pub fn poisoned(&self) -> Option<&str> {
+        self.poisoned.as_deref()
     }
 
     /// Refuses writes once poisoned.
@@ -318,7 +323,9 @@ impl Store {
             self.roll()?;
         }
         let revision = self.revision + 1;
-        let mut buf = Vec::with_capacity(len);
+        // Reuse one encode buffer: a put should not allocate for its record.
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
         encode_record(
             &mut buf,
             self.active.header.salt,
@@ -327,7 +334,11 @@ impl Store {
             key,
             value,
         );
-        let offset = match self.active.append(&buf) {
+        let appended = self.active.append(&buf);
+        if buf.capacity() <= 1 << 16 {
+            self.scratch = buf;
+        }
+        let offset = match appended {
             Ok(offset) => offset,
             Err(StoreError::DiskFull) => return Err(StoreError::DiskFull),
             Err(e) => return Err(self.poison(format!("write failed: {e}"))),
@@ -426,102 +437,6 @@ impl Store {
 
     fn segment_count(&self) -> u64 {
         self.sealed.len() as u64 + 1
-    }
-
-    /// The value and revision of `key`, if it exists.
-    pub fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
-        validate_key(key, self.options.max_key_len)?;
-        match self.index.get(key) {
-            Some(&Slot::Live { revision, loc }) => Ok(Some(self.read_entry(key, revision, loc)?)),
-            _ => Ok(None),
-        }
-    }
-
-    /// Every live key covered by `prefix` (segment boundaries: `net` covers
-    /// `net` and `net.x`, not `network`), sorted by key.
-    pub fn scan_prefix(&self, prefix: &str) -> Result<Vec<(String, Entry)>, StoreError> {
-        validate_prefix(prefix, self.options.max_key_len)?;
-        let mut out = Vec::new();
-        for (key, slot) in self.index.covered(prefix) {
-            if let Slot::Live { revision, loc } = *slot {
-                out.push((key.clone(), self.read_entry(key, revision, loc)?));
-            }
-        }
-        Ok(out)
-    }
-
-    /// Live entries and tombstones under `prefix` with a revision above
-    /// `revision`, by revision; `TooOld` if `revision` is below the floor or
-    /// above the store's revision.
-    pub fn changes_since(&self, prefix: &str, revision: u64) -> Result<Changes, StoreError> {
-        validate_prefix(prefix, self.options.max_key_len)?;
-        if revision < self.floor || revision > self.revision {
-            return Ok(Changes::TooOld { floor: self.floor });
-        }
-        let mut out = Vec::new();
-        for (key, slot) in self.index.covered(prefix) {
-            match *slot {
-                Slot::Live { revision: r, loc } if r > revision => out.push(Change::Put {
-                    key: key.clone(),
-                    entry: self.read_entry(key, r, loc)?,
-                }),
-                Slot::Tomb { revision: r } if r > revision => out.push(Change::Delete {
-                    key: key.clone(),
-                    revision: r,
-                }),
-                _ => {}
-            }
-        }
-        out.sort_by_key(Change::revision);
-        Ok(Changes::Since(out))
-    }
-
-    /// Reads and verifies the record at `loc`, returning the value.
-    pub(super) fn read_entry(
-        &self,
-        key: &str,
-        revision: u64,
-        loc: Loc,
-    ) -> Result<Entry, StoreError> {
-        let (owned, path, salt);
-        let bytes: &[u8] = if loc.segment == self.active.header.id {
-            owned = self.active.read(loc.offset, loc.rec_len as usize)?;
-            (path, salt) = (&self.active.path, self.active.header.salt);
-            &owned
-        } else {
-            let seg = self.sealed.get(&loc.segment).ok_or_else(|| {
-                StoreError::corrupt(
-                    &self.dir,
-                    loc.offset,
-                    format!("segment {} is missing", loc.segment),
-                )
-            })?;
-            (path, salt) = (&seg.path, seg.header.salt);
-            let start = loc.offset as usize;
-            seg.bytes()
-                .get(start..start + loc.rec_len as usize)
-                .ok_or_else(|| {
-                    StoreError::corrupt(&seg.path, loc.offset, "record beyond end of file")
-                })?
-        };
-        let rec = decode_record(bytes, salt, bytes.len())
-            .map_err(|d| StoreError::corrupt(path, loc.offset, d))?;
-        let single_mismatch = rec.kind != Kind::Batch && rec.key != key;
-        if rec.revision != revision || single_mismatch {
-            return Err(StoreError::corrupt(
-                path,
-                loc.offset,
-                "record does not match the index",
-            ));
-        }
-        let start = loc.value_offset as usize;
-        let value = bytes
-            .get(start..start + loc.value_len as usize)
-            .ok_or_else(|| StoreError::corrupt(path, loc.offset, "value beyond its record"))?;
-        Ok(Entry {
-            value: Bytes::copy_from_slice(value),
-            revision,
-        })
     }
 
     /// Counters and sizes.

@@ -8,7 +8,7 @@
 //! that returns `Ok`.
 //!
 //! Files, one job each: `db` (the [`Store`] and its write path), [`format`]
-//! (byte layout), `segment` (files and
+//! (byte layout), `read` (get, scans, changes), `segment` (files and
 //! maps), `index` (ordered map of keys), `hint` (fast open), `recovery`
 //! (open and torn tails), `compaction`, `repair`, `io` (file layer with
 //! fault injection), [`error`].
@@ -20,6 +20,7 @@ pub mod format;
 mod hint;
 mod index;
 mod io;
+mod read;
 mod recovery;
 mod repair;
 mod segment;
