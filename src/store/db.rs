@@ -350,6 +350,14 @@ impl Store {
 
     /// Seals the active segment (fsync, map, hint file) and starts a new one.
     fn roll(&mut self) -> Result<(), StoreError> {
+        // Trim the preallocated zeros and make the final size durable before
+        // the next segment exists: recovery relies on every segment but the
+        // last being complete.
+        if let Err(e) = self.active.trim() {
+            let ctx = format!("trimming {}", self.active.path.display());
+            return Err(StoreError::io(ctx, e));
+        }
+        self.unsynced_since.get_or_insert_with(Instant::now);
         self.sync_active()?;
         let header = SegmentHeader {
             id: self.active.header.id + 1,
@@ -459,5 +467,14 @@ impl Store {
     /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+}
+
+impl Drop for Store {
+    /// Trims the preallocated zeros so a cleanly closed segment ends at its
+    /// last record (a crash leaves them; open trims them then). No sync
+    /// here: durability is `commit`/`sync`'s job.
+    fn drop(&mut self) {
+        let _ = self.active.trim();
     }
 }

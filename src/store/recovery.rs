@@ -150,6 +150,20 @@ pub(super) fn apply_op(index: &mut Index, revision: u64, kind: Kind, key: &str, 
     }
 }
 
+/// True when bytes `from..len` of `file` are all zero (preallocated space).
+pub(super) fn zeros_from(file: &std::fs::File, from: u64, len: u64) -> bool {
+    let mut buf = vec![0u8; 1 << 16];
+    let mut at = from;
+    while at < len {
+        let n = buf.len().min((len - at) as usize);
+        if file.read_exact_at(&mut buf[..n], at).is_err() || buf[..n].iter().any(|&b| b != 0) {
+            return false;
+        }
+        at += n as u64;
+    }
+    true
+}
+
 /// Reads a segment header; `Err(detail)` if it is missing or invalid.
 fn read_header(file: &std::fs::File, len: u64) -> Result<SegmentHeader, &'static str> {
     if len < HEADER_LEN as u64 {
@@ -262,11 +276,16 @@ pub(super) fn recover(dir: &Path, max_len: usize) -> Result<Recovered, StoreErro
             continue;
         }
         if let Some((at, detail)) = torn {
-            tracing::warn!(
-                "truncating torn tail of {} at offset {at} ({detail}; {} bytes dropped)",
-                path.display(),
-                len - at as u64
-            );
+            if zeros_from(&file, at as u64, len) {
+                // Preallocated space left by a crash: nothing was lost.
+                tracing::debug!("trimming preallocated zeros of {}", path.display());
+            } else {
+                tracing::warn!(
+                    "truncating torn tail of {} at offset {at} ({detail}; {} bytes dropped)",
+                    path.display(),
+                    len - at as u64
+                );
+            }
             file.set_len(at as u64)
                 .map_err(|e| StoreError::io(ctx(), e))?;
             io::sync_data(&file).map_err(|e| StoreError::io(ctx(), e))?;
@@ -276,6 +295,7 @@ pub(super) fn recover(dir: &Path, max_len: usize) -> Result<Recovered, StoreErro
             path,
             file,
             len: w.end as u64,
+            allocated: w.end as u64,
         });
     }
     let active = match active {

@@ -129,6 +129,9 @@ pub fn repair(dir: &Path, options: Options) -> Result<RepairReport, StoreError> 
                 good.push((off, rec.len));
             });
             let Some((bad, reason)) = w.damage else { break };
+            if map[bad..].iter().all(|&b| b == 0) {
+                break; // preallocated space after the last record, not damage
+            }
             let next = find_valid_record(&map, bad + 1, salt, max_len).unwrap_or(map.len());
             tracing::warn!(
                 "repair: dropping {} bytes of {} at offset {bad}: {reason}",
