@@ -2,7 +2,8 @@
 //! the retention) into new segments, then remove the old ones.
 //!
 //! Crash safety, step by step (each step has a [`CrashPoint`] for tests):
-//! 1. fsync the active segment, so every input is durable.
+//! 1. Trim the active segment's preallocated zeros and fsync it, so every
+//!    input is durable and complete (it will no longer be the last segment).
 //! 2. Write the output segments (and their hints) as `*.tmp` files, in key
 //!    order, each record keeping its revision. A crash here leaves only temp
 //!    files, removed at the next open.
@@ -108,7 +109,10 @@ impl Store {
         stage: &mut Stage,
         temps: &mut Vec<std::path::PathBuf>,
     ) -> Result<CompactionReport, StoreError> {
-        self.sync_active()?;
+        // Step 1: the active segment becomes an input with lower ids than the
+        // outputs, so it must be complete on disk: trim its preallocated
+        // zeros and fsync.
+        self.seal_active_tail()?;
         let bytes_before = self.total_bytes();
         let segments_before = self.sealed.len() as u64 + 1;
         let cutoff = self

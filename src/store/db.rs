@@ -353,12 +353,7 @@ impl Store {
         // Trim the preallocated zeros and make the final size durable before
         // the next segment exists: recovery relies on every segment but the
         // last being complete.
-        if let Err(e) = self.active.trim() {
-            let ctx = format!("trimming {}", self.active.path.display());
-            return Err(StoreError::io(ctx, e));
-        }
-        self.unsynced_since.get_or_insert_with(Instant::now);
-        self.sync_active()?;
+        self.seal_active_tail()?;
         let header = SegmentHeader {
             id: self.active.header.id + 1,
             salt: new_salt(),
@@ -375,6 +370,17 @@ impl Store {
         }
         self.sealed.insert(id, sealed);
         Ok(())
+    }
+
+    /// Trims the active segment's preallocated zeros and fsyncs its final
+    /// size, before a segment with a higher id can exist (roll, compaction).
+    pub(super) fn seal_active_tail(&mut self) -> Result<(), StoreError> {
+        if let Err(e) = self.active.trim() {
+            let ctx = format!("trimming {}", self.active.path.display());
+            return Err(StoreError::io(ctx, e));
+        }
+        self.unsynced_since.get_or_insert_with(Instant::now);
+        self.sync_active()
     }
 
     /// fdatasync of the active segment if it has unsynced writes. A failure
@@ -475,6 +481,10 @@ impl Drop for Store {
     /// last record (a crash leaves them; open trims them then). No sync
     /// here: durability is `commit`/`sync`'s job.
     fn drop(&mut self) {
-        let _ = self.active.trim();
+        // A poisoned store leaves the files exactly as the failure left
+        // them, like a crash would; open copes with the zeros.
+        if self.poisoned.is_none() {
+            let _ = self.active.trim();
+        }
     }
 }
