@@ -370,8 +370,10 @@ fn fsync_policies() {
     s.commit().unwrap();
     assert_eq!(s.stats().syncs, 0, "interval: commit does not sync");
     assert!(s.next_sync_deadline().is_some());
+    assert_eq!(s.durable_revision(), 0);
     s.sync().unwrap();
     assert_eq!(s.stats().syncs, 1);
+    assert_eq!(s.durable_revision(), 1);
     assert_eq!(s.next_sync_deadline(), None);
     drop(s);
     let dir = tempfile::tempdir().unwrap();

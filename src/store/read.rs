@@ -77,7 +77,7 @@ impl Store {
         } else {
             let seg = self.sealed.get(&loc.segment).ok_or_else(|| {
                 StoreError::corrupt(
-                    &self.dir,
+                    &super::segment::segment_path(&self.dir, loc.segment),
                     loc.offset,
                     format!("segment {} is missing", loc.segment),
                 )
