@@ -263,9 +263,7 @@ fn second_opener_fails_at_once_naming_the_directory() {
     let dir = tempfile::tempdir().unwrap();
     let _first = Store::open(dir.path(), Options::default()).unwrap();
     let started = std::time::Instant::now();
-    let err = Store::open(dir.path(), Options::default())
-        .err()
-        .expect("locked");
+    let err = Store::open(dir.path(), Options::default()).expect_err("locked");
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
     assert!(matches!(err, StoreError::Locked { .. }));
     assert!(

@@ -193,7 +193,7 @@ fn damage_in_the_middle_is_refused_then_repaired() {
     let hit = ends[3] as usize + 10; // inside the 4th record
     bytes[hit] ^= 0x40;
     std::fs::write(&seg, &bytes).unwrap();
-    let err = Store::open(src.path(), opts()).err().expect("must refuse");
+    let err = Store::open(src.path(), opts()).expect_err("must refuse");
     match &err {
         StoreError::Corrupt { file, offset, .. } => {
             assert_eq!(file, &seg);
