@@ -119,11 +119,14 @@ impl Index {
         }
     }
 
-    /// Sets `key` to `slot` unless the key already has a newer (or equal)
-    /// revision. Returns whether the slot was stored.
+    /// Sets `key` to `slot` unless the key already has a newer revision.
+    /// Returns whether the slot was stored.
     pub fn apply(&mut self, key: &str, slot: Slot) -> bool {
         if let Some(old) = self.map.get(key).copied() {
-            if old.revision() >= slot.revision() && old != slot {
+            // Equal revisions: the later operation wins. That is the order
+            // inside one batch record (put then delete of the same key), and
+            // a compaction copy of a slot is identical to what it replaces.
+            if old.revision() > slot.revision() {
                 return false;
             }
             self.count(key, &old, -1);
