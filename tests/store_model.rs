@@ -185,6 +185,5 @@ fn random_operations_match_the_model() {
                 "seed {seed}: compaction never dropped a tombstone"
             );
         }
-        assert!(s.stats().compactions > 0 || s.tombstone_floor() > 0 || retention > 100);
     }
 }
