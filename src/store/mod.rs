@@ -7,11 +7,11 @@
 //! batch under [`FsyncPolicy::Always`]), and acknowledges the batch only if
 //! that returns `Ok`.
 //!
-//! Files, one job each: `db` (the [`Store`] and its write path), [`format`]
+//! Files, one job each: `db` (the [`Store`] and its write path), [`format`](mod@format)
 //! (byte layout), `read` (get, scans, changes), `segment` (files and
 //! maps), `index` (ordered map of keys), `hint` (fast open), `recovery`
 //! (open and torn tails), `compaction`, `repair`, `io` (file layer with
-//! fault injection), [`error`].
+//! fault injection), [`error`](mod@error).
 
 mod compaction;
 mod db;

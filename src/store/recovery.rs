@@ -237,14 +237,12 @@ pub(super) fn recover(dir: &Path, max_len: usize) -> Result<Recovered, StoreErro
         let mut start = HEADER_LEN;
         if hints.contains(&id) {
             let hint_bytes = std::fs::read(hint_path(dir, id)).unwrap_or_default();
-            match hint::parse(&hint_bytes, id, header.salt, len) {
-                Some((covered, entries)) => {
-                    for e in entries {
-                        revision = revision.max(e.revision);
-                        apply_op(&mut index, e.revision, e.kind, e.key, e.loc);
-                    }
-                    start = covered as usize;
-                }
+            let parsed = hint::parse(&hint_bytes, id, header.salt, len, |e| {
+                revision = revision.max(e.revision);
+                apply_op(&mut index, e.revision, e.kind, e.key, e.loc);
+            });
+            match parsed {
+                Some(covered) => start = covered as usize,
                 None => tracing::warn!("ignoring invalid hint file for segment {}", path.display()),
             }
         }
