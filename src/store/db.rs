@@ -385,7 +385,14 @@ impl Store {
             base_revision: self.revision,
             floor: self.floor,
         };
-        let fresh = Active::create(&self.dir, header)?;
+        let fresh = match Active::create(&self.dir, header) {
+            Ok(a) => a,
+            // Nothing half-made is left behind: the store stays usable.
+            Err(StoreError::DiskFull) => return Err(StoreError::DiskFull),
+            // A failed fsync of the new file or the directory: the same rule
+            // as for fdatasync, never carry on as if it had worked.
+            Err(e) => return Err(self.poison(format!("creating a segment failed: {e}"))),
+        };
         let old = std::mem::replace(&mut self.active, fresh);
         let sealed = old.seal()?;
         let id = sealed.header.id;
