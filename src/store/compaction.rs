@@ -90,7 +90,8 @@ impl Store {
         match self.compact_steps(&mut stage, &mut temps) {
             Ok(report) => Ok(report),
             Err(e) => {
-                let simulated = matches!(&e, StoreError::Io { source, .. } if source.to_string().starts_with("simulated crash"));
+                let simulated =
+                    matches!(&e, StoreError::Io { source, .. } if io::is_simulated_crash(source));
                 if simulated || stage == Stage::Committed {
                     // A simulated crash leaves the files as a crash would.
                     Err(self.poison(format!("compaction interrupted: {e}")))
