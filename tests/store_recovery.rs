@@ -349,3 +349,44 @@ fn damaged_or_stale_hint_files_fall_back_to_the_segment() {
     assert_eq!(snapshot(&Store::open(dir.path(), small).unwrap()), expect);
     assert!(!dir.path().join("00000000000fffff.hint").exists());
 }
+
+#[test]
+fn a_torn_sealed_segment_is_damage_not_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = Options {
+        segment_size: 500,
+        ..opts()
+    };
+    let mut s = Store::open(dir.path(), small.clone()).unwrap();
+    let mut written = BTreeMap::new();
+    for i in 0..40u32 {
+        let (k, v) = (format!("k.{}", i % 11), format!("value-{i}").into_bytes());
+        written.insert(s.put(&k, &v, Condition::None).unwrap(), (k, v));
+    }
+    s.sync().unwrap();
+    let revision = s.revision();
+    drop(s);
+    // Cut the end off the first (sealed) segment and remove its hint, so
+    // open has to read it: only the last segment may ever be torn.
+    let first = segments(dir.path())[0].clone();
+    let len = std::fs::metadata(&first).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&first)
+        .unwrap()
+        .set_len(len - 5)
+        .unwrap();
+    std::fs::remove_file(first.with_extension("hint")).unwrap();
+    match Store::open(dir.path(), small.clone()) {
+        Err(StoreError::Corrupt { file, .. }) => assert_eq!(file, first),
+        other => panic!("{other:?}"),
+    }
+    let report = repair(dir.path(), small.clone()).unwrap();
+    assert_eq!(report.dropped.len(), 1);
+    assert_eq!(report.dropped[0].file, first);
+    let s = Store::open(dir.path(), small).unwrap();
+    assert_eq!(s.revision(), revision);
+    for (k, v, rev) in snapshot(&s).1 {
+        assert_eq!(written.get(&rev), Some(&(k, v)));
+    }
+}
