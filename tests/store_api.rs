@@ -383,3 +383,19 @@ fn fsync_policies() {
     assert_eq!(s.stats().syncs, 1, "always: one fdatasync per batch");
     assert_eq!(s.next_sync_deadline(), None);
 }
+
+#[test]
+fn store_can_move_to_its_owner_thread() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Store>();
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(dir.path(), Options::default()).unwrap();
+    s.put("a", b"1", Condition::None).unwrap();
+    let s = std::thread::spawn(move || {
+        s.commit().unwrap();
+        s
+    })
+    .join()
+    .unwrap();
+    assert_eq!(s.durable_revision(), 1);
+}
