@@ -241,24 +241,7 @@ impl Store {
             let seg = Sealed::map(segment_path(&self.dir, w.id), &w.file, w.header)?;
             sealed.insert(w.id, seg);
         }
-        let mut locs = new_locs.into_iter();
-        let updates: Vec<(String, Slot)> = self
-            .index
-            .iter()
-            .filter_map(|(k, s)| match (s, locs.next().flatten()) {
-                (Slot::Live { revision, .. }, Some(loc)) => Some((
-                    k.clone(),
-                    Slot::Live {
-                        revision: *revision,
-                        loc,
-                    },
-                )),
-                _ => None,
-            })
-            .collect();
-        for (k, slot) in updates {
-            self.index.relocate(&k, slot);
-        }
+        self.index.relocate_in_order(new_locs);
         let (dropped, _) = self.index.drop_tombstones(cutoff);
         self.sealed = sealed;
         self.active = new_active;
