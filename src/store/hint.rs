@@ -118,13 +118,16 @@ pub(crate) fn build(id: u64, salt: u64, seg: &[u8], max_len: usize) -> Vec<u8> {
     out
 }
 
-/// Writes hint bytes for segment `id` (temp file, then rename; no fsync,
-/// see the module comment).
+/// Writes hint bytes for segment `id` (temp file, rename, directory fsync;
+/// no fsync of the hint itself, see the module comment).
 pub(crate) fn write(dir: &Path, id: u64, bytes: &[u8]) -> std::io::Result<()> {
     let path = hint_path(dir, id);
     let tmp = temp_path(&path);
     std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, &path)
+    std::fs::rename(&tmp, &path)?;
+    // The directory rule holds for hints too (cheap: once per sealed
+    // segment); the hint's own bytes need no fsync, see the module comment.
+    super::io::sync_dir(dir)
 }
 
 /// Parses hint bytes for a segment with this id and salt, calling `each`

@@ -178,8 +178,12 @@ fn read_header(file: &std::fs::File, len: u64) -> Result<SegmentHeader, &'static
 /// Opens the store files in `dir` (the caller holds the lock).
 pub(super) fn recover(dir: &Path, max_len: usize) -> Result<Recovered, StoreError> {
     let (mut ids, hints) = list_dir(dir, true)?;
+    let mut stale_removed = false;
     for stale in hints.iter().filter(|h| ids.binary_search(h).is_err()) {
-        let _ = std::fs::remove_file(hint_path(dir, *stale));
+        stale_removed |= std::fs::remove_file(hint_path(dir, *stale)).is_ok();
+    }
+    if stale_removed {
+        io::sync_dir(dir).map_err(|e| StoreError::io(format!("syncing {}", dir.display()), e))?;
     }
     let next_id = ids.last().map_or(1, |l| l + 1);
     let mut index = Index::default();
