@@ -43,19 +43,26 @@ fn rate(n: u64, d: Duration) -> f64 {
 }
 
 /// Puts per second with one writer (commit after every put) and with
-/// batches of 64 (one commit per 64 puts).
+/// batches of 64 (one commit per 64 puts). The two are measured in
+/// alternating rounds on two stores, so a disk whose fsync latency drifts
+/// during the run (a shared VM) affects both alike.
 fn put_rates(policy: FsyncPolicy, commits: u64) -> (f64, f64) {
+    const ROUNDS: u64 = 5;
     let value = [7u8; VALUE_LEN];
-    let run = |batch: u64| {
-        // A fresh store per run, so both runs start from the same state.
+    let open = || {
         let dir = tempfile::tempdir().unwrap();
         let opts = Options {
             fsync: policy,
             ..Options::default()
         };
-        let mut s = Store::open(dir.path(), opts).unwrap();
+        let s = Store::open(dir.path(), opts).unwrap();
+        (dir, s)
+    };
+    let (_d1, mut single_store) = open();
+    let (_d2, mut batch_store) = open();
+    let run = |s: &mut Store, batch: u64, round: u64| {
         let started = Instant::now();
-        for c in 0..commits {
+        for c in round * commits / ROUNDS..(round + 1) * commits / ROUNDS {
             for b in 0..batch {
                 s.put(&key((c * batch + b) % WRITE_KEYS), &value, Condition::None)
                     .unwrap();
@@ -65,11 +72,14 @@ fn put_rates(policy: FsyncPolicy, commits: u64) -> (f64, f64) {
                 s.sync().unwrap();
             }
         }
-        rate(commits * batch, started.elapsed())
+        started.elapsed()
     };
-    let single = run(1);
-    let batched = run(64);
-    (single, batched)
+    let (mut single, mut batched) = (Duration::ZERO, Duration::ZERO);
+    for round in 0..ROUNDS {
+        single += run(&mut single_store, 1, round);
+        batched += run(&mut batch_store, 64, round);
+    }
+    (rate(commits, single), rate(commits * 64, batched))
 }
 
 fn row(name: &str, value: String, ratio: String) {
