@@ -219,6 +219,12 @@ fn damage_in_the_middle_is_refused_then_repaired() {
     assert_eq!(report.dropped[0].offset, ends[3]);
     assert_eq!(report.dropped[0].len, ends[4] - ends[3]);
     assert_eq!(report.revision, states.last().unwrap().0);
+    let text = report.to_string();
+    assert!(
+        text.contains(&format!("at offset {}", ends[3]))
+            && text.contains("record checksum mismatch"),
+        "{text}"
+    );
     let s = Store::open(src.path(), opts()).unwrap();
     assert_eq!(
         s.revision(),

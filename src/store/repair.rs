@@ -58,6 +58,40 @@ pub struct RepairReport {
     pub tombstone_floor: u64,
 }
 
+impl std::fmt::Display for RepairReport {
+    /// A summary for the operator, one dropped range per line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "scanned {} segment(s), salvaged {} record(s), dropped {} byte(s) in {} range(s)",
+            self.segments_scanned,
+            self.records_salvaged,
+            self.bytes_dropped,
+            self.dropped.len()
+        )?;
+        for d in &self.dropped {
+            write!(
+                f,
+                "\n  dropped {} byte(s) of {} at offset {}: {}",
+                d.len,
+                d.file.display(),
+                d.offset,
+                d.reason
+            )?;
+        }
+        if self.rewritten {
+            write!(
+                f,
+                "\nsegments rewritten; revision {}, tombstone floor raised to {} \
+                 (subscribers will resync)",
+                self.revision, self.tombstone_floor
+            )
+        } else {
+            write!(f, "\nnothing to repair; revision {}", self.revision)
+        }
+    }
+}
+
 /// The intact records of one segment, found by pass 1.
 struct Salvaged {
     /// The segment, mapped read-only.
