@@ -263,15 +263,20 @@ fn second_opener_fails_at_once_naming_the_directory() {
     let dir = tempfile::tempdir().unwrap();
     let _first = Store::open(dir.path(), Options::default()).unwrap();
     let started = std::time::Instant::now();
-    let err = Store::open(dir.path(), Options::default())
-        .err()
-        .expect("locked");
+    let err = Store::open(dir.path(), Options::default()).expect_err("locked");
     assert!(started.elapsed() < std::time::Duration::from_secs(5));
     assert!(matches!(err, StoreError::Locked { .. }));
     assert!(
         err.to_string().contains(&dir.path().display().to_string()),
         "{err}"
     );
+    // Repair must not run under a live store either.
+    assert!(matches!(
+        nkv::store::repair(dir.path(), Options::default()),
+        Err(StoreError::Locked { .. })
+    ));
+    drop(_first);
+    Store::open(dir.path(), Options::default()).expect("lock released on drop");
 }
 
 #[test]
@@ -363,8 +368,10 @@ fn fsync_policies() {
     s.commit().unwrap();
     assert_eq!(s.stats().syncs, 0, "interval: commit does not sync");
     assert!(s.next_sync_deadline().is_some());
+    assert_eq!(s.durable_revision(), 0);
     s.sync().unwrap();
     assert_eq!(s.stats().syncs, 1);
+    assert_eq!(s.durable_revision(), 1);
     assert_eq!(s.next_sync_deadline(), None);
     drop(s);
     let dir = tempfile::tempdir().unwrap();
@@ -375,4 +382,20 @@ fn fsync_policies() {
     s.commit().unwrap();
     assert_eq!(s.stats().syncs, 1, "always: one fdatasync per batch");
     assert_eq!(s.next_sync_deadline(), None);
+}
+
+#[test]
+fn store_can_move_to_its_owner_thread() {
+    fn assert_send<T: Send>() {}
+    assert_send::<Store>();
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(dir.path(), Options::default()).unwrap();
+    s.put("a", b"1", Condition::None).unwrap();
+    let s = std::thread::spawn(move || {
+        s.commit().unwrap();
+        s
+    })
+    .join()
+    .unwrap();
+    assert_eq!(s.durable_revision(), 1);
 }

@@ -198,3 +198,33 @@ fn compaction_interrupted_at_every_step_loses_and_reverts_nothing() {
         assert!(s.tombstone_floor() <= s.revision());
     }
 }
+
+#[test]
+fn failed_fsync_while_rolling_a_segment_poisons() {
+    faults::clear();
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options {
+        segment_size: 300,
+        ..Options::default()
+    };
+    let mut s = Store::open(dir.path(), opts.clone()).unwrap();
+    s.put("a", &[1u8; 100], Condition::None).unwrap();
+    s.commit().unwrap();
+    faults::fail_syncs(true);
+    // This put needs a new segment; sealing the old one must fsync it.
+    let err = s
+        .put("b", &[2u8; 250], Condition::None)
+        .expect_err("roll must fail");
+    faults::clear();
+    assert!(matches!(err, StoreError::Poisoned { .. }), "{err}");
+    assert!(s.poisoned().is_some());
+    assert!(matches!(
+        s.put("c", b"x", Condition::None),
+        Err(StoreError::Poisoned { .. })
+    ));
+    drop(s);
+    let s = Store::open(dir.path(), opts).unwrap();
+    assert_eq!(s.get("a").unwrap().unwrap().value.as_ref(), &[1u8; 100]);
+    assert_eq!(s.get("b").unwrap(), None);
+    assert_eq!(s.revision(), 1);
+}

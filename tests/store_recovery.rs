@@ -193,7 +193,7 @@ fn damage_in_the_middle_is_refused_then_repaired() {
     let hit = ends[3] as usize + 10; // inside the 4th record
     bytes[hit] ^= 0x40;
     std::fs::write(&seg, &bytes).unwrap();
-    let err = Store::open(src.path(), opts()).err().expect("must refuse");
+    let err = Store::open(src.path(), opts()).expect_err("must refuse");
     match &err {
         StoreError::Corrupt { file, offset, .. } => {
             assert_eq!(file, &seg);
@@ -219,6 +219,12 @@ fn damage_in_the_middle_is_refused_then_repaired() {
     assert_eq!(report.dropped[0].offset, ends[3]);
     assert_eq!(report.dropped[0].len, ends[4] - ends[3]);
     assert_eq!(report.revision, states.last().unwrap().0);
+    let text = report.to_string();
+    assert!(
+        text.contains(&format!("at offset {}", ends[3]))
+            && text.contains("record checksum mismatch"),
+        "{text}"
+    );
     let s = Store::open(src.path(), opts()).unwrap();
     assert_eq!(
         s.revision(),
@@ -287,4 +293,106 @@ fn leftover_temporary_files_are_removed() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     assert!(names.iter().all(|n| !n.ends_with(".tmp")), "{names:?}");
+}
+
+#[test]
+fn segment_torn_while_being_created_is_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (states, _, _) = build(dir.path(), 8);
+    let last = segments(dir.path()).pop().unwrap();
+    let name = last.file_name().unwrap().to_string_lossy().into_owned();
+    let next = u64::from_str_radix(&name[..16], 16).unwrap() + 1;
+    let torn = dir.path().join(format!("{next:016x}.seg"));
+    std::fs::write(&torn, b"NKVSEG").unwrap(); // crash in the middle of the header
+    let mut s = Store::open(dir.path(), opts()).unwrap();
+    assert_eq!(&snapshot(&s), states.last().unwrap());
+    assert!(!torn.exists());
+    let rev = s.put("new", b"1", Condition::None).unwrap();
+    assert_eq!(rev, states.last().unwrap().0 + 1);
+}
+
+#[test]
+fn damaged_or_stale_hint_files_fall_back_to_the_segment() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = Options {
+        segment_size: 600,
+        ..opts()
+    };
+    let mut s = Store::open(dir.path(), small.clone()).unwrap();
+    for i in 0..60u32 {
+        s.put(
+            &format!("k.{}", i % 13),
+            format!("v{i}").as_bytes(),
+            Condition::None,
+        )
+        .unwrap();
+        if i % 9 == 0 {
+            s.delete_prefix("k.1").unwrap();
+        }
+    }
+    s.sync().unwrap();
+    let expect = snapshot(&s);
+    drop(s);
+    let hints: Vec<PathBuf> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "hint"))
+        .collect();
+    assert!(hints.len() >= 2, "sealed segments get hint files");
+    // Hints alone rebuild the same state.
+    assert_eq!(
+        snapshot(&Store::open(dir.path(), small.clone()).unwrap()),
+        expect
+    );
+    // A damaged hint and a hint of another segment are ignored.
+    let original = std::fs::read(&hints[0]).unwrap();
+    let mut bytes = original.clone();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x10;
+    std::fs::write(&hints[0], &bytes).unwrap();
+    std::fs::write(&hints[1], &original).unwrap();
+    std::fs::write(dir.path().join("00000000000fffff.hint"), b"stale").unwrap();
+    assert_eq!(snapshot(&Store::open(dir.path(), small).unwrap()), expect);
+    assert!(!dir.path().join("00000000000fffff.hint").exists());
+}
+
+#[test]
+fn a_torn_sealed_segment_is_damage_not_a_torn_tail() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = Options {
+        segment_size: 500,
+        ..opts()
+    };
+    let mut s = Store::open(dir.path(), small.clone()).unwrap();
+    let mut written = BTreeMap::new();
+    for i in 0..40u32 {
+        let (k, v) = (format!("k.{}", i % 11), format!("value-{i}").into_bytes());
+        written.insert(s.put(&k, &v, Condition::None).unwrap(), (k, v));
+    }
+    s.sync().unwrap();
+    let revision = s.revision();
+    drop(s);
+    // Cut the end off the first (sealed) segment and remove its hint, so
+    // open has to read it: only the last segment may ever be torn.
+    let first = segments(dir.path())[0].clone();
+    let len = std::fs::metadata(&first).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&first)
+        .unwrap()
+        .set_len(len - 5)
+        .unwrap();
+    std::fs::remove_file(first.with_extension("hint")).unwrap();
+    match Store::open(dir.path(), small.clone()) {
+        Err(StoreError::Corrupt { file, .. }) => assert_eq!(file, first),
+        other => panic!("{other:?}"),
+    }
+    let report = repair(dir.path(), small.clone()).unwrap();
+    assert_eq!(report.dropped.len(), 1);
+    assert_eq!(report.dropped[0].file, first);
+    let s = Store::open(dir.path(), small).unwrap();
+    assert_eq!(s.revision(), revision);
+    for (k, v, rev) in snapshot(&s).1 {
+        assert_eq!(written.get(&rev), Some(&(k, v)));
+    }
 }

@@ -2,7 +2,8 @@
 //! the retention) into new segments, then remove the old ones.
 //!
 //! Crash safety, step by step (each step has a [`CrashPoint`] for tests):
-//! 1. fsync the active segment, so every input is durable.
+//! 1. Trim the active segment's preallocated zeros and fsync it, so every
+//!    input is durable and complete (it will no longer be the last segment).
 //! 2. Write the output segments (and their hints) as `*.tmp` files, in key
 //!    order, each record keeping its revision. A crash here leaves only temp
 //!    files, removed at the next open.
@@ -51,11 +52,22 @@ pub struct CompactionReport {
     pub tombstone_floor: u64,
 }
 
-/// One finished output segment, still under its temporary name.
+/// An output segment being filled in memory (at most one at a time, so a
+/// compaction needs about one segment of memory, not the whole store).
 struct Output {
     id: u64,
     header: SegmentHeader,
     bytes: Vec<u8>,
+}
+
+/// An output written to its temporary files (not yet fsynced or renamed).
+struct Written {
+    id: u64,
+    header: SegmentHeader,
+    file: std::fs::File,
+    hint_file: std::fs::File,
+    seg_tmp: std::path::PathBuf,
+    hint_tmp: std::path::PathBuf,
 }
 
 /// Progress of a compaction, for error handling.
@@ -78,7 +90,8 @@ impl Store {
         match self.compact_steps(&mut stage, &mut temps) {
             Ok(report) => Ok(report),
             Err(e) => {
-                let simulated = matches!(&e, StoreError::Io { source, .. } if source.to_string().starts_with("simulated crash"));
+                let simulated =
+                    matches!(&e, StoreError::Io { source, .. } if io::is_simulated_crash(source));
                 if simulated || stage == Stage::Committed {
                     // A simulated crash leaves the files as a crash would.
                     Err(self.poison(format!("compaction interrupted: {e}")))
@@ -97,7 +110,10 @@ impl Store {
         stage: &mut Stage,
         temps: &mut Vec<std::path::PathBuf>,
     ) -> Result<CompactionReport, StoreError> {
-        self.sync_active()?;
+        // Step 1: the active segment becomes an input with lower ids than the
+        // outputs, so it must be complete on disk: trim its preallocated
+        // zeros and fsync.
+        self.seal_active_tail()?;
         let bytes_before = self.total_bytes();
         let segments_before = self.sealed.len() as u64 + 1;
         let cutoff = self
@@ -113,7 +129,7 @@ impl Store {
             .max();
         let floor = self.floor.max(dropped_max.unwrap_or(0));
 
-        // Step 2: build the outputs in memory, one segment at a time.
+        // Step 2: fill outputs one at a time; each full one goes to its temp file.
         let mut next_id = self.active.header.id + 1;
         let new_header = |id| SegmentHeader {
             id,
@@ -121,7 +137,7 @@ impl Store {
             base_revision: self.revision,
             floor,
         };
-        let mut outputs: Vec<Output> = Vec::new();
+        let mut files: Vec<Written> = Vec::new();
         let mut cur = Output {
             id: next_id,
             header: new_header(next_id),
@@ -155,7 +171,7 @@ impl Store {
                     header: new_header(next_id),
                     bytes: Vec::new(),
                 };
-                outputs.push(std::mem::replace(&mut cur, fresh));
+                files.push(self.write_temp(std::mem::replace(&mut cur, fresh), temps)?);
                 cur.bytes.extend_from_slice(&cur.header.encode());
             }
             let offset = cur.bytes.len() as u64;
@@ -174,43 +190,21 @@ impl Store {
             }
         }
         if cur.bytes.len() > HEADER_LEN {
-            outputs.push(cur);
-        }
-
-        // Write the temporaries.
-        let mut files = Vec::new();
-        for out in &outputs {
-            let seg_tmp = temp_path(&segment_path(&self.dir, out.id));
-            let hint_tmp = temp_path(&hint_path(&self.dir, out.id));
-            let ctx = || format!("writing compaction output {}", seg_tmp.display());
-            temps.push(seg_tmp.clone());
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&seg_tmp)
-                .map_err(|e| StoreError::io(ctx(), e))?;
-            io::write_at(&file, &out.bytes, 0).map_err(|e| StoreError::io(ctx(), e))?;
-            temps.push(hint_tmp.clone());
-            let hint_bytes = hint::build(out.id, out.header.salt, &out.bytes, self.max_record_len);
-            let hfile = std::fs::File::create(&hint_tmp).map_err(|e| StoreError::io(ctx(), e))?;
-            io::write_at(&hfile, &hint_bytes, 0).map_err(|e| StoreError::io(ctx(), e))?;
-            files.push((file, hfile, seg_tmp, hint_tmp));
+            files.push(self.write_temp(cur, temps)?);
         }
         let io_err = |what: &str, e| StoreError::io(format!("compaction: {what}"), e);
         crash_point(CrashPoint::BeforeOutputSync).map_err(|e| io_err("sync", e))?;
         // Step 3: make the outputs durable, then rename them into place.
-        for (file, hfile, _, _) in &files {
-            io::sync_data(file).map_err(|e| io_err("fsync of output", e))?;
-            io::sync_data(hfile).map_err(|e| io_err("fsync of hint", e))?;
+        for w in &files {
+            io::sync_data(&w.file).map_err(|e| io_err("fsync of output", e))?;
+            io::sync_data(&w.hint_file).map_err(|e| io_err("fsync of hint", e))?;
         }
         crash_point(CrashPoint::BeforeRename).map_err(|e| io_err("rename", e))?;
-        for (n, (out, (_, _, seg_tmp, hint_tmp))) in outputs.iter().zip(&files).enumerate() {
+        for (n, w) in files.iter().enumerate() {
             *stage = Stage::Committed;
-            std::fs::rename(seg_tmp, segment_path(&self.dir, out.id))
+            std::fs::rename(&w.seg_tmp, segment_path(&self.dir, w.id))
                 .map_err(|e| io_err("rename", e))?;
-            std::fs::rename(hint_tmp, hint_path(&self.dir, out.id))
+            std::fs::rename(&w.hint_tmp, hint_path(&self.dir, w.id))
                 .map_err(|e| io_err("rename", e))?;
             if n == 0 {
                 crash_point(CrashPoint::AfterFirstRename).map_err(|e| io_err("rename", e))?;
@@ -243,28 +237,11 @@ impl Store {
 
         // Switch the in-memory state over to the outputs.
         let mut sealed = std::collections::BTreeMap::new();
-        for (out, (file, _, _, _)) in outputs.iter().zip(&files) {
-            let seg = Sealed::map(segment_path(&self.dir, out.id), file, out.header)?;
-            sealed.insert(out.id, seg);
+        for w in &files {
+            let seg = Sealed::map(segment_path(&self.dir, w.id), &w.file, w.header)?;
+            sealed.insert(w.id, seg);
         }
-        let mut locs = new_locs.into_iter();
-        let updates: Vec<(String, Slot)> = self
-            .index
-            .iter()
-            .filter_map(|(k, s)| match (s, locs.next().flatten()) {
-                (Slot::Live { revision, .. }, Some(loc)) => Some((
-                    k.clone(),
-                    Slot::Live {
-                        revision: *revision,
-                        loc,
-                    },
-                )),
-                _ => None,
-            })
-            .collect();
-        for (k, slot) in updates {
-            self.index.relocate(&k, slot);
-        }
+        self.index.relocate_in_order(new_locs);
         let (dropped, _) = self.index.drop_tombstones(cutoff);
         self.sealed = sealed;
         self.active = new_active;
@@ -279,6 +256,38 @@ impl Store {
             tombstones_kept: kept,
             tombstones_dropped: dropped,
             tombstone_floor: floor,
+        })
+    }
+
+    /// Writes a filled output and its hint to temporary files.
+    fn write_temp(
+        &self,
+        out: Output,
+        temps: &mut Vec<std::path::PathBuf>,
+    ) -> Result<Written, StoreError> {
+        let seg_tmp = temp_path(&segment_path(&self.dir, out.id));
+        let hint_tmp = temp_path(&hint_path(&self.dir, out.id));
+        let ctx = || format!("writing compaction output {}", seg_tmp.display());
+        temps.push(seg_tmp.clone());
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&seg_tmp)
+            .map_err(|e| StoreError::io(ctx(), e))?;
+        io::write_at(&file, &out.bytes, 0).map_err(|e| StoreError::io(ctx(), e))?;
+        temps.push(hint_tmp.clone());
+        let hint_bytes = hint::build(out.id, out.header.salt, &out.bytes, self.max_record_len);
+        let hint_file = std::fs::File::create(&hint_tmp).map_err(|e| StoreError::io(ctx(), e))?;
+        io::write_at(&hint_file, &hint_bytes, 0).map_err(|e| StoreError::io(ctx(), e))?;
+        Ok(Written {
+            id: out.id,
+            header: out.header,
+            file,
+            hint_file,
+            seg_tmp,
+            hint_tmp,
         })
     }
 }

@@ -7,26 +7,24 @@ use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use bytes::Bytes;
-
 use crate::key::{validate_key, validate_prefix};
 
 use super::error::StoreError;
 use super::format::{
-    decode_record, encode_batch_value, encode_record, new_salt, record_len, Kind, OpRef,
-    SegmentHeader, BATCH_OP_HEADER_LEN, FORMAT_MAX_KEY_LEN, HEADER_LEN, LOCK_FILE, R_KEY,
+    encode_batch_value, encode_record, new_salt, record_len, Kind, OpRef, SegmentHeader,
+    BATCH_OP_HEADER_LEN, FORMAT_MAX_KEY_LEN, HEADER_LEN, LOCK_FILE, R_KEY,
 };
 use super::index::{Index, Loc, Slot};
 use super::segment::{Active, Sealed};
 use super::{hint, io, recovery};
-use super::{
-    BatchOp, Change, Changes, Condition, Entry, FsyncPolicy, Options, PrefixDeletion, StoreStats,
-};
+use super::{BatchOp, Condition, FsyncPolicy, Options, PrefixDeletion, StoreStats};
 
 /// A durable, log-structured key-value store in one directory.
 ///
 /// Owned by one thread. Writes are appended (not yet durable) and become
 /// durable at [`Store::commit`] (policy `Always`) or [`Store::sync`].
+/// Dropping the store does not sync: under `Interval` or `Never`, call
+/// [`Store::sync`] at shutdown.
 pub struct Store {
     /// The data directory.
     pub(super) dir: PathBuf,
@@ -58,6 +56,24 @@ pub struct Store {
     pub(super) compactions: u64,
     /// Upper bound of a record's length, to reject damaged length fields.
     pub(super) max_record_len: usize,
+    /// Encode buffer reused by every append (small records only).
+    scratch: Vec<u8>,
+    /// Revision covered by the last successful fdatasync.
+    durable_revision: u64,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.dir)
+            .field("revision", &self.revision)
+            .field("durable_revision", &self.durable_revision)
+            .field("floor", &self.floor)
+            .field("segments", &(self.sealed.len() + 1))
+            .field("keys", &self.index.live_keys())
+            .field("poisoned", &self.poisoned)
+            .finish()
+    }
 }
 
 /// Largest record the options allow (a batch is bounded like a value).
@@ -145,6 +161,8 @@ impl Store {
             max_sync_micros: 0,
             compactions: 0,
             max_record_len,
+            scratch: Vec::new(),
+            durable_revision: rec.revision,
         })
     }
 
@@ -158,9 +176,23 @@ impl Store {
         self.revision
     }
 
+    /// The highest revision known to be on disk: the revision found at open,
+    /// then the revision at the last successful fdatasync. Every write at or
+    /// below it survives a power cut. (Under `Always`, equal to `revision()`
+    /// after each successful `commit`.)
+    pub fn durable_revision(&self) -> u64 {
+        self.durable_revision
+    }
+
     /// `changes_since` a revision below this answers `TooOld`.
     pub fn tombstone_floor(&self) -> u64 {
         self.floor
+    }
+
+    /// Why the store refuses writes, if it does (a failed fsync, a write
+    /// error other than a full disk, or an interrupted compaction).
+    pub fn poisoned(&self) -> Option<&str> {
+        self.poisoned.as_deref()
     }
 
     /// Refuses writes once poisoned.
@@ -210,7 +242,8 @@ impl Store {
     }
 
     /// Deletes `key` if `condition` holds; `NotFound` (nothing written) if
-    /// it does not exist. Returns the revision of the delete.
+    /// it does not exist. Returns the revision of the delete. The condition
+    /// is checked first, so `MustNotExist` on an absent key gives `NotFound`.
     pub fn delete(&mut self, key: &str, condition: Condition) -> Result<u64, StoreError> {
         self.check_writable()?;
         validate_key(key, self.options.max_key_len)?;
@@ -315,7 +348,9 @@ impl Store {
             self.roll()?;
         }
         let revision = self.revision + 1;
-        let mut buf = Vec::with_capacity(len);
+        // Reuse one encode buffer: a put should not allocate for its record.
+        let mut buf = std::mem::take(&mut self.scratch);
+        buf.clear();
         encode_record(
             &mut buf,
             self.active.header.salt,
@@ -324,7 +359,11 @@ impl Store {
             key,
             value,
         );
-        let offset = match self.active.append(&buf) {
+        let appended = self.active.append(&buf);
+        if buf.capacity() <= 1 << 16 {
+            self.scratch = buf;
+        }
+        let offset = match appended {
             Ok(offset) => offset,
             Err(StoreError::DiskFull) => return Err(StoreError::DiskFull),
             Err(e) => return Err(self.poison(format!("write failed: {e}"))),
@@ -336,14 +375,24 @@ impl Store {
 
     /// Seals the active segment (fsync, map, hint file) and starts a new one.
     fn roll(&mut self) -> Result<(), StoreError> {
-        self.sync_active()?;
+        // Trim the preallocated zeros and make the final size durable before
+        // the next segment exists: recovery relies on every segment but the
+        // last being complete.
+        self.seal_active_tail()?;
         let header = SegmentHeader {
             id: self.active.header.id + 1,
             salt: new_salt(),
             base_revision: self.revision,
             floor: self.floor,
         };
-        let fresh = Active::create(&self.dir, header)?;
+        let fresh = match Active::create(&self.dir, header) {
+            Ok(a) => a,
+            // Nothing half-made is left behind: the store stays usable.
+            Err(StoreError::DiskFull) => return Err(StoreError::DiskFull),
+            // A failed fsync of the new file or the directory: the same rule
+            // as for fdatasync, never carry on as if it had worked.
+            Err(e) => return Err(self.poison(format!("creating a segment failed: {e}"))),
+        };
         let old = std::mem::replace(&mut self.active, fresh);
         let sealed = old.seal()?;
         let id = sealed.header.id;
@@ -353,6 +402,17 @@ impl Store {
         }
         self.sealed.insert(id, sealed);
         Ok(())
+    }
+
+    /// Trims the active segment's preallocated zeros and fsyncs its final
+    /// size, before a segment with a higher id can exist (roll, compaction).
+    pub(super) fn seal_active_tail(&mut self) -> Result<(), StoreError> {
+        if let Err(e) = self.active.trim() {
+            let ctx = format!("trimming {}", self.active.path.display());
+            return Err(StoreError::io(ctx, e));
+        }
+        self.unsynced_since.get_or_insert_with(Instant::now);
+        self.sync_active()
     }
 
     /// fdatasync of the active segment if it has unsynced writes. A failure
@@ -372,6 +432,7 @@ impl Store {
         self.last_sync_micros = micros;
         self.max_sync_micros = self.max_sync_micros.max(micros);
         self.unsynced_since = None;
+        self.durable_revision = self.revision;
         Ok(())
     }
 
@@ -425,102 +486,6 @@ impl Store {
         self.sealed.len() as u64 + 1
     }
 
-    /// The value and revision of `key`, if it exists.
-    pub fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
-        validate_key(key, self.options.max_key_len)?;
-        match self.index.get(key) {
-            Some(&Slot::Live { revision, loc }) => Ok(Some(self.read_entry(key, revision, loc)?)),
-            _ => Ok(None),
-        }
-    }
-
-    /// Every live key covered by `prefix` (segment boundaries: `net` covers
-    /// `net` and `net.x`, not `network`), sorted by key.
-    pub fn scan_prefix(&self, prefix: &str) -> Result<Vec<(String, Entry)>, StoreError> {
-        validate_prefix(prefix, self.options.max_key_len)?;
-        let mut out = Vec::new();
-        for (key, slot) in self.index.covered(prefix) {
-            if let Slot::Live { revision, loc } = *slot {
-                out.push((key.clone(), self.read_entry(key, revision, loc)?));
-            }
-        }
-        Ok(out)
-    }
-
-    /// Live entries and tombstones under `prefix` with a revision above
-    /// `revision`, by revision; `TooOld` if `revision` is below the floor or
-    /// above the store's revision.
-    pub fn changes_since(&self, prefix: &str, revision: u64) -> Result<Changes, StoreError> {
-        validate_prefix(prefix, self.options.max_key_len)?;
-        if revision < self.floor || revision > self.revision {
-            return Ok(Changes::TooOld { floor: self.floor });
-        }
-        let mut out = Vec::new();
-        for (key, slot) in self.index.covered(prefix) {
-            match *slot {
-                Slot::Live { revision: r, loc } if r > revision => out.push(Change::Put {
-                    key: key.clone(),
-                    entry: self.read_entry(key, r, loc)?,
-                }),
-                Slot::Tomb { revision: r } if r > revision => out.push(Change::Delete {
-                    key: key.clone(),
-                    revision: r,
-                }),
-                _ => {}
-            }
-        }
-        out.sort_by_key(Change::revision);
-        Ok(Changes::Since(out))
-    }
-
-    /// Reads and verifies the record at `loc`, returning the value.
-    pub(super) fn read_entry(
-        &self,
-        key: &str,
-        revision: u64,
-        loc: Loc,
-    ) -> Result<Entry, StoreError> {
-        let (owned, path, salt);
-        let bytes: &[u8] = if loc.segment == self.active.header.id {
-            owned = self.active.read(loc.offset, loc.rec_len as usize)?;
-            (path, salt) = (&self.active.path, self.active.header.salt);
-            &owned
-        } else {
-            let seg = self.sealed.get(&loc.segment).ok_or_else(|| {
-                StoreError::corrupt(
-                    &self.dir,
-                    loc.offset,
-                    format!("segment {} is missing", loc.segment),
-                )
-            })?;
-            (path, salt) = (&seg.path, seg.header.salt);
-            let start = loc.offset as usize;
-            seg.bytes()
-                .get(start..start + loc.rec_len as usize)
-                .ok_or_else(|| {
-                    StoreError::corrupt(&seg.path, loc.offset, "record beyond end of file")
-                })?
-        };
-        let rec = decode_record(bytes, salt, bytes.len())
-            .map_err(|d| StoreError::corrupt(path, loc.offset, d))?;
-        let single_mismatch = rec.kind != Kind::Batch && rec.key != key;
-        if rec.revision != revision || single_mismatch {
-            return Err(StoreError::corrupt(
-                path,
-                loc.offset,
-                "record does not match the index",
-            ));
-        }
-        let start = loc.value_offset as usize;
-        let value = bytes
-            .get(start..start + loc.value_len as usize)
-            .ok_or_else(|| StoreError::corrupt(path, loc.offset, "value beyond its record"))?;
-        Ok(Entry {
-            value: Bytes::copy_from_slice(value),
-            revision,
-        })
-    }
-
     /// Counters and sizes.
     pub fn stats(&self) -> StoreStats {
         StoreStats {
@@ -541,5 +506,18 @@ impl Store {
     /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+}
+
+impl Drop for Store {
+    /// Trims the preallocated zeros so a cleanly closed segment ends at its
+    /// last record (a crash leaves them; open trims them then). No sync
+    /// here: durability is `commit`/`sync`'s job.
+    fn drop(&mut self) {
+        // A poisoned store leaves the files exactly as the failure left
+        // them, like a crash would; open copes with the zeros.
+        if self.poisoned.is_none() {
+            let _ = self.active.trim();
+        }
     }
 }

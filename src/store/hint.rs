@@ -118,24 +118,30 @@ pub(crate) fn build(id: u64, salt: u64, seg: &[u8], max_len: usize) -> Vec<u8> {
     out
 }
 
-/// Writes hint bytes for segment `id` (temp file, then rename; no fsync,
-/// see the module comment).
+/// Writes hint bytes for segment `id` (temp file, rename, directory fsync;
+/// no fsync of the hint itself, see the module comment).
 pub(crate) fn write(dir: &Path, id: u64, bytes: &[u8]) -> std::io::Result<()> {
     let path = hint_path(dir, id);
     let tmp = temp_path(&path);
     std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, &path)
+    std::fs::rename(&tmp, &path)?;
+    // The directory rule holds for hints too (cheap: once per sealed
+    // segment); the hint's own bytes need no fsync, see the module comment.
+    super::io::sync_dir(dir)
 }
 
-/// Parses hint bytes for a segment with this id and salt. Returns the
-/// covered length and the entries, or `None` if the hint does not belong to
-/// this segment or is damaged.
-pub(crate) fn parse(
-    bytes: &[u8],
+/// Parses hint bytes for a segment with this id and salt, calling `each`
+/// for every entry in file order, and returns the covered length. `None`
+/// if the hint does not belong to this segment or is damaged; entries may
+/// have been passed to `each` by then, which is harmless because the caller
+/// then replays the whole segment and replay is idempotent.
+pub(crate) fn parse<'a>(
+    bytes: &'a [u8],
     id: u64,
     salt: u64,
     seg_len: u64,
-) -> Option<(u64, Vec<HintEntry<'_>>)> {
+    mut each: impl FnMut(HintEntry<'a>),
+) -> Option<u64> {
     if bytes.len() < HINT_HEADER_LEN + 4 || bytes[..8] != HINT_MAGIC {
         return None;
     }
@@ -152,7 +158,6 @@ pub(crate) fn parse(
     if covered > seg_len {
         return None;
     }
-    let mut entries = Vec::with_capacity(count.min(1 << 24) as usize);
     let mut at = HINT_HEADER_LEN;
     let (mut rec_offset, mut rec_len, mut revision, mut cursor) =
         (0u64, 0u64, 0u64, HEADER_LEN as u64);
@@ -178,7 +183,7 @@ pub(crate) fn parse(
         let implicit_offset = (R_KEY + key_len) as u64;
         let (value_offset, value_len) =
             explicit.unwrap_or((implicit_offset, rec_len.checked_sub(implicit_offset)?));
-        entries.push(HintEntry {
+        each(HintEntry {
             revision,
             kind: Kind::from_u8(tag & TAG_KIND_MASK)?,
             key,
@@ -194,7 +199,7 @@ pub(crate) fn parse(
     if cursor != covered {
         return None;
     }
-    (at == body.len()).then_some((covered, entries))
+    (at == body.len()).then_some(covered)
 }
 
 #[cfg(test)]
@@ -238,7 +243,9 @@ mod tests {
         encode_record(&mut seg, salt, 4, Kind::DeletePrefix, "a", b"");
         encode_record(&mut seg, salt, 5, Kind::Put, "z", &[9u8; 300]);
         let bytes = build(3, salt, &seg, 1 << 20);
-        let (covered, entries) = parse(&bytes, 3, salt, seg.len() as u64).expect("valid hint");
+        let mut entries = Vec::new();
+        let covered =
+            parse(&bytes, 3, salt, seg.len() as u64, |e| entries.push(e)).expect("valid hint");
         assert_eq!(covered, seg.len() as u64);
         let got: Vec<(u64, Kind, &str)> = entries
             .iter()
@@ -268,10 +275,10 @@ mod tests {
         assert_eq!(value(&entries[1]), b"12");
         assert_eq!(value(&entries[5]), vec![9u8; 300]);
         // Another segment's hint, or a damaged one, is refused.
-        assert!(parse(&bytes, 4, salt, seg.len() as u64).is_none());
-        assert!(parse(&bytes, 3, salt + 1, seg.len() as u64).is_none());
+        assert!(parse(&bytes, 4, salt, seg.len() as u64, |_| {}).is_none());
+        assert!(parse(&bytes, 3, salt + 1, seg.len() as u64, |_| {}).is_none());
         let mut bad = bytes.clone();
         bad[HINT_HEADER_LEN + 2] ^= 1;
-        assert!(parse(&bad, 3, salt, seg.len() as u64).is_none());
+        assert!(parse(&bad, 3, salt, seg.len() as u64, |_| {}).is_none());
     }
 }

@@ -119,11 +119,14 @@ impl Index {
         }
     }
 
-    /// Sets `key` to `slot` unless the key already has a newer (or equal)
-    /// revision. Returns whether the slot was stored.
+    /// Sets `key` to `slot` unless the key already has a newer revision.
+    /// Returns whether the slot was stored.
     pub fn apply(&mut self, key: &str, slot: Slot) -> bool {
         if let Some(old) = self.map.get(key).copied() {
-            if old.revision() >= slot.revision() && old != slot {
+            // Equal revisions: the later operation wins. That is the order
+            // inside one batch record (put then delete of the same key), and
+            // a compaction copy of a slot is identical to what it replaces.
+            if old.revision() > slot.revision() {
                 return false;
             }
             self.count(key, &old, -1);
@@ -136,12 +139,15 @@ impl Index {
         true
     }
 
-    /// Moves a live key to a new location with the same revision (after
-    /// compaction copied its record).
-    pub fn relocate(&mut self, key: &str, slot: Slot) {
-        if let Some(s) = self.map.get_mut(key) {
-            debug_assert_eq!(s.revision(), slot.revision());
-            *s = slot;
+    /// Moves live keys to new locations after compaction copied their
+    /// records: `locs` has one item per slot, in key order (`None`: keep).
+    /// Sizes are unchanged, so the counts stay right.
+    pub fn relocate_in_order(&mut self, locs: impl IntoIterator<Item = Option<Loc>>) {
+        for (slot, new) in self.map.values_mut().zip(locs) {
+            if let (Slot::Live { loc, .. }, Some(new)) = (slot, new) {
+                debug_assert_eq!(loc.value_len, new.value_len);
+                *loc = new;
+            }
         }
     }
 
@@ -184,19 +190,19 @@ impl Index {
     /// Drops tombstones with revision `<= cutoff`; returns how many, and the
     /// highest revision dropped (0 if none).
     pub fn drop_tombstones(&mut self, cutoff: u64) -> (u64, u64) {
-        let doomed: Vec<String> = self
-            .map
-            .iter()
-            .filter(|(_, s)| matches!(s, Slot::Tomb { revision } if *revision <= cutoff))
-            .map(|(k, _)| k.clone())
-            .collect();
-        let mut max = 0;
-        for k in &doomed {
-            let slot = self.map.remove(k).expect("present");
-            max = max.max(slot.revision());
-            self.count(k, &slot, -1);
-        }
-        (doomed.len() as u64, max)
+        let (mut dropped, mut max, mut bytes) = (0u64, 0u64, 0u64);
+        self.map.retain(|key, slot| match *slot {
+            Slot::Tomb { revision } if revision <= cutoff => {
+                dropped += 1;
+                max = max.max(revision);
+                bytes += slot.footprint(key);
+                false
+            }
+            _ => true,
+        });
+        self.tombstones -= dropped;
+        self.live_bytes -= bytes;
+        (dropped, max)
     }
 }
 

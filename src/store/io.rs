@@ -126,7 +126,25 @@ pub(crate) fn crash_point(point: CrashPoint) -> io::Result<()> {
     let hit = FAULTS.with(|f| f.borrow().crash == Some(point));
     if hit {
         FAULTS.with(|f| f.borrow_mut().crash = None);
-        return Err(io::Error::other(format!("simulated crash at {point:?}")));
+        return Err(io::Error::other(SimulatedCrash(point)));
     }
     Ok(())
+}
+
+/// The error a test-armed crash point raises.
+#[derive(Debug)]
+pub(crate) struct SimulatedCrash(CrashPoint);
+
+impl std::fmt::Display for SimulatedCrash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "simulated crash at {:?}", self.0)
+    }
+}
+
+impl std::error::Error for SimulatedCrash {}
+
+/// True when `e` is a simulated crash (the files must stay as they are).
+pub(crate) fn is_simulated_crash(e: &io::Error) -> bool {
+    e.get_ref()
+        .is_some_and(|inner| inner.is::<SimulatedCrash>())
 }

@@ -7,11 +7,11 @@
 //! batch under [`FsyncPolicy::Always`]), and acknowledges the batch only if
 //! that returns `Ok`.
 //!
-//! Files, one job each: `db` (the [`Store`] and its write path), [`format`]
-//! (byte layout), `segment` (files and
+//! Files, one job each: `db` (the [`Store`] and its write path), [`format`](mod@format)
+//! (byte layout), `read` (get, scans, changes), `segment` (files and
 //! maps), `index` (ordered map of keys), `hint` (fast open), `recovery`
 //! (open and torn tails), `compaction`, `repair`, `io` (file layer with
-//! fault injection), [`error`].
+//! fault injection), [`error`](mod@error).
 
 mod compaction;
 mod db;
@@ -20,6 +20,7 @@ pub mod format;
 mod hint;
 mod index;
 mod io;
+mod read;
 mod recovery;
 mod repair;
 mod segment;
@@ -29,6 +30,7 @@ pub use db::Store;
 pub use error::StoreError;
 #[doc(hidden)]
 pub use io::faults;
+#[doc(hidden)]
 pub use io::CrashPoint;
 pub use repair::{repair, DroppedRange, RepairReport};
 

@@ -150,6 +150,20 @@ pub(super) fn apply_op(index: &mut Index, revision: u64, kind: Kind, key: &str, 
     }
 }
 
+/// True when bytes `from..len` of `file` are all zero (preallocated space).
+pub(super) fn zeros_from(file: &std::fs::File, from: u64, len: u64) -> bool {
+    let mut buf = vec![0u8; 1 << 16];
+    let mut at = from;
+    while at < len {
+        let n = buf.len().min((len - at) as usize);
+        if file.read_exact_at(&mut buf[..n], at).is_err() || buf[..n].iter().any(|&b| b != 0) {
+            return false;
+        }
+        at += n as u64;
+    }
+    true
+}
+
 /// Reads a segment header; `Err(detail)` if it is missing or invalid.
 fn read_header(file: &std::fs::File, len: u64) -> Result<SegmentHeader, &'static str> {
     if len < HEADER_LEN as u64 {
@@ -164,8 +178,12 @@ fn read_header(file: &std::fs::File, len: u64) -> Result<SegmentHeader, &'static
 /// Opens the store files in `dir` (the caller holds the lock).
 pub(super) fn recover(dir: &Path, max_len: usize) -> Result<Recovered, StoreError> {
     let (mut ids, hints) = list_dir(dir, true)?;
+    let mut stale_removed = false;
     for stale in hints.iter().filter(|h| ids.binary_search(h).is_err()) {
-        let _ = std::fs::remove_file(hint_path(dir, *stale));
+        stale_removed |= std::fs::remove_file(hint_path(dir, *stale)).is_ok();
+    }
+    if stale_removed {
+        io::sync_dir(dir).map_err(|e| StoreError::io(format!("syncing {}", dir.display()), e))?;
     }
     let next_id = ids.last().map_or(1, |l| l + 1);
     let mut index = Index::default();
@@ -223,14 +241,12 @@ pub(super) fn recover(dir: &Path, max_len: usize) -> Result<Recovered, StoreErro
         let mut start = HEADER_LEN;
         if hints.contains(&id) {
             let hint_bytes = std::fs::read(hint_path(dir, id)).unwrap_or_default();
-            match hint::parse(&hint_bytes, id, header.salt, len) {
-                Some((covered, entries)) => {
-                    for e in entries {
-                        revision = revision.max(e.revision);
-                        apply_op(&mut index, e.revision, e.kind, e.key, e.loc);
-                    }
-                    start = covered as usize;
-                }
+            let parsed = hint::parse(&hint_bytes, id, header.salt, len, |e| {
+                revision = revision.max(e.revision);
+                apply_op(&mut index, e.revision, e.kind, e.key, e.loc);
+            });
+            match parsed {
+                Some(covered) => start = covered as usize,
                 None => tracing::warn!("ignoring invalid hint file for segment {}", path.display()),
             }
         }
@@ -262,11 +278,16 @@ pub(super) fn recover(dir: &Path, max_len: usize) -> Result<Recovered, StoreErro
             continue;
         }
         if let Some((at, detail)) = torn {
-            tracing::warn!(
-                "truncating torn tail of {} at offset {at} ({detail}; {} bytes dropped)",
-                path.display(),
-                len - at as u64
-            );
+            if zeros_from(&file, at as u64, len) {
+                // Preallocated space left by a crash: nothing was lost.
+                tracing::debug!("trimming preallocated zeros of {}", path.display());
+            } else {
+                tracing::warn!(
+                    "truncating torn tail of {} at offset {at} ({detail}; {} bytes dropped)",
+                    path.display(),
+                    len - at as u64
+                );
+            }
             file.set_len(at as u64)
                 .map_err(|e| StoreError::io(ctx(), e))?;
             io::sync_data(&file).map_err(|e| StoreError::io(ctx(), e))?;
@@ -276,6 +297,7 @@ pub(super) fn recover(dir: &Path, max_len: usize) -> Result<Recovered, StoreErro
             path,
             file,
             len: w.end as u64,
+            allocated: w.end as u64,
         });
     }
     let active = match active {

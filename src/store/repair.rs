@@ -58,6 +58,40 @@ pub struct RepairReport {
     pub tombstone_floor: u64,
 }
 
+impl std::fmt::Display for RepairReport {
+    /// A summary for the operator, one dropped range per line.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "scanned {} segment(s), salvaged {} record(s), dropped {} byte(s) in {} range(s)",
+            self.segments_scanned,
+            self.records_salvaged,
+            self.bytes_dropped,
+            self.dropped.len()
+        )?;
+        for d in &self.dropped {
+            write!(
+                f,
+                "\n  dropped {} byte(s) of {} at offset {}: {}",
+                d.len,
+                d.file.display(),
+                d.offset,
+                d.reason
+            )?;
+        }
+        if self.rewritten {
+            write!(
+                f,
+                "\nsegments rewritten; revision {}, tombstone floor raised to {} \
+                 (subscribers will resync)",
+                self.revision, self.tombstone_floor
+            )
+        } else {
+            write!(f, "\nnothing to repair; revision {}", self.revision)
+        }
+    }
+}
+
 /// The intact records of one segment, found by pass 1.
 struct Salvaged {
     /// The segment, mapped read-only.
@@ -129,6 +163,9 @@ pub fn repair(dir: &Path, options: Options) -> Result<RepairReport, StoreError> 
                 good.push((off, rec.len));
             });
             let Some((bad, reason)) = w.damage else { break };
+            if map[bad..].iter().all(|&b| b == 0) {
+                break; // preallocated space after the last record, not damage
+            }
             let next = find_valid_record(&map, bad + 1, salt, max_len).unwrap_or(map.len());
             tracing::warn!(
                 "repair: dropping {} bytes of {} at offset {bad}: {reason}",
