@@ -119,7 +119,7 @@ fn run(cli: Cli) -> Result<(), String> {
     };
     if let Some(Command::Repair) = cli.command {
         let report = store::repair(&data_dir, options).map_err(|e| e.to_string())?;
-        print_repair(&report);
+        println!("{report}");
         return Ok(());
     }
     let listen = if cli.listen.is_empty() {
@@ -155,25 +155,6 @@ fn run(cli: Cli) -> Result<(), String> {
             .await
             .map_err(|e| e.to_string())
     })
-}
-
-fn print_repair(report: &store::RepairReport) {
-    println!(
-        "scanned {} segment(s); kept {} record(s); revision {}",
-        report.segments_scanned, report.records_salvaged, report.revision
-    );
-    if report.dropped.is_empty() {
-        println!("nothing was damaged; nothing dropped");
-    }
-    for range in &report.dropped {
-        println!(
-            "dropped {} byte(s) at {}:{}: {}",
-            range.len,
-            range.file.display(),
-            range.offset,
-            range.reason
-        );
-    }
 }
 
 /// Completes on the first SIGTERM or SIGINT.
