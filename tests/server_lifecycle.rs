@@ -318,3 +318,76 @@ fn second_server_on_the_same_data_dir_fails_naming_it() {
         "{stderr}"
     );
 }
+
+#[test]
+fn damaged_log_refuses_to_start_and_repair_salvages_the_rest() {
+    let mut server = TestServer::start();
+    let mut wire = server.wire();
+    for i in 0..40u32 {
+        put(
+            &mut wire,
+            &format!("r.k{i}"),
+            format!("value-{i:04}").as_bytes(),
+        );
+    }
+    drop(wire);
+    server.kill9();
+
+    // Flip one byte in the middle of the written part of the log.
+    let segment = std::fs::read_dir(server.data_dir())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.extension().is_some_and(|x| x == "seg"))
+        .expect("a segment file");
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let written = bytes.iter().rposition(|&b| b != 0).unwrap();
+    bytes[written / 2] ^= 0x40;
+    std::fs::write(&segment, &bytes).unwrap();
+
+    let start = std::process::Command::new(env!("CARGO_BIN_EXE_nkv-server"))
+        .arg("--listen")
+        .arg(server.addr())
+        .arg("--data-dir")
+        .arg(server.data_dir())
+        .output()
+        .unwrap();
+    assert!(!start.status.success());
+    let stderr = String::from_utf8_lossy(&start.stderr);
+    let file_name = segment.file_name().unwrap().to_string_lossy();
+    assert!(stderr.contains(file_name.as_ref()), "{stderr}");
+    assert!(stderr.contains("nkv-server repair"), "{stderr}");
+
+    let repair = std::process::Command::new(env!("CARGO_BIN_EXE_nkv-server"))
+        .arg("--data-dir")
+        .arg(server.data_dir())
+        .arg("repair")
+        .output()
+        .unwrap();
+    assert!(
+        repair.status.success(),
+        "{}",
+        String::from_utf8_lossy(&repair.stderr)
+    );
+    assert!(!repair.stdout.is_empty());
+
+    server.restart();
+    let mut wire = server.wire();
+    let mut intact = 0;
+    for i in 0..40u32 {
+        match wire.call(Request::Get {
+            key: format!("r.k{i}"),
+        }) {
+            Response::GetOk { value, .. } => {
+                assert_eq!(
+                    value,
+                    format!("value-{i:04}").as_bytes(),
+                    "never a wrong value"
+                );
+                intact += 1;
+            }
+            Response::Error(e) => assert_eq!(e.code, ErrorCode::NotFound),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(intact >= 38, "repair kept {intact} of 40 records");
+}
