@@ -311,6 +311,15 @@ fn watch(client: Client, json: bool, prefix: &str, since: Option<u64>) -> Result
     result
 }
 
+/// ", N coalesced" when updates were skipped, else nothing.
+fn coalesced_note(coalesced: u64) -> String {
+    if coalesced > 0 {
+        format!(", {coalesced} coalesced")
+    } else {
+        String::new()
+    }
+}
+
 fn event_line(event: &SubscriptionEvent) -> String {
     match event {
         SubscriptionEvent::Update {
@@ -319,11 +328,7 @@ fn event_line(event: &SubscriptionEvent) -> String {
             revision,
             coalesced,
         } => {
-            let skipped = if *coalesced > 0 {
-                format!(", {coalesced} coalesced")
-            } else {
-                String::new()
-            };
+            let skipped = coalesced_note(*coalesced);
             format!(
                 "UPDATE {} = {} (rev {revision}{skipped})",
                 printable(key.as_bytes()),
@@ -335,11 +340,7 @@ fn event_line(event: &SubscriptionEvent) -> String {
             revision,
             coalesced,
         } => {
-            let skipped = if *coalesced > 0 {
-                format!(", {coalesced} coalesced")
-            } else {
-                String::new()
-            };
+            let skipped = coalesced_note(*coalesced);
             format!(
                 "DELETE {} (rev {revision}{skipped})",
                 printable(key.as_bytes())
