@@ -383,7 +383,10 @@ async fn write_loop(
             reply = replies.recv() => match reply {
                 Some(reply) => {
                     in_flight.add_permits(1);
-                    let closes = matches!(&reply.outcome, Err(EngineError::Refused { code, .. }) if code.closes_connection());
+                    // protocol.md: an ERROR with id 0, or whose code always
+                    // closes, ends the connection.
+                    let closes = reply.id == wire::CONNECTION_ID
+                        || matches!(&reply.outcome, Err(EngineError::Refused { code, .. }) if code.closes_connection());
                     let written = write_reply(&mut writer, reply, &mut active, &waker, &shared).await;
                     closing |= closes;
                     written
