@@ -1,0 +1,662 @@
+"""The Pythonic client over libnkv: :class:`Client`, :class:`Subscription`,
+:class:`Watch`, events and exceptions."""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import enum
+import itertools
+import logging
+import queue
+import threading
+import weakref
+from ctypes import POINTER, byref, c_uint64, c_void_p
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
+
+from . import _native
+from ._native import CALLBACK, FREE_USER_DATA, NkvEntries, NkvValue
+
+__all__ = [
+    "Status",
+    "EventKind",
+    "Event",
+    "Entry",
+    "Client",
+    "Subscription",
+    "Watch",
+    "Error",
+    "NotFound",
+    "ConditionFailed",
+    "InvalidKey",
+    "TooLarge",
+    "InvalidArgument",
+    "ConnectionFailed",
+    "Timeout",
+    "ProtocolError",
+    "Unauthorized",
+    "ServerError",
+    "Closed",
+    "Panic",
+    "Unsupported",
+    "LimitReached",
+    "StorageError",
+    "UnsupportedVersion",
+    "version",
+]
+
+log = logging.getLogger("nkv")
+
+Bytes = Union[bytes, bytearray, memoryview]
+
+
+class Status(enum.IntEnum):
+    """``nkv_status``: the result of every fallible C call."""
+
+    OK = 0
+    NOT_FOUND = 1
+    CONDITION_FAILED = 2
+    INVALID_KEY = 3
+    TOO_LARGE = 4
+    INVALID_ARGUMENT = 5
+    CONNECTION = 6
+    TIMEOUT = 7
+    PROTOCOL = 8
+    UNAUTHORIZED = 9
+    SERVER = 10
+    CLOSED = 11
+    PANIC = 12
+    UNSUPPORTED = 13
+    LIMIT = 14
+    STORAGE = 15
+    UNSUPPORTED_VERSION = 16
+
+
+class EventKind(enum.Enum):
+    """What a subscription event reports (``nkv_event_kind``)."""
+
+    UPDATE = 0
+    DELETE = 1
+    SYNCED = 2
+    RESET = 3
+    DISCONNECTED = 4
+    CLOSED = 5
+
+
+# ---------------------------------------------------------------- errors
+
+
+class Error(Exception):
+    """An nkv call failed.
+
+    Attributes:
+        status: the :class:`Status` the C library returned.
+        message: the detailed message (``nkv_last_error``).
+    """
+
+    def __init__(self, status: Union[Status, int], message: str = "") -> None:
+        try:
+            status = Status(status)
+        except ValueError:
+            pass
+        self.status = status
+        self.message = message
+        name = status.name if isinstance(status, Status) else str(status)
+        if not message:
+            text = name
+        elif message.startswith(name):
+            text = message
+        else:
+            text = f"{name}: {message}"
+        super().__init__(text)
+
+
+class NotFound(Error):
+    """The key (or subscription) does not exist."""
+
+
+class ConditionFailed(Error):
+    """The ``expect`` condition of a put or delete did not hold."""
+
+
+class InvalidKey(Error):
+    """The key or prefix is not valid."""
+
+
+class TooLarge(Error):
+    """The key or value is over the server's limit."""
+
+
+class InvalidArgument(Error):
+    """An argument the library cannot use."""
+
+
+class ConnectionFailed(Error):
+    """No connection to the server (down, restarting, or a forked child)."""
+
+
+class Timeout(Error):
+    """The server did not answer within the client's timeout."""
+
+
+class ProtocolError(Error):
+    """The server sent something the client cannot understand."""
+
+
+class Unauthorized(Error):
+    """The server refused access."""
+
+
+class ServerError(Error):
+    """The server failed internally."""
+
+
+class Closed(Error):
+    """The client or subscription is closed (or the server is shutting down)."""
+
+
+class Panic(Error):
+    """A bug in the library (a Rust panic caught at the C boundary)."""
+
+
+class Unsupported(Error):
+    """The server does not support the request."""
+
+
+class LimitReached(Error):
+    """A server limit (connections, subscriptions) was reached."""
+
+
+class StorageError(Error):
+    """The server could not persist the write."""
+
+
+class UnsupportedVersion(Error):
+    """The server speaks no protocol version this client implements."""
+
+
+_ERRORS: Dict[int, type] = {
+    Status.NOT_FOUND: NotFound,
+    Status.CONDITION_FAILED: ConditionFailed,
+    Status.INVALID_KEY: InvalidKey,
+    Status.TOO_LARGE: TooLarge,
+    Status.INVALID_ARGUMENT: InvalidArgument,
+    Status.CONNECTION: ConnectionFailed,
+    Status.TIMEOUT: Timeout,
+    Status.PROTOCOL: ProtocolError,
+    Status.UNAUTHORIZED: Unauthorized,
+    Status.SERVER: ServerError,
+    Status.CLOSED: Closed,
+    Status.PANIC: Panic,
+    Status.UNSUPPORTED: Unsupported,
+    Status.LIMIT: LimitReached,
+    Status.STORAGE: StorageError,
+    Status.UNSUPPORTED_VERSION: UnsupportedVersion,
+}
+
+
+def _last_error() -> str:
+    lib = _native.lib()
+    n = lib.nkv_last_error(None, 0)
+    buf = ctypes.create_string_buffer(n + 1)
+    lib.nkv_last_error(buf, n + 1)
+    return buf.value.decode("utf-8", "replace")
+
+
+def _error(status: int) -> Error:
+    """The exception for a failed call (reads this thread's last error)."""
+    return _ERRORS.get(status, Error)(status, _last_error())
+
+
+def _check(status: int) -> None:
+    if status != Status.OK:
+        raise _error(status)
+
+
+def _key(key: str, what: str = "key") -> bytes:
+    if not isinstance(key, str):
+        raise TypeError(f"{what} must be str, not {type(key).__name__}")
+    return key.encode("utf-8")
+
+
+def _value(value: Bytes) -> bytes:
+    if isinstance(value, str):
+        raise TypeError("value must be bytes (encode the str first, e.g. value.encode())")
+    if not isinstance(value, (bytes, bytearray, memoryview)):
+        raise TypeError(f"value must be bytes-like, not {type(value).__name__}")
+    return bytes(value)
+
+
+def version() -> str:
+    """Version of the loaded libnkv (``nkv_version()``)."""
+    return _native.lib().nkv_version().decode()
+
+
+# ---------------------------------------------------------------- data
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A value with the revision of its key's last write."""
+
+    value: bytes
+    revision: int
+
+
+@dataclass(frozen=True)
+class Event:
+    """One subscription event.
+
+    UPDATE: ``key``, ``value``, ``revision``, ``coalesced``. DELETE: ``key``,
+    ``revision``, ``coalesced``. SYNCED: ``revision``. RESET, DISCONNECTED:
+    nothing. CLOSED: ``reason``. ``coalesced`` counts earlier updates of the
+    key that were skipped because the subscriber was behind.
+    """
+
+    kind: EventKind
+    key: Optional[str] = None
+    value: Optional[bytes] = None
+    revision: int = 0
+    coalesced: int = 0
+    reason: Optional[str] = None
+
+
+def _event_from_c(ev: _native.NkvEvent) -> Event:
+    kind = EventKind(ev.kind)
+    data = ctypes.string_at(ev.data, ev.len) if ev.data and ev.len else b""
+    key = ev.key.decode("utf-8") if ev.key is not None else None
+    if kind is EventKind.UPDATE:
+        return Event(kind, key, data, ev.revision, ev.coalesced)
+    if kind is EventKind.DELETE:
+        return Event(kind, key, None, ev.revision, ev.coalesced)
+    if kind is EventKind.CLOSED:
+        return Event(kind, reason=data.decode("utf-8", "replace"))
+    return Event(kind, revision=ev.revision)
+
+
+# ------------------------------------------------------------ callbacks
+#
+# One pair of C function pointers serves every subscription: the user_data
+# given to C is a small integer token naming an entry of _handlers. The
+# CFUNCTYPE objects are module globals, so they live as long as C may call
+# them; an entry leaves _handlers only in free_user_data, which C calls
+# exactly once, after the last callback of its subscription.
+
+_handlers: Dict[int, "Subscription"] = {}
+_handlers_lock = threading.Lock()
+_tokens = itertools.count(1)
+
+
+def _on_event(user_data: Optional[int], event_p: "ctypes._Pointer") -> None:
+    try:
+        with _handlers_lock:
+            sub = _handlers.get(user_data or 0)
+        if sub is None:
+            return
+        sub._client._dispatcher = threading.get_ident()
+        sub._deliver(_event_from_c(event_p.contents))
+    except BaseException:  # never let anything unwind into C
+        log.exception("nkv: error while delivering an event")
+
+
+def _on_free(user_data: Optional[int]) -> None:
+    try:
+        with _handlers_lock:
+            sub = _handlers.pop(user_data or 0, None)
+        if sub is not None:
+            sub._ended.set()
+    except BaseException:
+        log.exception("nkv: error in free_user_data")
+
+
+_C_ON_EVENT = CALLBACK(_on_event)
+_C_ON_FREE = FREE_USER_DATA(_on_free)
+
+# Clients still open at interpreter exit are closed first, so that no
+# dispatcher thread calls into a finalizing interpreter.
+_open_clients: "weakref.WeakSet[Client]" = weakref.WeakSet()
+
+
+@atexit.register
+def _close_all() -> None:
+    for client in list(_open_clients):
+        try:
+            client.close()
+        except Exception:
+            pass
+
+
+# ---------------------------------------------------------------- client
+
+
+class Client:
+    """A connection to an nkv server; safe to share between threads.
+
+    Args:
+        addr: ``"unix:PATH"`` or ``"tcp:HOST:PORT"``; None: ``$NKV_ADDR``,
+            else the default socket.
+        timeout: seconds each request may wait for its answer (default 10).
+
+    Use as a context manager, or call :meth:`close`. Closing ends every
+    subscription (each callback gets a final CLOSED event). Do not close a
+    client from inside one of its own callbacks.
+    """
+
+    def __init__(self, addr: Optional[str] = None, timeout: Optional[float] = None) -> None:
+        self._lib = _native.lib()
+        self._handle: Optional[int] = None
+        self._cond = threading.Condition()
+        self._busy = 0
+        self._closing = False
+        self._dispatcher: Optional[int] = None  # thread id of our callbacks
+        handle = c_void_p()
+        _check(self._lib.nkv_connect(None if addr is None else _key(addr, "addr"), byref(handle)))
+        self._handle = handle.value
+        _open_clients.add(self)
+        if timeout is not None:
+            try:
+                self.set_timeout(timeout)
+            except BaseException:
+                self.close()
+                raise
+
+    # -- lifetime
+
+    def close(self) -> None:
+        """Closes the client; idempotent. Waits for calls in flight in other
+        threads (at most their timeout)."""
+        if self._dispatcher == threading.get_ident():
+            raise RuntimeError("a client cannot be closed from inside its own callback")
+        with self._cond:
+            if self._handle is None or self._closing:
+                return
+            self._closing = True
+            while self._busy:
+                self._cond.wait()
+            handle, self._handle = self._handle, None
+        _open_clients.discard(self)
+        self._lib.nkv_close(handle)
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called."""
+        return self._handle is None or self._closing
+
+    def __enter__(self) -> "Client":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def _call(self, fn: Callable[..., int], *args: object) -> None:
+        """Runs ``fn(handle, *args)`` with the handle kept alive; raises on error."""
+        with self._cond:
+            if self._handle is None or self._closing:
+                raise Closed(Status.CLOSED, "the client is closed")
+            self._busy += 1
+            handle = self._handle
+        try:
+            status = fn(handle, *args)
+            if status != Status.OK:
+                raise _error(status)
+        finally:
+            with self._cond:
+                self._busy -= 1
+                if self._busy == 0:
+                    self._cond.notify_all()
+
+    # -- requests
+
+    def set_timeout(self, seconds: float) -> None:
+        """Sets the per-request timeout in seconds (more than 0)."""
+        ms = int(round(seconds * 1000))
+        if ms <= 0 or ms > 0xFFFFFFFF:
+            raise ValueError("timeout must be between 0.001 and 4294967 seconds")
+        self._call(self._lib.nkv_set_timeout, ms)
+
+    def ping(self) -> None:
+        """Checks that the server answers; raises otherwise."""
+        self._call(self._lib.nkv_ping)
+
+    def put(self, key: str, value: Bytes, expect: Optional[int] = None) -> int:
+        """Writes ``value`` to ``key``; returns the revision of the write.
+
+        With ``expect=0`` the key must not exist; with ``expect=R`` its
+        revision must be R. Otherwise :class:`ConditionFailed` is raised and
+        nothing is written.
+        """
+        data = _value(value)
+        rev = c_uint64()
+        if expect is None:
+            self._call(self._lib.nkv_put, _key(key), data, len(data), byref(rev))
+        else:
+            self._call(self._lib.nkv_put_if, _key(key), data, len(data), expect, byref(rev))
+        return rev.value
+
+    def entry(self, key: str) -> Optional[Entry]:
+        """The value of ``key`` with its revision, or None when it is absent."""
+        out = POINTER(NkvValue)()
+        try:
+            self._call(self._lib.nkv_get, _key(key), byref(out))
+        except NotFound:
+            return None
+        try:
+            v = out.contents
+            data = ctypes.string_at(v.data, v.len) if v.len else b""
+            return Entry(data, v.revision)
+        finally:
+            self._lib.nkv_value_free(out)
+
+    def get(self, key: str) -> Optional[bytes]:
+        """The value of ``key``, or None when it is absent."""
+        e = self.entry(key)
+        return None if e is None else e.value
+
+    def list(self, prefix: str = "") -> List[Tuple[str, bytes, int]]:
+        """Every key under ``prefix`` (``""``: all) as ``(key, value,
+        revision)``, sorted by key."""
+        out = POINTER(NkvEntries)()
+        self._call(self._lib.nkv_list, _key(prefix, "prefix"), byref(out))
+        try:
+            entries = out.contents
+            result = []
+            for i in range(entries.count):
+                it = entries.items[i]
+                data = ctypes.string_at(it.data, it.len) if it.len else b""
+                result.append((it.key.decode("utf-8"), data, it.revision))
+            return result
+        finally:
+            self._lib.nkv_entries_free(out)
+
+    def delete(self, key: str, expect: Optional[int] = None) -> bool:
+        """Deletes ``key``; False when it did not exist.
+
+        With ``expect=R`` the key's revision must be R, else
+        :class:`ConditionFailed` (also when the key does not exist: its
+        revision is then 0, as protocol.md says).
+        """
+        try:
+            if expect is None:
+                self._call(self._lib.nkv_delete, _key(key), None)
+            else:
+                if expect == 0:
+                    raise ValueError("expect must be a revision (> 0)")
+                self._call(self._lib.nkv_delete_if, _key(key), expect, None)
+        except NotFound:
+            return False
+        return True
+
+    def delete_prefix(self, prefix: str) -> int:
+        """Deletes ``prefix`` and every key below it in one write (``""``:
+        every key); returns how many keys were deleted."""
+        count = c_uint64()
+        self._call(self._lib.nkv_delete_prefix, _key(prefix, "prefix"), None, byref(count))
+        return count.value
+
+    # -- subscriptions
+
+    def subscribe(
+        self,
+        key: str,
+        callback: Callable[[Event], None],
+        since: Optional[int] = None,
+    ) -> "Subscription":
+        """Calls ``callback(event)`` for ``key`` and every key below it: an
+        UPDATE per existing key, SYNCED, then every change (with ``since``:
+        only changes after that revision, or RESET and a snapshot).
+
+        Callbacks run on the client's dispatcher thread, one at a time. One
+        that raises is logged (logger ``"nkv"``) and the next event still
+        comes. Returns a :class:`Subscription`; close it to stop.
+        """
+        if not callable(callback):
+            raise TypeError("callback must be callable")
+        sub = Subscription(self, callback)
+        with _handlers_lock:
+            _handlers[sub._token] = sub
+        out = c_uint64()
+        try:
+            if since is None:
+                self._call(
+                    self._lib.nkv_subscribe,
+                    _key(key, "prefix"),
+                    _C_ON_EVENT,
+                    sub._token,
+                    _C_ON_FREE,
+                    byref(out),
+                )
+            else:
+                self._call(
+                    self._lib.nkv_subscribe_since,
+                    _key(key, "prefix"),
+                    since,
+                    _C_ON_EVENT,
+                    sub._token,
+                    _C_ON_FREE,
+                    byref(out),
+                )
+        except BaseException:
+            # On failure C has already called free_user_data (or never got
+            # that far, e.g. a closed client): drop the entry either way.
+            with _handlers_lock:
+                _handlers.pop(sub._token, None)
+            sub._ended.set()
+            raise
+        sub.id = out.value
+        return sub
+
+    def watch(
+        self, key: str, since: Optional[int] = None, timeout: Optional[float] = None
+    ) -> "Watch":
+        """An iterator of the events of ``key`` (see :meth:`subscribe`), for
+        scripts::
+
+            for ev in client.watch("net", timeout=5):
+                print(ev.kind.name, ev.key, ev.value)
+
+        The iteration ends after a CLOSED event, or when no event came for
+        ``timeout`` seconds (None: wait forever). Close the watch (or use it
+        as a context manager) to stop early.
+        """
+        return Watch(self, key, since, timeout)
+
+    def __repr__(self) -> str:
+        return f"<nkv.Client {'closed' if self.closed else 'open'}>"
+
+
+class Subscription:
+    """A live subscription (see :meth:`Client.subscribe`).
+
+    :meth:`close` returns once the callback is not running and will not run
+    again; it may be called from inside the callback itself.
+    """
+
+    def __init__(self, client: Client, callback: Callable[[Event], None]) -> None:
+        self._client = client
+        self._callback = callback
+        self._token = next(_tokens)
+        self._ended = threading.Event()
+        self.id: int = 0
+
+    def _deliver(self, event: Event) -> None:
+        try:
+            self._callback(event)
+        except Exception:
+            log.exception("nkv: subscription callback raised (event %s); continuing", event)
+
+    @property
+    def active(self) -> bool:
+        """False once the subscription is over (closed, or its client closed)."""
+        return not self._ended.is_set()
+
+    def close(self) -> None:
+        """Ends the subscription; idempotent."""
+        if self._ended.is_set() or self._client.closed:
+            return
+        try:
+            self._client._call(self._client._lib.nkv_unsubscribe, self.id)
+        except (NotFound, Closed):
+            pass  # already over
+
+    def __enter__(self) -> "Subscription":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<nkv.Subscription id={self.id} {'active' if self.active else 'ended'}>"
+
+
+_END = object()
+
+
+class Watch:
+    """Iterator over a subscription's events, backed by a queue (see
+    :meth:`Client.watch`)."""
+
+    def __init__(
+        self, client: Client, key: str, since: Optional[int], timeout: Optional[float]
+    ) -> None:
+        self._queue: "queue.Queue[object]" = queue.Queue()
+        self._timeout = timeout
+        self._done = False
+        #: True when the iteration ended because no event came in time.
+        self.timed_out = False
+        self._sub = client.subscribe(key, self._queue.put, since=since)
+
+    def __iter__(self) -> Iterator[Event]:
+        return self
+
+    def __next__(self) -> Event:
+        if self._done:
+            raise StopIteration
+        try:
+            item = self._queue.get(timeout=self._timeout)
+        except queue.Empty:
+            self.timed_out = True
+            self.close()
+            raise StopIteration from None
+        assert isinstance(item, Event)
+        if item.kind is EventKind.CLOSED:
+            self._done = True
+            self._sub.close()
+        return item
+
+    def close(self) -> None:
+        """Stops watching; idempotent."""
+        self._done = True
+        self._sub.close()
+
+    def __enter__(self) -> "Watch":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

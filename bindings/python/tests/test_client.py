@@ -1,0 +1,743 @@
+"""Tests of the nkv Python binding against a live nkv-server.
+
+Needs ``NKV_SERVER_BIN`` (path of the ``nkv-server`` binary) and the library
+(``NKV_LIB``, see nkv/_native.py). Each test class starts its own server in a
+temporary directory; the reconnect test kills and restarts it.
+
+    NKV_LIB=target/debug/libnkv.so NKV_SERVER_BIN=target/debug/nkv-server \\
+    PYTHONPATH=bindings/python python3 -m unittest discover -s bindings/python/tests -v
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import unittest
+from typing import Callable, List, Optional
+
+import nkv
+from nkv import EventKind
+
+WAIT = 20.0  # seconds; generous for slow machines
+
+
+class Server:
+    """An nkv-server process on ``DIR/NAME.sock`` with data in ``DIR/data``."""
+
+    def __init__(self, directory: str, name: str = "nkv") -> None:
+        binary = os.environ.get("NKV_SERVER_BIN")
+        if not binary:
+            raise unittest.SkipTest("NKV_SERVER_BIN is not set")
+        self.binary = binary
+        self.dir = directory
+        self.socket = os.path.join(directory, name + ".sock")
+        self.addr = "unix:" + self.socket
+        self.proc: Optional[subprocess.Popen] = None
+        self.start()
+
+    def start(self) -> None:
+        env = dict(os.environ, RUST_LOG="warn")
+        env.pop("NKV_ADDR", None)
+        self.proc = subprocess.Popen(
+            [self.binary, "--listen", self.addr, "--data-dir", os.path.join(self.dir, "data")],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            env=env,
+        )
+        deadline = time.monotonic() + WAIT
+        while True:
+            s = socket.socket(socket.AF_UNIX)
+            try:
+                s.connect(self.socket)
+                return
+            except OSError:
+                pass
+            finally:
+                s.close()
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"nkv-server exited with {self.proc.returncode}")
+            if time.monotonic() > deadline:
+                raise RuntimeError("nkv-server did not start")
+            time.sleep(0.02)
+
+    def kill9(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def stop(self) -> None:
+        self.kill9()
+
+
+class Recorder:
+    """A callback that records events; thread-safe, with waiting helpers."""
+
+    def __init__(self, hook: Optional[Callable[[nkv.Event], None]] = None) -> None:
+        self.events: List[nkv.Event] = []
+        self.threads: set = set()
+        self.cond = threading.Condition()
+        self.hook = hook
+
+    def __call__(self, event: nkv.Event) -> None:
+        with self.cond:
+            self.events.append(event)
+            self.threads.add(threading.get_ident())
+            self.cond.notify_all()
+        if self.hook is not None:
+            self.hook(event)
+
+    def wait_for(
+        self, kind: EventKind, key: Optional[str] = None, start: int = 0, timeout: float = WAIT
+    ) -> int:
+        """Index of the first matching event at or after ``start``."""
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for i in range(start, len(self.events)):
+                    e = self.events[i]
+                    if e.kind is kind and (key is None or e.key == key):
+                        return i
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise AssertionError(
+                        f"no {kind.name} {key or ''} after event {start} within {timeout} s; "
+                        f"got {self.events}"
+                    )
+                self.cond.wait(left)
+
+    def snapshot(self) -> List[nkv.Event]:
+        with self.cond:
+            return list(self.events)
+
+
+class ServerTest(unittest.TestCase):
+    """Base: a fresh server per test, and a client to it."""
+
+    def setUp(self) -> None:
+        self.tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(self.tmp.cleanup)
+        self.server = Server(self.tmp.name)
+        self.addCleanup(self.server.stop)
+        self.client = nkv.Client(self.server.addr)
+        self.addCleanup(self.client.close)
+
+
+class TestRequests(ServerTest):
+    def test_version(self) -> None:
+        self.assertEqual(nkv.version(), "0.1.0")
+        self.assertEqual(nkv.__version__, nkv.version())
+
+    def test_put_get_entry(self) -> None:
+        c = self.client
+        r1 = c.put("a.b", b"one")
+        r2 = c.put("a.b", bytearray(b"two"))
+        self.assertGreater(r1, 0)
+        self.assertGreater(r2, r1)
+        self.assertEqual(c.get("a.b"), b"two")
+        self.assertEqual(c.entry("a.b"), nkv.Entry(b"two", r2))
+        self.assertIsNone(c.get("a.missing"))
+        self.assertIsNone(c.entry("a.missing"))
+        binary = bytes(range(256))
+        c.put("a.bin", memoryview(binary))
+        self.assertEqual(c.get("a.bin"), binary)
+        c.put("a.empty", b"")
+        self.assertEqual(c.get("a.empty"), b"")
+        big = os.urandom(512 * 1024)
+        c.put("a.big", big)
+        self.assertEqual(c.get("a.big"), big)
+        c.put("a.ünï", b"utf-8 key")
+        self.assertEqual(c.get("a.ünï"), b"utf-8 key")
+
+    def test_put_rejects_str_values(self) -> None:
+        with self.assertRaises(TypeError):
+            self.client.put("a.b", "text")  # type: ignore[arg-type]
+
+    def test_put_expect(self) -> None:
+        c = self.client
+        r1 = c.put("cond.k", b"first", expect=0)
+        with self.assertRaises(nkv.ConditionFailed) as cm:
+            c.put("cond.k", b"again", expect=0)
+        self.assertEqual(cm.exception.status, nkv.Status.CONDITION_FAILED)
+        with self.assertRaises(nkv.ConditionFailed):
+            c.put("cond.k", b"stale", expect=r1 + 100)
+        r2 = c.put("cond.k", b"second", expect=r1)
+        self.assertGreater(r2, r1)
+        with self.assertRaises(nkv.ConditionFailed):
+            c.put("cond.k", b"stale", expect=r1)
+        self.assertEqual(c.entry("cond.k"), nkv.Entry(b"second", r2))
+
+    def test_list(self) -> None:
+        c = self.client
+        rb = c.put("l.b", b"B")
+        ra = c.put("l.a", b"A")
+        rax = c.put("l.a.x", b"AX")
+        c.put("lx", b"not under l")
+        self.assertEqual(c.list("l"), [("l.a", b"A", ra), ("l.a.x", b"AX", rax), ("l.b", b"B", rb)])
+        everything = c.list()
+        self.assertEqual([k for k, _, _ in everything], ["l.a", "l.a.x", "l.b", "lx"])
+        self.assertEqual(c.list("nothing"), [])
+
+    def test_delete(self) -> None:
+        c = self.client
+        r1 = c.put("del.k", b"v")
+        self.assertTrue(c.delete("del.k"))
+        self.assertIsNone(c.get("del.k"))
+        self.assertFalse(c.delete("del.k"))
+        r2 = c.put("del.c", b"v")
+        self.assertGreater(r2, r1)
+        with self.assertRaises(nkv.ConditionFailed):
+            c.delete("del.c", expect=r2 + 100)
+        self.assertEqual(c.get("del.c"), b"v")
+        self.assertTrue(c.delete("del.c", expect=r2))
+        # with a condition, an absent key fails the condition (protocol.md)
+        with self.assertRaises(nkv.ConditionFailed):
+            c.delete("del.c", expect=r2)
+
+    def test_delete_prefix(self) -> None:
+        c = self.client
+        for k in ("d", "d.a", "d.b", "d.b.c", "dd"):
+            c.put(k, b"x")
+        self.assertEqual(c.delete_prefix("d"), 4)
+        self.assertEqual(c.list("d"), [])
+        self.assertEqual(c.get("dd"), b"x")
+        self.assertEqual(c.delete_prefix("d"), 0)
+
+    def test_errors(self) -> None:
+        c = self.client
+        for bad in ("", "a..b", ".a", "a.", "a b", "net.*"):
+            with self.assertRaises(nkv.InvalidKey, msg=repr(bad)) as cm:
+                c.put(bad, b"v")
+            self.assertIsInstance(cm.exception, nkv.Error)
+            self.assertEqual(cm.exception.status, nkv.Status.INVALID_KEY)
+            self.assertTrue(cm.exception.message, "no detailed message")
+        # protocol.md says TOO_LARGE for a key over max_key; server and
+        # client answer INVALID_KEY (see tests/c/test_api.c)
+        with self.assertRaises(nkv.InvalidKey):
+            c.put("k" * 1100, b"v")
+        with self.assertRaises(nkv.TooLarge):
+            c.put("a.huge", bytes(1024 * 1024 + 1))
+        with self.assertRaises(nkv.InvalidKey):
+            c.list("bad..prefix")
+        with self.assertRaises(nkv.ConnectionFailed) as cm2:
+            nkv.Client("unix:/nonexistent-nkv-dir/nkv.sock")
+        self.assertIn("CONNECTION", str(cm2.exception))
+        with self.assertRaises(nkv.InvalidArgument):
+            nkv.Client("bogus-address")
+        c.ping()  # the client survived all of that
+
+    def test_addr_from_environment(self) -> None:
+        old = os.environ.get("NKV_ADDR")
+        os.environ["NKV_ADDR"] = self.server.addr
+        try:
+            with nkv.Client() as c:
+                c.ping()
+        finally:
+            if old is None:
+                del os.environ["NKV_ADDR"]
+            else:
+                os.environ["NKV_ADDR"] = old
+
+    def test_timeout(self) -> None:
+        c = nkv.Client(self.server.addr, timeout=0.3)
+        self.addCleanup(c.close)
+        with self.assertRaises(ValueError):
+            c.set_timeout(0)
+        assert self.server.proc is not None
+        pid = self.server.proc.pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            wait_stopped(pid)
+            t0 = time.monotonic()
+            with self.assertRaises(nkv.Timeout):
+                c.ping()
+            took = time.monotonic() - t0
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        self.assertGreaterEqual(took, 0.25)
+        self.assertLess(took, 5)
+        c.set_timeout(10)
+        deadline = time.monotonic() + WAIT
+        while True:
+            try:
+                c.ping()
+                break
+            except nkv.Error:
+                self.assertLess(time.monotonic(), deadline, "never recovered after a timeout")
+                time.sleep(0.05)
+
+    def test_close(self) -> None:
+        c = nkv.Client(self.server.addr)
+        c.put("x", b"1")
+        c.close()
+        c.close()  # idempotent
+        self.assertTrue(c.closed)
+        with self.assertRaises(nkv.Closed):
+            c.get("x")
+        with nkv.Client(self.server.addr) as c2:
+            self.assertEqual(c2.get("x"), b"1")
+        self.assertTrue(c2.closed)
+
+
+def wait_stopped(pid: int) -> None:
+    """kill() returns before the target stops: wait until /proc says it has."""
+    deadline = time.monotonic() + 5
+    while True:
+        with open(f"/proc/{pid}/stat") as f:
+            stat = f.read()
+        if stat[stat.rindex(")") + 2] == "T":
+            return
+        if time.monotonic() > deadline:
+            raise AssertionError("server did not stop")
+        time.sleep(0.005)
+
+
+class TestSubscriptions(ServerTest):
+    def test_snapshot_synced_live_in_order(self) -> None:
+        c = self.client
+        ra = c.put("s.a", b"1")
+        rb = c.put("s.b", b"2")
+        rcd = c.put("s.c.d", b"3")
+        c.put("t", b"outside")
+        c.put("sx", b"outside too")
+        rec = Recorder()
+        sub = c.subscribe("s", rec)
+        self.addCleanup(sub.close)
+        self.assertEqual(rec.wait_for(EventKind.SYNCED), 3)
+        snap = rec.snapshot()
+        self.assertEqual(
+            sorted((e.kind, e.key, e.value, e.revision, e.coalesced) for e in snap[:3]),
+            [
+                (EventKind.UPDATE, "s.a", b"1", ra, 0),
+                (EventKind.UPDATE, "s.b", b"2", rb, 0),
+                (EventKind.UPDATE, "s.c.d", b"3", rcd, 0),
+            ],
+        )
+        synced = snap[3]
+        self.assertIsNone(synced.key)
+        self.assertGreaterEqual(synced.revision, rcd)
+
+        r1 = c.put("s.a", b"10")
+        c.put("t", b"ignored")
+        c.delete("s.b")
+        c.put("s.new", b"new")
+        self.assertEqual(c.delete_prefix("s.c"), 1)
+        r5 = c.put("s.zz", b"marker")
+        rec.wait_for(EventKind.UPDATE, "s.zz", start=4)
+        live = rec.snapshot()[4:]
+        self.assertEqual(
+            [(e.kind, e.key, e.value) for e in live],
+            [
+                (EventKind.UPDATE, "s.a", b"10"),
+                (EventKind.DELETE, "s.b", None),
+                (EventKind.UPDATE, "s.new", b"new"),
+                (EventKind.DELETE, "s.c.d", None),
+                (EventKind.UPDATE, "s.zz", b"marker"),
+            ],
+        )
+        self.assertEqual(live[0].revision, r1)
+        self.assertEqual(live[-1].revision, r5)
+        revs = [e.revision for e in live]
+        self.assertEqual(revs, sorted(revs))
+        self.assertGreater(revs[0], synced.revision)
+        # one dispatcher thread, not ours
+        self.assertEqual(len(rec.threads), 1)
+        self.assertNotIn(threading.get_ident(), rec.threads)
+
+    def test_close_subscription_stops_events(self) -> None:
+        c = self.client
+        rec, witness = Recorder(), Recorder()
+        sub = c.subscribe("u", rec)
+        wsub = c.subscribe("u", witness)
+        self.addCleanup(wsub.close)
+        rec.wait_for(EventKind.SYNCED)
+        c.put("u.a", b"1")
+        rec.wait_for(EventKind.UPDATE, "u.a")
+        self.assertTrue(sub.active)
+        sub.close()
+        self.assertFalse(sub.active)
+        sub.close()  # idempotent
+        n = len(rec.snapshot())
+        c.put("u.b", b"2")
+        witness.wait_for(EventKind.UPDATE, "u.b")
+        self.assertEqual(len(rec.snapshot()), n, "events after Subscription.close()")
+
+    def test_context_manager_subscription(self) -> None:
+        rec = Recorder()
+        with self.client.subscribe("cm", rec) as sub:
+            rec.wait_for(EventKind.SYNCED)
+            self.assertTrue(sub.active)
+        self.assertFalse(sub.active)
+
+    def test_close_waits_for_running_callback(self) -> None:
+        c = self.client
+        entered, finished = threading.Event(), threading.Event()
+
+        def slow(event: nkv.Event) -> None:
+            if event.key == "w.slow":
+                entered.set()
+                time.sleep(0.4)
+                finished.set()
+
+        rec = Recorder(hook=slow)
+        sub = c.subscribe("w", rec)
+        rec.wait_for(EventKind.SYNCED)
+        c.put("w.slow", b"v")
+        self.assertTrue(entered.wait(WAIT))
+        c.put("w.after", b"v")
+        sub.close()
+        self.assertTrue(finished.is_set(), "close() returned while the callback ran")
+        n = len(rec.snapshot())
+        c.put("w.later", b"v")
+        c.ping()
+        time.sleep(0.3)
+        self.assertEqual(len(rec.snapshot()), n)
+
+    def test_unsubscribe_from_inside_callback(self) -> None:
+        c = self.client
+        holder: dict = {}
+        done = threading.Event()
+
+        def stop(event: nkv.Event) -> None:
+            if event.key == "x.stop":
+                holder["sub"].close()  # must not deadlock
+                done.set()
+
+        rec = Recorder(hook=stop)
+        witness = Recorder()
+        wsub = c.subscribe("x", witness)
+        self.addCleanup(wsub.close)
+        holder["sub"] = c.subscribe("x", rec)
+        c.put("x.before", b"v")
+        c.put("x.stop", b"v")
+        c.put("x.after", b"v")
+        self.assertTrue(done.wait(WAIT), "close() inside the callback did not return")
+        witness.wait_for(EventKind.UPDATE, "x.after")
+        c.ping()
+        self.assertFalse(holder["sub"].active)
+        self.assertNotIn("x.after", [e.key for e in rec.snapshot()])
+
+    def test_raising_callback_does_not_kill_the_dispatcher(self) -> None:
+        c = self.client
+        seen: List[nkv.Event] = []
+        cond = threading.Condition()
+
+        def flaky(event: nkv.Event) -> None:
+            with cond:
+                seen.append(event)
+                cond.notify_all()
+            if event.key == "boom":
+                raise ValueError("callback failure on purpose")
+
+        with self.assertLogs("nkv", level="ERROR") as logs:
+            sub = c.subscribe("", flaky)
+            self.addCleanup(sub.close)
+            c.put("boom", b"1")
+            c.put("fine", b"2")
+            with cond:
+                self.assertTrue(
+                    cond.wait_for(lambda: any(e.key == "fine" for e in seen), WAIT),
+                    "no event after the callback raised",
+                )
+        self.assertTrue(any("callback failure on purpose" in line for line in logs.output))
+        # other subscriptions of the client keep working too
+        rec = Recorder()
+        with c.subscribe("", rec):
+            rec.wait_for(EventKind.SYNCED)
+            c.put("more", b"3")
+            rec.wait_for(EventKind.UPDATE, "more")
+
+    def test_subscribe_since(self) -> None:
+        c = self.client
+        r1 = c.put("v.a", b"a")
+        r2 = c.put("v.b", b"b")
+        c.delete("v.a")
+        r4 = c.put("v.c", b"c")
+        rec = Recorder()
+        with c.subscribe("v", rec, since=r1):
+            i = rec.wait_for(EventKind.SYNCED)
+            got = sorted((e.kind.name, e.key, e.value) for e in rec.snapshot()[:i])
+            self.assertEqual(
+                got, [("DELETE", "v.a", None), ("UPDATE", "v.b", b"b"), ("UPDATE", "v.c", b"c")]
+            )
+        self.assertGreater(r4, r2)
+        rec2 = Recorder()
+        with c.subscribe("v", rec2, since=r4 + 10**6):
+            i = rec2.wait_for(EventKind.SYNCED)
+            events = rec2.snapshot()
+            self.assertIs(events[0].kind, EventKind.RESET)
+            self.assertEqual(sorted(e.key for e in events[1:i]), ["v.b", "v.c"])
+
+    def test_client_close_sends_closed(self) -> None:
+        c = nkv.Client(self.server.addr)
+        a, b = Recorder(), Recorder()
+        sa = c.subscribe("cl", a)
+        sb = c.subscribe("", b)
+        c.put("cl.k", b"v")
+        a.wait_for(EventKind.UPDATE, "cl.k")
+        b.wait_for(EventKind.UPDATE, "cl.k")
+        c.close()
+        for rec, sub in ((a, sa), (b, sb)):
+            events = rec.snapshot()
+            self.assertIs(events[-1].kind, EventKind.CLOSED)
+            self.assertEqual([e.kind for e in events].count(EventKind.CLOSED), 1)
+            self.assertTrue(events[-1].reason)
+            self.assertFalse(sub.active)
+            sub.close()  # harmless after the client closed
+
+    def test_close_inside_callback_is_refused(self) -> None:
+        c = nkv.Client(self.server.addr)
+        self.addCleanup(c.close)
+        errors: List[BaseException] = []
+        done = threading.Event()
+
+        def close_me(event: nkv.Event) -> None:
+            if event.kind is EventKind.SYNCED:
+                try:
+                    c.close()
+                except RuntimeError as e:
+                    errors.append(e)
+                done.set()
+
+        c.subscribe("z", close_me)
+        self.assertTrue(done.wait(WAIT))
+        self.assertEqual(len(errors), 1)
+        c.ping()
+
+    def test_watch_iterator(self) -> None:
+        c = self.client
+        c.put("wt.a", b"1")
+        got = []
+        with c.watch("wt", timeout=5) as w:
+            for ev in w:
+                got.append(ev)
+                if ev.kind is EventKind.SYNCED:
+                    c.put("wt.b", b"2")
+                if ev.key == "wt.b":
+                    break
+        self.assertEqual(
+            [(e.kind, e.key) for e in got],
+            [(EventKind.UPDATE, "wt.a"), (EventKind.SYNCED, None), (EventKind.UPDATE, "wt.b")],
+        )
+        # a quiet watch ends after its timeout
+        t0 = time.monotonic()
+        w2 = c.watch("quiet", timeout=0.3)
+        events = list(w2)
+        self.assertEqual([e.kind for e in events], [EventKind.SYNCED])
+        self.assertTrue(w2.timed_out)
+        self.assertLess(time.monotonic() - t0, 5)
+
+    def test_slow_callback_coalesces_but_accounts_for_every_update(self) -> None:
+        c = self.client
+        n = 150
+
+        def slow(event: nkv.Event) -> None:
+            time.sleep(0.005)
+
+        rec = Recorder(hook=slow)
+        with c.subscribe("co", rec):
+            rec.wait_for(EventKind.SYNCED)
+            last = 0
+            for i in range(n):
+                last = c.put("co.k", f"v{i}".encode())
+            c.put("co.end", b"end")
+            rec.wait_for(EventKind.UPDATE, "co.end", timeout=60)
+            updates = [e for e in rec.snapshot() if e.key == "co.k"]
+            self.assertEqual(updates[-1].value, f"v{n - 1}".encode())
+            self.assertEqual(updates[-1].revision, last)
+            self.assertEqual(sum(1 + e.coalesced for e in updates), n)
+
+
+class TestThreads(ServerTest):
+    def test_many_threads_share_a_client(self) -> None:
+        c = self.client
+        watch = Recorder()
+        wsub = c.subscribe("th", watch)
+        self.addCleanup(wsub.close)
+        watch.wait_for(EventKind.SYNCED)
+        threads, rounds, errors = 8, 60, []
+        last = {}
+
+        def writer(t: int) -> None:
+            try:
+                prev = 0
+                for i in range(rounds):
+                    key = f"th.{t}.{i % 4}"
+                    val = f"t{t}-r{i}".encode()
+                    rev = c.put(key, val)
+                    assert rev > prev, "revisions must grow"
+                    prev = rev
+                    last[key] = (val, rev)
+                    assert c.entry(key) == nkv.Entry(val, rev), f"crossed answer for {key}"
+                    if i % 20 == 0:
+                        assert all(k.startswith(f"th.{t}.") for k, _, _ in c.list(f"th.{t}"))
+            except BaseException as e:  # reported below
+                errors.append(e)
+
+        def churner() -> None:
+            try:
+                for _ in range(20):
+                    rec = Recorder()
+                    with c.subscribe("th", rec):
+                        pass
+            except BaseException as e:
+                errors.append(e)
+
+        pool = [threading.Thread(target=writer, args=(t,)) for t in range(threads)]
+        pool.append(threading.Thread(target=churner))
+        for th in pool:
+            th.start()
+        for th in pool:
+            th.join()
+        self.assertEqual(errors, [])
+        c.put("th.end", b"end")
+        watch.wait_for(EventKind.UPDATE, "th.end", timeout=60)
+        final = {}
+        accounted = 0
+        for e in watch.snapshot():
+            if e.kind is EventKind.UPDATE and e.key != "th.end":
+                final[e.key] = (e.value, e.revision)
+                accounted += 1 + e.coalesced
+        self.assertEqual(final, last)
+        self.assertEqual(accounted, threads * rounds)
+
+
+class TestReconnect(unittest.TestCase):
+    """The server is killed; the data changes through a second server on the
+    same data directory while the client cannot see it; the server comes
+    back. The callback sees DISCONNECTED, the missed changes (or RESET and a
+    snapshot), then SYNCED; requests during the outage fail fast."""
+
+    def test_reconnect_after_kill9(self) -> None:
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        server = Server(tmp.name)
+        self.addCleanup(server.stop)
+        c = nkv.Client(server.addr, timeout=3)
+        self.addCleanup(c.close)
+        for k, v in (("r.a", b"1"), ("r.b", b"2"), ("r.c", b"3")):
+            c.put(k, v)
+        rec = Recorder()
+        c.subscribe("r", rec)
+        self.assertEqual(rec.wait_for(EventKind.SYNCED), 3)
+
+        server.kill9()
+        disc = rec.wait_for(EventKind.DISCONNECTED, start=4)
+        self.assertEqual(disc, 4)
+        t0 = time.monotonic()
+        with self.assertRaises(nkv.ConnectionFailed):
+            c.put("r.during", b"x")
+        with self.assertRaises(nkv.ConnectionFailed):
+            c.get("r.a")
+        self.assertLess(time.monotonic() - t0, 2, "requests during the outage must fail fast")
+
+        side = Server(tmp.name, name="side")  # same data directory, other socket
+        try:
+            with nkv.Client(side.addr) as other:
+                other.put("r.a", b"after")
+                other.delete("r.b")
+                other.put("r.d", b"new")
+                other.put("q.x", b"not covered")
+        finally:
+            side.stop()
+        server.start()
+
+        synced = rec.wait_for(EventKind.SYNCED, start=disc + 1, timeout=30)
+        between = rec.snapshot()[disc + 1 : synced]
+        kinds = {e.kind for e in between}
+        self.assertFalse(kinds & {EventKind.DISCONNECTED, EventKind.CLOSED})
+        if between and between[0].kind is EventKind.RESET:
+            self.assertEqual(
+                sorted((e.key, e.value) for e in between[1:]),
+                [("r.a", b"after"), ("r.c", b"3"), ("r.d", b"new")],
+            )
+        else:
+            self.assertEqual(
+                sorted((e.kind.name, e.key, e.value) for e in between),
+                [("DELETE", "r.b", None), ("UPDATE", "r.a", b"after"), ("UPDATE", "r.d", b"new")],
+            )
+        # the callback's view equals the server's state
+        view = {}
+        for e in rec.snapshot()[: synced + 1]:
+            if e.kind is EventKind.UPDATE:
+                view[e.key] = (e.value, e.revision)
+            elif e.kind is EventKind.DELETE:
+                view.pop(e.key, None)
+            elif e.kind is EventKind.RESET:
+                view.clear()
+        deadline = time.monotonic() + WAIT
+        while True:
+            try:
+                c.ping()
+                break
+            except nkv.ConnectionFailed:
+                self.assertLess(time.monotonic() - deadline, 0, "requests fail after resync")
+                time.sleep(0.05)
+        self.assertEqual(view, {k: (v, r) for k, v, r in c.list("r")})
+        rl = c.put("r.live", b"again")
+        i = rec.wait_for(EventKind.UPDATE, "r.live", start=synced + 1)
+        self.assertEqual(i, synced + 1)
+        self.assertEqual(rec.snapshot()[i].revision, rl)
+
+
+class TestFork(ServerTest):
+    def test_forked_child_fails_fast(self) -> None:
+        c = self.client
+        c.put("f.parent", b"p")
+        rec = Recorder()
+        c.subscribe("f", rec)
+        rec.wait_for(EventKind.SYNCED)
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child: report through the pipe, never return into unittest
+            code = 1
+            try:
+                signal.alarm(20)
+                os.close(r)
+                t0 = time.monotonic()
+                results = []
+                for call in (
+                    lambda: c.put("f.child", b"x"),
+                    lambda: c.get("f.parent"),
+                    c.ping,
+                ):
+                    try:
+                        call()
+                        results.append("ok")
+                    except nkv.ConnectionFailed:
+                        results.append("ConnectionFailed")
+                    except BaseException as e:
+                        results.append(type(e).__name__)
+                c.close()
+                took = time.monotonic() - t0
+                os.write(w, f"{','.join(results)};{took:.3f}".encode())
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(w)
+        _, status = os.waitpid(pid, 0)
+        with os.fdopen(r, "rb") as f:
+            report = f.read().decode()
+        self.assertFalse(
+            os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGALRM, "the child hung"
+        )
+        self.assertEqual(os.waitstatus_to_exitcode(status), 0, report)
+        results, took = report.split(";")
+        self.assertEqual(results, "ConnectionFailed,ConnectionFailed,ConnectionFailed")
+        self.assertLess(float(took), 5)
+        # the parent is unaffected
+        self.assertIsNone(c.get("f.child"))
+        c.put("f.after", b"a")
+        i = rec.wait_for(EventKind.UPDATE, "f.after")
+        self.assertEqual(i, 2, "events between SYNCED and f.after in the parent")
+
+
+if __name__ == "__main__":
+    logging.basicConfig()
+    unittest.main()

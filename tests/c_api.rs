@@ -1,0 +1,419 @@
+//! The C API end to end: the C programs in `tests/c/` and the C++ check in
+//! `tests/cpp/` are compiled against `include/nkv.h` and the freshly built
+//! `libnkv.so`, then run against a live `nkv-server` (its address in
+//! `NKV_ADDR`, its pid in `NKV_SERVER_PID`). Each program also runs under
+//! valgrind (no invalid access, no definite leak).
+//!
+//! valgrind is required when `NKV_REQUIRE_VALGRIND` is set (`.ci/run` sets
+//! it); otherwise a machine without it skips those variants with a note.
+
+mod common;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::TestServer;
+
+/// How long one program may run (valgrind included).
+const PROGRAM_DEADLINE: Duration = Duration::from_secs(150);
+
+/// The directory of the `libnkv.so` this test run built. The test binary
+/// is `target/<profile>/deps/NAME-HASH`; `cargo test` builds the library's
+/// cdylib into that `deps/` directory, and copies it up to
+/// `target/<profile>/` only on `cargo build`, so the newer of the two wins.
+fn lib_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let deps = exe
+        .parent()
+        .expect("the test binary lives in target/<profile>/deps")
+        .to_path_buf();
+    let profile = deps.parent().expect("target/<profile>").to_path_buf();
+    let modified = |dir: &Path| {
+        std::fs::metadata(dir.join("libnkv.so"))
+            .and_then(|m| m.modified())
+            .ok()
+    };
+    match (modified(&deps), modified(&profile)) {
+        (Some(d), Some(p)) if p > d => profile,
+        (Some(_), _) => deps,
+        (None, Some(_)) => profile,
+        (None, None) => panic!(
+            "libnkv.so not found in {} or {} (cargo builds it with the library's cdylib crate type)",
+            deps.display(),
+            profile.display()
+        ),
+    }
+}
+
+fn manifest_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn include_dir() -> PathBuf {
+    manifest_dir().join("include")
+}
+
+/// Kills (SIGKILL) and reaps a child process when dropped.
+struct KillOnDrop(Option<Child>);
+
+impl KillOnDrop {
+    fn child(&mut self) -> &mut Child {
+        self.0.as_mut().expect("not yet reaped")
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Runs a compiler; panics with its output on failure.
+fn run_compiler(mut cmd: Command, what: &str) {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {cmd:?}\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The strict C flags every C file here must pass.
+const C_FLAGS: &[&str] = &["-std=c11", "-Wall", "-Wextra", "-Wpedantic", "-Werror"];
+
+/// Compiles `tests/c/NAME.c` into `dir/NAME`, linked against libnkv.so.
+fn compile_c(name: &str, dir: &Path) -> PathBuf {
+    let lib = lib_dir();
+    let out = dir.join(name);
+    let mut cmd = Command::new("cc");
+    cmd.args(C_FLAGS)
+        .arg("-g")
+        .arg("-I")
+        .arg(include_dir())
+        .arg("-I")
+        .arg(manifest_dir().join("tests/c"))
+        .arg(manifest_dir().join("tests/c").join(format!("{name}.c")))
+        .arg("-o")
+        .arg(&out)
+        .arg("-L")
+        .arg(&lib)
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .args(["-lnkv", "-lpthread"]);
+    run_compiler(cmd, &format!("compiling tests/c/{name}.c"));
+    out
+}
+
+/// True when valgrind can run; panics when it is required but missing.
+fn valgrind_available() -> bool {
+    let found = Command::new("valgrind")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !found {
+        assert!(
+            std::env::var_os("NKV_REQUIRE_VALGRIND").is_none(),
+            "NKV_REQUIRE_VALGRIND is set but valgrind is not installed"
+        );
+        eprintln!("note: valgrind is not installed; skipping the valgrind variant");
+    }
+    found
+}
+
+const VALGRIND: &[&str] = &[
+    "valgrind",
+    "--error-exitcode=99",
+    "--leak-check=full",
+    "--errors-for-leak-kinds=definite",
+    "--show-leak-kinds=definite",
+    "--track-fds=no",
+    "--quiet",
+];
+
+/// Lines valgrind prints for invalid accesses.
+const VALGRIND_ERRORS: &[&str] = &[
+    "Invalid read",
+    "Invalid write",
+    "Invalid free",
+    "Mismatched free",
+    "uninitialised value",
+    "Source and destination overlap",
+];
+
+/// What a program printed, and how it ended.
+struct Outcome {
+    stdout: String,
+    stderr: String,
+    code: Option<i32>,
+}
+
+/// Runs `exe` (optionally under valgrind) against `server`, answering the
+/// reconnect test's KILL / RESTART requests (see tests/c/test_reconnect.c).
+fn run_program(exe: &Path, server: &mut TestServer, valgrind: bool) -> Outcome {
+    let mut cmd = if valgrind {
+        let mut c = Command::new(VALGRIND[0]);
+        c.args(&VALGRIND[1..]).arg(exe);
+        c
+    } else {
+        Command::new(exe)
+    };
+    // cargo test sets LD_LIBRARY_PATH (to target/<profile> first), which
+    // beats the rpath and may hold an older libnkv.so: drop it.
+    cmd.env_remove("LD_LIBRARY_PATH")
+        .env("NKV_ADDR", server.addr())
+        .env("NKV_SERVER_PID", server.pid().to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut guard = KillOnDrop(Some(cmd.spawn().expect("spawn the C program")));
+    let mut stdin = guard.child().stdin.take().expect("stdin");
+    let stdout = guard.child().stdout.take().expect("stdout");
+    let mut stderr = guard.child().stderr.take().expect("stderr");
+
+    let (line_tx, lines) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if line_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let err_thread = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = stderr.read_to_string(&mut s);
+        s
+    });
+
+    let deadline = Instant::now() + PROGRAM_DEADLINE;
+    let mut side: Option<KillOnDrop> = None;
+    let mut out = String::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                out.push_str(&line);
+                out.push('\n');
+                match line.as_str() {
+                    "KILL" => {
+                        server.kill9();
+                        let (child, addr) = start_side_server(server);
+                        side = Some(child);
+                        writeln!(stdin, "SIDE {addr}").expect("answer KILL");
+                    }
+                    "RESTART" => {
+                        drop(side.take()); // kills it, releasing the data directory
+                        server.restart();
+                        writeln!(stdin, "GO").expect("answer RESTART");
+                    }
+                    _ => {}
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                drop(guard);
+                panic!(
+                    "{} did not finish within {PROGRAM_DEADLINE:?}; output so far:\n{out}",
+                    exe.display()
+                );
+            }
+        }
+    }
+    let status = loop {
+        if let Some(status) = guard.child().try_wait().expect("try_wait") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} closed stdout but did not exit",
+            exe.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    guard.0 = None;
+    Outcome {
+        stdout: out,
+        stderr: err_thread.join().unwrap_or_default(),
+        code: status.code(),
+    }
+}
+
+/// A second server on the same data directory, on `DIR/side.sock`.
+fn start_side_server(server: &TestServer) -> (KillOnDrop, String) {
+    let socket = server.dir.path().join("side.sock");
+    let addr = format!("unix:{}", socket.display());
+    let child = Command::new(env!("CARGO_BIN_EXE_nkv-server"))
+        .arg("--listen")
+        .arg(&addr)
+        .arg("--data-dir")
+        .arg(server.data_dir())
+        .env_remove("NKV_ADDR")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn the side server");
+    let mut guard = KillOnDrop(Some(child));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+        if let Some(status) = guard.child().try_wait().expect("try_wait") {
+            panic!("side server exited during start-up: {status}");
+        }
+        assert!(Instant::now() < deadline, "side server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (guard, addr)
+}
+
+/// Compiles and runs one C test program; asserts it succeeded.
+fn c_test(name: &str, valgrind: bool) {
+    if valgrind && !valgrind_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let exe = compile_c(name, dir.path());
+    let mut server = TestServer::start();
+    let outcome = run_program(&exe, &mut server, valgrind);
+    let report = format!(
+        "{name}{}: exit {:?}\n--- stdout\n{}--- stderr\n{}",
+        if valgrind { " under valgrind" } else { "" },
+        outcome.code,
+        outcome.stdout,
+        outcome.stderr
+    );
+    if valgrind {
+        assert_ne!(outcome.code, Some(99), "valgrind found errors: {report}");
+        // Also in forked children, whose exit code valgrind does not set.
+        for sign in VALGRIND_ERRORS {
+            assert!(!outcome.stderr.contains(sign), "valgrind: {sign}: {report}");
+        }
+    }
+    assert_eq!(outcome.code, Some(0), "{report}");
+    assert!(
+        outcome.stdout.contains(&format!("{name}: OK")),
+        "{name} did not report OK: {report}"
+    );
+    eprintln!("{report}");
+}
+
+#[test]
+fn c_every_function() {
+    c_test("test_api", false);
+}
+
+#[test]
+fn c_every_function_valgrind() {
+    c_test("test_api", true);
+}
+
+#[test]
+fn c_callback_contract() {
+    c_test("test_callbacks", false);
+}
+
+#[test]
+fn c_callback_contract_valgrind() {
+    c_test("test_callbacks", true);
+}
+
+#[test]
+fn c_reconnect_after_kill9() {
+    c_test("test_reconnect", false);
+}
+
+#[test]
+fn c_reconnect_after_kill9_valgrind() {
+    c_test("test_reconnect", true);
+}
+
+#[test]
+fn c_many_threads_share_a_client() {
+    c_test("test_threads", false);
+}
+
+#[test]
+fn c_many_threads_share_a_client_valgrind() {
+    c_test("test_threads", true);
+}
+
+#[test]
+fn c_forked_child_fails_fast() {
+    c_test("test_fork", false);
+}
+
+/// The forked child ends by exec'ing /bin/true (see test_fork.c): what the
+/// parent's client threads own can never be freed in the child.
+#[test]
+fn c_forked_child_fails_fast_valgrind() {
+    c_test("test_fork", true);
+}
+
+/// `nkv.h` compiles as strict C11 when included twice.
+#[test]
+fn header_compiles_as_c_included_twice() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let src = dir.path().join("twice.c");
+    std::fs::write(
+        &src,
+        "#include \"nkv.h\"\n#include \"nkv.h\"\n\
+         int main(void) {\n\
+             nkv_event ev = {NKV_EVENT_SYNCED, 0, 0, 0, 1, 0};\n\
+             nkv_status s = NKV_OK;\n\
+             nkv_callback cb = 0;\n\
+             (void)cb;\n\
+             return (int)s + (ev.revision == 1 ? 0 : 1) + (NKV_VERSION_MAJOR < 0);\n\
+         }\n",
+    )
+    .unwrap();
+    let mut cmd = Command::new("cc");
+    cmd.args(C_FLAGS)
+        .arg("-I")
+        .arg(include_dir())
+        .arg("-c")
+        .arg(&src)
+        .arg("-o")
+        .arg(dir.path().join("twice.o"));
+    run_compiler(cmd, "compiling nkv.h (twice) as C11");
+}
+
+/// `tests/cpp/header_check.cpp`: the header as C++17, linked and run.
+#[test]
+fn header_compiles_and_links_as_cpp() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let lib = lib_dir();
+    let exe = dir.path().join("header_check");
+    let mut cmd = Command::new("g++");
+    cmd.args(["-std=c++17", "-Wall", "-Wextra", "-Werror"])
+        .arg("-I")
+        .arg(include_dir())
+        .arg(manifest_dir().join("tests/cpp/header_check.cpp"))
+        .arg("-o")
+        .arg(&exe)
+        .arg("-L")
+        .arg(&lib)
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .arg("-lnkv");
+    run_compiler(cmd, "compiling tests/cpp/header_check.cpp");
+    let server = TestServer::start();
+    let out = Command::new(&exe)
+        .env_remove("LD_LIBRARY_PATH") // see run_program
+        .env("NKV_ADDR", server.addr())
+        .output()
+        .expect("run header_check");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("header_check: OK"),
+        "header_check failed: {:?}\n{stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
