@@ -20,7 +20,7 @@
  * Result of every fallible C function. The numbers equal the wire error
  * codes where both exist, so a server's answer passes through unchanged.
  */
-typedef enum {
+typedef enum nkv_status {
   /**
    * Success.
    */
@@ -95,7 +95,7 @@ typedef enum {
 /**
  * What a subscription event reports.
  */
-typedef enum {
+typedef enum nkv_event_kind {
   /**
    * `key` now holds `data`/`len`, written at `revision`.
    */
@@ -135,7 +135,7 @@ typedef struct nkv_client nkv_client;
 /**
  * A value read by `nkv_get`; free with `nkv_value_free`.
  */
-typedef struct {
+typedef struct nkv_value {
   /**
    * The value's bytes (not NUL-terminated; NULL when `len` is 0).
    */
@@ -153,7 +153,7 @@ typedef struct {
 /**
  * One key of a listing.
  */
-typedef struct {
+typedef struct nkv_entry {
   /**
    * The key, NUL-terminated UTF-8.
    */
@@ -175,11 +175,11 @@ typedef struct {
 /**
  * A listing from `nkv_list`, sorted by key; free with `nkv_entries_free`.
  */
-typedef struct {
+typedef struct nkv_entries {
   /**
    * `count` entries.
    */
-  const nkv_entry *items;
+  const struct nkv_entry *items;
   /**
    * Number of entries.
    */
@@ -197,11 +197,11 @@ typedef struct {
  * because the subscriber was behind. Unused pointers are NULL, unused
  * numbers 0.
  */
-typedef struct {
+typedef struct nkv_event {
   /**
    * What happened.
    */
-  nkv_event_kind kind;
+  enum nkv_event_kind kind;
   /**
    * The key (NUL-terminated UTF-8), or NULL.
    */
@@ -229,7 +229,7 @@ typedef struct {
  * event at a time, in order. It may call any nkv function, including
  * `nkv_unsubscribe` of its own subscription.
  */
-typedef void (*nkv_callback)(void *user_data, const nkv_event *event);
+typedef void (*nkv_callback)(void *user_data, const struct nkv_event *event);
 
 #ifdef __cplusplus
 extern "C" {
@@ -239,7 +239,7 @@ extern "C" {
  * The name of a status as a static string, e.g. `"NKV_ERR_NOT_FOUND"`;
  * never NULL.
  */
-const char *nkv_status_str(nkv_status status);
+const char *nkv_status_str(enum nkv_status status);
 
 /**
  * Copies this thread's last detailed error message into `buf` (at most
@@ -266,7 +266,7 @@ const char *nkv_version(void);
  * # Safety
  * `addr` is NULL or a NUL-terminated string; `out` is valid for writes.
  */
-nkv_status nkv_connect(const char *addr, nkv_client **out);
+enum nkv_status nkv_connect(const char *addr, struct nkv_client **out);
 
 /**
  * Closes the client: every subscription gets a final CLOSED event and its
@@ -277,7 +277,7 @@ nkv_status nkv_connect(const char *addr, nkv_client **out);
  * `client` is NULL or a pointer from `nkv_connect` not yet closed, and no
  * other thread uses it during or after this call.
  */
-void nkv_close(nkv_client *client);
+void nkv_close(struct nkv_client *client);
 
 /**
  * Sets how long each request waits for its answer before failing with
@@ -286,7 +286,7 @@ void nkv_close(nkv_client *client);
  * # Safety
  * `client` is NULL or a live handle.
  */
-nkv_status nkv_set_timeout(nkv_client *client, uint32_t timeout_ms);
+enum nkv_status nkv_set_timeout(struct nkv_client *client, uint32_t timeout_ms);
 
 /**
  * Checks that the server answers.
@@ -294,7 +294,7 @@ nkv_status nkv_set_timeout(nkv_client *client, uint32_t timeout_ms);
  * # Safety
  * `client` is NULL or a live handle.
  */
-nkv_status nkv_ping(nkv_client *client);
+enum nkv_status nkv_ping(struct nkv_client *client);
 
 /**
  * Writes `len` bytes at `data` to `key`. On success `*out_revision` (if
@@ -306,11 +306,11 @@ nkv_status nkv_ping(nkv_client *client);
  * NULL (with `len` 0) or `len` readable bytes; `out_revision` NULL or
  * writable.
  */
-nkv_status nkv_put(nkv_client *client,
-                   const char *key,
-                   const uint8_t *data,
-                   size_t len,
-                   uint64_t *out_revision);
+enum nkv_status nkv_put(struct nkv_client *client,
+                        const char *key,
+                        const uint8_t *data,
+                        size_t len,
+                        uint64_t *out_revision);
 
 /**
  * Like `nkv_put`, but only if the key's current revision equals
@@ -320,12 +320,12 @@ nkv_status nkv_put(nkv_client *client,
  * # Safety
  * As `nkv_put`.
  */
-nkv_status nkv_put_if(nkv_client *client,
-                      const char *key,
-                      const uint8_t *data,
-                      size_t len,
-                      uint64_t expected_revision,
-                      uint64_t *out_revision);
+enum nkv_status nkv_put_if(struct nkv_client *client,
+                           const char *key,
+                           const uint8_t *data,
+                           size_t len,
+                           uint64_t expected_revision,
+                           uint64_t *out_revision);
 
 /**
  * Reads `key`. On success `*out` holds the value, to free with
@@ -335,7 +335,7 @@ nkv_status nkv_put_if(nkv_client *client,
  * `client` is NULL or a live handle; `key` NULL or NUL-terminated; `out`
  * writable.
  */
-nkv_status nkv_get(nkv_client *client, const char *key, nkv_value **out);
+enum nkv_status nkv_get(struct nkv_client *client, const char *key, struct nkv_value **out);
 
 /**
  * Lists every key under `prefix` (`""` = every key), sorted by key. On
@@ -345,7 +345,7 @@ nkv_status nkv_get(nkv_client *client, const char *key, nkv_value **out);
  * `client` is NULL or a live handle; `prefix` NULL or NUL-terminated;
  * `out` writable.
  */
-nkv_status nkv_list(nkv_client *client, const char *prefix, nkv_entries **out);
+enum nkv_status nkv_list(struct nkv_client *client, const char *prefix, struct nkv_entries **out);
 
 /**
  * Deletes `key`; `NKV_ERR_NOT_FOUND` when it does not exist.
@@ -354,7 +354,7 @@ nkv_status nkv_list(nkv_client *client, const char *prefix, nkv_entries **out);
  * `client` is NULL or a live handle; `key` NULL or NUL-terminated;
  * `out_revision` NULL or writable.
  */
-nkv_status nkv_delete(nkv_client *client, const char *key, uint64_t *out_revision);
+enum nkv_status nkv_delete(struct nkv_client *client, const char *key, uint64_t *out_revision);
 
 /**
  * Deletes `key` only if its current revision equals `expected_revision`
@@ -363,10 +363,10 @@ nkv_status nkv_delete(nkv_client *client, const char *key, uint64_t *out_revisio
  * # Safety
  * As `nkv_delete`.
  */
-nkv_status nkv_delete_if(nkv_client *client,
-                         const char *key,
-                         uint64_t expected_revision,
-                         uint64_t *out_revision);
+enum nkv_status nkv_delete_if(struct nkv_client *client,
+                              const char *key,
+                              uint64_t expected_revision,
+                              uint64_t *out_revision);
 
 /**
  * Deletes `prefix` and every key below it in one atomic write (`""` =
@@ -378,10 +378,10 @@ nkv_status nkv_delete_if(nkv_client *client,
  * `client` is NULL or a live handle; `prefix` NULL or NUL-terminated; the
  * outputs NULL or writable.
  */
-nkv_status nkv_delete_prefix(nkv_client *client,
-                             const char *prefix,
-                             uint64_t *out_revision,
-                             uint64_t *out_count);
+enum nkv_status nkv_delete_prefix(struct nkv_client *client,
+                                  const char *prefix,
+                                  uint64_t *out_revision,
+                                  uint64_t *out_count);
 
 /**
  * Subscribes to `key` and everything below it. `cb` receives an UPDATE
@@ -396,12 +396,12 @@ nkv_status nkv_delete_prefix(nkv_client *client,
  * `cb` and `free_user_data` callable from another thread with `user_data`;
  * `out_subscription` NULL or writable.
  */
-nkv_status nkv_subscribe(nkv_client *client,
-                         const char *key,
-                         nkv_callback cb,
-                         void *user_data,
-                         void (*free_user_data)(void*),
-                         uint64_t *out_subscription);
+enum nkv_status nkv_subscribe(struct nkv_client *client,
+                              const char *key,
+                              nkv_callback cb,
+                              void *user_data,
+                              void (*free_user_data)(void*),
+                              uint64_t *out_subscription);
 
 /**
  * Like `nkv_subscribe`, resuming after `since_revision`: the callback
@@ -411,13 +411,13 @@ nkv_status nkv_subscribe(nkv_client *client,
  * # Safety
  * As `nkv_subscribe`.
  */
-nkv_status nkv_subscribe_since(nkv_client *client,
-                               const char *key,
-                               uint64_t since_revision,
-                               nkv_callback cb,
-                               void *user_data,
-                               void (*free_user_data)(void*),
-                               uint64_t *out_subscription);
+enum nkv_status nkv_subscribe_since(struct nkv_client *client,
+                                    const char *key,
+                                    uint64_t since_revision,
+                                    nkv_callback cb,
+                                    void *user_data,
+                                    void (*free_user_data)(void*),
+                                    uint64_t *out_subscription);
 
 /**
  * Ends a subscription. When this returns, its callback is not running and
@@ -428,7 +428,7 @@ nkv_status nkv_subscribe_since(nkv_client *client,
  * # Safety
  * `client` is NULL or a live handle.
  */
-nkv_status nkv_unsubscribe(nkv_client *client, uint64_t subscription);
+enum nkv_status nkv_unsubscribe(struct nkv_client *client, uint64_t subscription);
 
 /**
  * Frees a value from `nkv_get`. NULL is fine.
@@ -436,7 +436,7 @@ nkv_status nkv_unsubscribe(nkv_client *client, uint64_t subscription);
  * # Safety
  * `value` is NULL or a pointer from `nkv_get` not yet freed.
  */
-void nkv_value_free(nkv_value *value);
+void nkv_value_free(struct nkv_value *value);
 
 /**
  * Frees a listing from `nkv_list`. NULL is fine.
@@ -444,7 +444,7 @@ void nkv_value_free(nkv_value *value);
  * # Safety
  * `entries` is NULL or a pointer from `nkv_list` not yet freed.
  */
-void nkv_entries_free(nkv_entries *entries);
+void nkv_entries_free(struct nkv_entries *entries);
 
 #ifdef __cplusplus
 }  // extern "C"

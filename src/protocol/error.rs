@@ -26,7 +26,8 @@ pub enum ErrorCode {
     /// A key or prefix is not valid (bad UTF-8, empty segment, forbidden
     /// character, too long).
     InvalidKey = 3,
-    /// A key, value or frame is over the server's limits.
+    /// A value or frame is over the server's limits (a key over `max_key` is
+    /// [`ErrorCode::InvalidKey`]).
     TooLarge = 4,
     /// A field has a value the request does not allow (unknown flag bits,
     /// unknown condition, duplicate subscription id, ...).
