@@ -9,8 +9,8 @@ use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
 
-/// The environment variable that overrides the default address.
-pub const ADDR_ENV: &str = "NKV_ADDR";
+pub use crate::protocol::wire::ADDR_ENV;
+use crate::protocol::wire::SOCKET_FILE_NAME;
 
 /// Where a server listens or a client connects.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,8 +83,8 @@ impl Address {
 /// `/tmp/nkv-$UID/nkv.sock`.
 pub fn default_socket_path() -> PathBuf {
     match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir).join("nkv.sock"),
-        _ => PathBuf::from(format!("/tmp/nkv-{}", current_uid())).join("nkv.sock"),
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir).join(SOCKET_FILE_NAME),
+        _ => PathBuf::from(format!("/tmp/nkv-{}", current_uid())).join(SOCKET_FILE_NAME),
     }
 }
 
