@@ -15,38 +15,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::TestServer;
+use common::{lib_dir, TestServer};
 
 /// How long one program may run (valgrind included).
 const PROGRAM_DEADLINE: Duration = Duration::from_secs(150);
-
-/// The directory of the `libnkv.so` this test run built. The test binary
-/// is `target/<profile>/deps/NAME-HASH`; `cargo test` builds the library's
-/// cdylib into that `deps/` directory, and copies it up to
-/// `target/<profile>/` only on `cargo build`, so the newer of the two wins.
-fn lib_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let deps = exe
-        .parent()
-        .expect("the test binary lives in target/<profile>/deps")
-        .to_path_buf();
-    let profile = deps.parent().expect("target/<profile>").to_path_buf();
-    let modified = |dir: &Path| {
-        std::fs::metadata(dir.join("libnkv.so"))
-            .and_then(|m| m.modified())
-            .ok()
-    };
-    match (modified(&deps), modified(&profile)) {
-        (Some(d), Some(p)) if p > d => profile,
-        (Some(_), _) => deps,
-        (None, Some(_)) => profile,
-        (None, None) => panic!(
-            "libnkv.so not found in {} or {} (cargo builds it with the library's cdylib crate type)",
-            deps.display(),
-            profile.display()
-        ),
-    }
-}
 
 fn manifest_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
