@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use nkv::store::{faults, Condition, CrashPoint, Options, Store, StoreError};
+use nkv::store::{errno, faults, Condition, CrashPoint, FileOp, Options, Store, StoreError};
 
 type Snapshot = (u64, Vec<(String, Vec<u8>, u64)>);
 
@@ -227,4 +227,217 @@ fn failed_fsync_while_rolling_a_segment_poisons() {
     assert_eq!(s.get("a").unwrap().unwrap().value.as_ref(), &[1u8; 100]);
     assert_eq!(s.get("b").unwrap(), None);
     assert_eq!(s.revision(), 1);
+}
+
+/// The bug a full disk used to trigger: preallocation failed, the record was
+/// written past the reserved space anyway, and the next preallocation
+/// zero-filled over it. Now a failed reservation falls back to exactly the
+/// space the record needs, and acknowledged records are never overwritten.
+#[test]
+fn a_failed_preallocation_never_overwrites_acknowledged_records() {
+    faults::clear();
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(dir.path(), Options::default()).unwrap();
+    let value = |i: u32| format!("value {i} ").repeat(40).into_bytes();
+    for i in 0..600u32 {
+        if i % 50 == 0 {
+            // The next write (a chunk of zeros ahead, if one is due) fails.
+            faults::inject(FileOp::Write, errno::ENOSPC, 0, Some(1));
+        }
+        match s.put(&format!("k.{i}"), &value(i), Condition::None) {
+            Ok(_) => {}
+            Err(StoreError::DiskFull) => {
+                faults::clear();
+                s.put(&format!("k.{i}"), &value(i), Condition::None)
+                    .unwrap();
+            }
+            Err(e) => panic!("{e}"),
+        }
+        s.commit().unwrap();
+    }
+    faults::clear();
+    let check = |s: &Store| {
+        for i in 0..600u32 {
+            let got = s.get(&format!("k.{i}")).unwrap().expect("acknowledged");
+            assert_eq!(got.value.as_ref(), value(i).as_slice(), "k.{i}");
+        }
+        assert_eq!(s.scan_prefix("").unwrap().len(), 600);
+    };
+    check(&s);
+    drop(s);
+    check(&Store::open(dir.path(), Options::default()).unwrap());
+}
+
+#[test]
+fn no_space_even_for_the_record_refuses_it_with_nothing_written() {
+    faults::clear();
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Store::open(dir.path(), Options::default()).unwrap();
+    s.put("a", b"1", Condition::None).unwrap();
+    s.commit().unwrap();
+    // Fill the reserved chunk so the next record needs a new reservation.
+    let big = vec![9u8; 1 << 20];
+    s.put("big", &big, Condition::None).unwrap();
+    s.commit().unwrap();
+    // Both reservation attempts (a chunk ahead, then the exact size) fail.
+    faults::inject(FileOp::Write, errno::ENOSPC, 0, Some(2));
+    let err = s.put("b", &big, Condition::None).expect_err("no space");
+    assert!(matches!(err, StoreError::DiskFull), "{err}");
+    assert!(err.is_transient());
+    assert!(s.poisoned().is_none());
+    assert_eq!(s.revision(), 2);
+    assert_eq!(s.get("b").unwrap(), None);
+    // Space is back: the same write goes through, no restart needed.
+    assert_eq!(s.put("b", &big, Condition::None).unwrap(), 3);
+    s.commit().unwrap();
+    drop(s);
+    let s = Store::open(dir.path(), Options::default()).unwrap();
+    assert_eq!(s.get("b").unwrap().unwrap().value.len(), big.len());
+    assert_eq!(s.get("a").unwrap().unwrap().value.as_ref(), b"1");
+}
+
+/// Running out of descriptors or memory while rolling to a new segment
+/// fails that write with a clear, transient error and never poisons.
+#[test]
+fn no_descriptor_or_memory_for_a_new_segment_fails_the_write_only() {
+    for code in [errno::EMFILE, errno::ENFILE, errno::ENOMEM] {
+        faults::clear();
+        let dir = tempfile::tempdir().unwrap();
+        let opts = Options {
+            segment_size: 300,
+            ..Options::default()
+        };
+        let mut s = Store::open(dir.path(), opts.clone()).unwrap();
+        s.put("a", &[1u8; 200], Condition::None).unwrap();
+        s.commit().unwrap();
+        faults::inject(FileOp::Create, code, 0, Some(1));
+        let err = s
+            .put("b", &[2u8; 200], Condition::None)
+            .expect_err("the roll must fail");
+        assert!(
+            matches!(err, StoreError::OutOfResources { .. }),
+            "errno {code}: {err}"
+        );
+        assert!(err.is_transient());
+        assert!(err.to_string().contains("retry"), "{err}");
+        assert!(s.poisoned().is_none(), "errno {code}: must not poison");
+        assert_eq!(s.revision(), 1);
+        // The descriptor is free again: the same write succeeds.
+        assert_eq!(s.put("b", &[2u8; 200], Condition::None).unwrap(), 2);
+        s.commit().unwrap();
+        drop(s);
+        let s = Store::open(dir.path(), opts).unwrap();
+        assert_eq!(s.get("b").unwrap().unwrap().value.as_ref(), &[2u8; 200]);
+        assert_eq!(s.get("a").unwrap().unwrap().value.as_ref(), &[1u8; 200]);
+    }
+}
+
+fn data_files(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "LOCK")
+        .collect();
+    names.sort();
+    names
+}
+
+/// A compaction that fails on a full disk or without descriptors, at any
+/// of its file operations before the switch-over, removes what it made and
+/// leaves the store usable and unchanged.
+#[test]
+fn compaction_failing_at_any_file_operation_rolls_back() {
+    let opts = Options {
+        segment_size: 700,
+        tombstone_retention: 5,
+        ..Options::default()
+    };
+    let mut reached = 0;
+    for (op, code) in [
+        (FileOp::Create, errno::EMFILE),
+        (FileOp::Create, errno::ENOSPC),
+        (FileOp::Write, errno::ENOSPC),
+        (FileOp::Rename, errno::ENOSPC),
+        (FileOp::Rename, errno::EIO),
+        (FileOp::DirSync, errno::EMFILE),
+    ] {
+        for after in 0..8 {
+            faults::clear();
+            let dir = tempfile::tempdir().unwrap();
+            let mut s = Store::open(dir.path(), opts.clone()).unwrap();
+            history(&mut s);
+            let expect = snapshot(&s);
+            let files = data_files(dir.path());
+            faults::inject(op, code, after, Some(1));
+            let result = s.compact();
+            faults::clear();
+            let label = format!("{op:?} errno {code} after {after}");
+            match result {
+                Ok(_) => {
+                    // The fault was armed past the compaction's last
+                    // operation of that kind: a normal compaction.
+                    assert_eq!(snapshot(&s), expect, "{label}");
+                }
+                Err(e) => {
+                    reached += 1;
+                    assert!(s.poisoned().is_none(), "{label}: poisoned by {e}");
+                    assert_eq!(snapshot(&s), expect, "{label}");
+                    assert_eq!(data_files(dir.path()), files, "{label}: leftovers");
+                    // Usable at once, and a later compaction succeeds.
+                    s.put("after", b"x", Condition::None).unwrap();
+                    s.commit().unwrap();
+                    s.compact().unwrap();
+                }
+            }
+            let expect = snapshot(&s);
+            drop(s);
+            let s = Store::open(dir.path(), opts.clone()).unwrap();
+            assert_eq!(snapshot(&s), expect, "{label}: after reopen");
+            for i in 0..10u32 {
+                assert_eq!(s.get(&format!("k.{i}")).unwrap(), None, "{label}");
+            }
+        }
+    }
+    assert!(reached >= 20, "faults reached only {reached} times");
+}
+
+/// Old segments that cannot be removed after a compaction stay as dead
+/// segments (a suffix, oldest removed first): nothing comes back, and the
+/// next compaction removes them.
+#[test]
+fn compaction_that_cannot_remove_old_segments_keeps_them_safely() {
+    let opts = Options {
+        segment_size: 700,
+        tombstone_retention: 5,
+        ..Options::default()
+    };
+    // Removals alternate: a segment, then its hint (whose failure is
+    // harmless and ignored); these fail the first, second and third segment.
+    for after in [0, 2, 4] {
+        faults::clear();
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Store::open(dir.path(), opts.clone()).unwrap();
+        history(&mut s);
+        let expect = snapshot(&s);
+        faults::inject(FileOp::Remove, errno::EIO, after, Some(1));
+        s.compact()
+            .expect("removal failures do not fail the compaction");
+        faults::clear();
+        assert!(s.poisoned().is_none());
+        assert_eq!(snapshot(&s), expect);
+        let kept = s.stats().segments;
+        drop(s);
+        let mut s = Store::open(dir.path(), opts.clone()).unwrap();
+        assert_eq!(snapshot(&s), expect, "after {after}: reopen");
+        for i in 0..10u32 {
+            assert_eq!(s.get(&format!("k.{i}")).unwrap(), None, "resurrected");
+        }
+        s.compact().unwrap();
+        assert!(
+            s.stats().segments < kept,
+            "the next compaction cleans up: {} then {kept}, after {after}",
+            s.stats().segments
+        );
+        assert_eq!(snapshot(&s), expect);
+    }
 }

@@ -5,23 +5,31 @@
 //! 1. Trim the active segment's preallocated zeros and fsync it, so every
 //!    input is durable and complete (it will no longer be the last segment).
 //! 2. Write the output segments (and their hints) as `*.tmp` files, in key
-//!    order, each record keeping its revision. A crash here leaves only temp
-//!    files, removed at the next open.
-//! 3. fsync the outputs, rename them into place, fsync the directory. The
-//!    outputs get ids above every input, and replay keeps the highest
-//!    revision per key, so old and new segments side by side (a crash
-//!    between renames) give exactly the same state.
-//! 4. Create a new, empty active segment (its header carries the revision
-//!    and the raised tombstone floor, so neither is ever lost).
-//! 5. Remove the old segments oldest first, then fsync the directory. Oldest
-//!    first matters: a delete always lives in a segment at or after the put
-//!    it deletes, so a crash part-way can never keep a dropped put while
-//!    losing the tombstone (or newer put) that hid it.
+//!    order, each record keeping its revision, and fsync them. A crash here
+//!    leaves only temp files, removed at the next open.
+//! 3. Create the new, empty active segment, with an id above every output
+//!    (its header carries the revision and the raised tombstone floor, so
+//!    neither is ever lost). A crash now leaves the inputs, temp files and
+//!    an empty last segment: the state before compaction.
+//! 4. Rename the outputs into place, fsync the directory. Outputs have ids
+//!    above every input, and replay keeps the highest revision per key, so
+//!    old and new segments side by side (a crash between renames) give
+//!    exactly the same state.
+//! 5. Switch over in memory, then remove the old segments oldest first and
+//!    fsync the directory. Oldest first matters: a delete always lives in a
+//!    segment at or after the put it deletes, so stopping part-way (a crash,
+//!    or a failed removal) can never keep a dropped put while losing the
+//!    tombstone (or newer put) that hid it.
+//!
+//! Until step 5 nothing on disk is needed by the store, so a failure in
+//! steps 2 to 4 (a full disk, no descriptor left) is rolled back: outputs
+//! and the new active segment are removed and the store goes on as before.
+//! Only a failed rollback, or a failed fsync, poisons the store. A failed
+//! removal in step 5 keeps the remaining old segments as (dead) sealed
+//! segments, which the next compaction removes.
 //!
 //! The store is single-threaded, so no write can happen "meanwhile": the
 //! outputs hold the current value of every key at the time of compaction.
-
-use std::fs::OpenOptions;
 
 use super::db::Store;
 use super::error::StoreError;
@@ -70,46 +78,59 @@ struct Written {
     hint_tmp: std::path::PathBuf,
 }
 
-/// Progress of a compaction, for error handling.
-#[derive(PartialEq)]
-enum Stage {
-    /// Only temporary files exist: a failure leaves the store usable.
-    Temps,
-    /// Files were renamed: only a reopen knows the state for sure.
-    Committed,
+/// Files a compaction has made so far, removed again if it fails before
+/// the switch-over.
+#[derive(Default)]
+struct Made {
+    /// Temporary and renamed output files (segments and hints).
+    files: Vec<std::path::PathBuf>,
+    /// Set once the in-memory state uses the outputs: no rollback after.
+    switched: bool,
 }
 
 impl Store {
-    /// Compacts now (see the module docs). On a failure before any output
-    /// is renamed into place, temporary files are removed and the store
-    /// stays usable (e.g. `DiskFull`); after that point a failure poisons it.
+    /// Compacts now (see the module docs). A failure before the switch-over
+    /// (e.g. `DiskFull`, `OutOfResources`) removes every file the
+    /// compaction made and leaves the store usable and unchanged; a failed
+    /// fsync, or a rollback that fails too, poisons it.
     pub fn compact(&mut self) -> Result<CompactionReport, StoreError> {
         self.check_writable()?;
-        let mut stage = Stage::Temps;
-        let mut temps = Vec::new();
-        match self.compact_steps(&mut stage, &mut temps) {
+        let mut made = Made::default();
+        match self.compact_steps(&mut made) {
             Ok(report) => Ok(report),
             Err(e) => {
                 let simulated =
                     matches!(&e, StoreError::Io { source, .. } if io::is_simulated_crash(source));
-                if simulated || stage == Stage::Committed {
-                    // A simulated crash leaves the files as a crash would.
-                    Err(self.poison(format!("compaction interrupted: {e}")))
-                } else {
-                    for t in temps {
-                        let _ = std::fs::remove_file(t);
-                    }
-                    Err(e)
+                if matches!(e, StoreError::Poisoned { .. }) {
+                    return Err(e);
                 }
+                if simulated {
+                    // A simulated crash leaves the files as a crash would.
+                    return Err(self.poison(format!("compaction interrupted: {e}")));
+                }
+                if made.switched {
+                    return Err(e);
+                }
+                let mut undone = true;
+                for path in made.files.iter().rev() {
+                    match io::remove_file(path) {
+                        Ok(()) => {}
+                        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(_) => undone = false,
+                    }
+                }
+                undone &= io::sync_dir(&self.dir).is_ok();
+                if !undone {
+                    return Err(self.poison(format!(
+                        "compaction failed ({e}) and its files could not be removed"
+                    )));
+                }
+                Err(e)
             }
         }
     }
 
-    fn compact_steps(
-        &mut self,
-        stage: &mut Stage,
-        temps: &mut Vec<std::path::PathBuf>,
-    ) -> Result<CompactionReport, StoreError> {
+    fn compact_steps(&mut self, made: &mut Made) -> Result<CompactionReport, StoreError> {
         // Step 1: the active segment becomes an input with lower ids than the
         // outputs, so it must be complete on disk: trim its preallocated
         // zeros and fsync.
@@ -171,7 +192,7 @@ impl Store {
                     header: new_header(next_id),
                     bytes: Vec::new(),
                 };
-                files.push(self.write_temp(std::mem::replace(&mut cur, fresh), temps)?);
+                files.push(self.write_temp(std::mem::replace(&mut cur, fresh), made)?);
                 cur.bytes.extend_from_slice(&cur.header.encode());
             }
             let offset = cur.bytes.len() as u64;
@@ -190,30 +211,19 @@ impl Store {
             }
         }
         if cur.bytes.len() > HEADER_LEN {
-            files.push(self.write_temp(cur, temps)?);
+            files.push(self.write_temp(cur, made)?);
         }
         let io_err = |what: &str, e| StoreError::io(format!("compaction: {what}"), e);
         crash_point(CrashPoint::BeforeOutputSync).map_err(|e| io_err("sync", e))?;
-        // Step 3: make the outputs durable, then rename them into place.
         for w in &files {
-            io::sync_data(&w.file).map_err(|e| io_err("fsync of output", e))?;
-            io::sync_data(&w.hint_file).map_err(|e| io_err("fsync of hint", e))?;
-        }
-        crash_point(CrashPoint::BeforeRename).map_err(|e| io_err("rename", e))?;
-        for (n, w) in files.iter().enumerate() {
-            *stage = Stage::Committed;
-            std::fs::rename(&w.seg_tmp, segment_path(&self.dir, w.id))
-                .map_err(|e| io_err("rename", e))?;
-            std::fs::rename(&w.hint_tmp, hint_path(&self.dir, w.id))
-                .map_err(|e| io_err("rename", e))?;
-            if n == 0 {
-                crash_point(CrashPoint::AfterFirstRename).map_err(|e| io_err("rename", e))?;
+            // A failed fsync of an output loses nothing (the inputs are
+            // intact), but the same rule as everywhere holds: never carry on.
+            if let Err(e) = io::sync_data(&w.file).and_then(|_| io::sync_data(&w.hint_file)) {
+                return Err(self.poison(format!("compaction: fsync of an output failed: {e}")));
             }
         }
-        *stage = Stage::Committed;
-        io::sync_dir(&self.dir).map_err(|e| io_err("directory fsync", e))?;
         crash_point(CrashPoint::BeforeNewActive).map_err(|e| io_err("new segment", e))?;
-        // Step 4: the new active segment, after every output.
+        // Step 3: the new active segment, after every output.
         let active_header = SegmentHeader {
             id: next_id + 1,
             salt: new_salt(),
@@ -221,32 +231,75 @@ impl Store {
             floor,
         };
         let new_active = Active::create(&self.dir, active_header)?;
-        crash_point(CrashPoint::BeforeRemove).map_err(|e| io_err("remove", e))?;
-        // Step 5: remove the inputs, oldest first.
-        let mut inputs: Vec<u64> = self.sealed.keys().copied().collect();
-        inputs.push(self.active.header.id);
-        for (n, id) in inputs.iter().enumerate() {
-            let path = segment_path(&self.dir, *id);
-            std::fs::remove_file(&path).map_err(|e| io_err("remove", e))?;
-            let _ = std::fs::remove_file(hint_path(&self.dir, *id));
+        made.files.push(new_active.path.clone());
+        crash_point(CrashPoint::BeforeRename).map_err(|e| io_err("rename", e))?;
+        // Step 4: rename the outputs into place.
+        for (n, w) in files.iter().enumerate() {
+            let (seg, hint) = (segment_path(&self.dir, w.id), hint_path(&self.dir, w.id));
+            io::rename(&w.seg_tmp, &seg).map_err(|e| io_err("rename", e))?;
+            made.files.push(seg);
+            io::rename(&w.hint_tmp, &hint).map_err(|e| io_err("rename", e))?;
+            made.files.push(hint);
             if n == 0 {
-                crash_point(CrashPoint::AfterFirstRemove).map_err(|e| io_err("remove", e))?;
+                crash_point(CrashPoint::AfterFirstRename).map_err(|e| io_err("rename", e))?;
             }
         }
         io::sync_dir(&self.dir).map_err(|e| io_err("directory fsync", e))?;
-
-        // Switch the in-memory state over to the outputs.
         let mut sealed = std::collections::BTreeMap::new();
         for w in &files {
             let seg = Sealed::map(segment_path(&self.dir, w.id), &w.file, w.header)?;
             sealed.insert(w.id, seg);
         }
+        crash_point(CrashPoint::BeforeRemove).map_err(|e| io_err("remove", e))?;
+
+        // Step 5: switch the in-memory state over to the outputs...
+        made.switched = true;
+        let mut inputs = std::mem::replace(&mut self.sealed, sealed);
+        let old_active = std::mem::replace(&mut self.active, new_active);
         self.index.relocate_in_order(new_locs);
         let (dropped, _) = self.index.drop_tombstones(cutoff);
-        self.sealed = sealed;
-        self.active = new_active;
         self.floor = floor;
         self.compactions += 1;
+        // ...then remove the inputs, oldest first, stopping at the first
+        // failure: what remains is a suffix of old segments, kept (and
+        // counted as dead bytes) until the next compaction removes it.
+        let mut ids: Vec<u64> = inputs.keys().copied().collect();
+        ids.push(old_active.header.id);
+        let mut first = true;
+        for id in ids {
+            let path = segment_path(&self.dir, id);
+            if let Err(e) = io::remove_file(&path) {
+                tracing::warn!(
+                    "compaction: could not remove {}: {e}; kept until the next compaction",
+                    path.display()
+                );
+                for (id, seg) in inputs.split_off(&id) {
+                    self.sealed.insert(id, seg);
+                }
+                if id == old_active.header.id {
+                    match old_active.seal() {
+                        Ok(seg) => {
+                            self.sealed.insert(id, seg);
+                        }
+                        Err(e) => {
+                            return Err(self.poison(format!(
+                                "compaction: cannot keep {}: {e}",
+                                path.display()
+                            )))
+                        }
+                    }
+                }
+                break;
+            }
+            let _ = io::remove_file(&hint_path(&self.dir, id));
+            if first {
+                first = false;
+                crash_point(CrashPoint::AfterFirstRemove).map_err(|e| io_err("remove", e))?;
+            }
+        }
+        if let Err(e) = io::sync_dir(&self.dir) {
+            tracing::warn!("compaction: directory fsync after removals failed: {e}");
+        }
         Ok(CompactionReport {
             bytes_before,
             bytes_after: self.total_bytes(),
@@ -260,26 +313,16 @@ impl Store {
     }
 
     /// Writes a filled output and its hint to temporary files.
-    fn write_temp(
-        &self,
-        out: Output,
-        temps: &mut Vec<std::path::PathBuf>,
-    ) -> Result<Written, StoreError> {
+    fn write_temp(&self, out: Output, made: &mut Made) -> Result<Written, StoreError> {
         let seg_tmp = temp_path(&segment_path(&self.dir, out.id));
         let hint_tmp = temp_path(&hint_path(&self.dir, out.id));
         let ctx = || format!("writing compaction output {}", seg_tmp.display());
-        temps.push(seg_tmp.clone());
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&seg_tmp)
-            .map_err(|e| StoreError::io(ctx(), e))?;
+        made.files.push(seg_tmp.clone());
+        let file = io::create_truncate(&seg_tmp).map_err(|e| StoreError::io(ctx(), e))?;
         io::write_at(&file, &out.bytes, 0).map_err(|e| StoreError::io(ctx(), e))?;
-        temps.push(hint_tmp.clone());
+        made.files.push(hint_tmp.clone());
         let hint_bytes = hint::build(out.id, out.header.salt, &out.bytes, self.max_record_len);
-        let hint_file = std::fs::File::create(&hint_tmp).map_err(|e| StoreError::io(ctx(), e))?;
+        let hint_file = io::create_truncate(&hint_tmp).map_err(|e| StoreError::io(ctx(), e))?;
         io::write_at(&hint_file, &hint_bytes, 0).map_err(|e| StoreError::io(ctx(), e))?;
         Ok(Written {
             id: out.id,

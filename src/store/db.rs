@@ -334,7 +334,8 @@ impl Store {
 
     /// Appends one record under the next revision; returns (revision,
     /// segment, offset). A failed write is rolled back: the revision is not
-    /// used and the store stays usable after `DiskFull`.
+    /// used and the store stays usable after a transient failure
+    /// (`DiskFull`, `OutOfResources`).
     fn append(
         &mut self,
         kind: Kind,
@@ -365,7 +366,7 @@ impl Store {
         }
         let offset = match appended {
             Ok(offset) => offset,
-            Err(StoreError::DiskFull) => return Err(StoreError::DiskFull),
+            Err(e) if e.is_transient() => return Err(e),
             Err(e) => return Err(self.poison(format!("write failed: {e}"))),
         };
         self.revision = revision;
@@ -388,13 +389,28 @@ impl Store {
         let fresh = match Active::create(&self.dir, header) {
             Ok(a) => a,
             // Nothing half-made is left behind: the store stays usable.
-            Err(StoreError::DiskFull) => return Err(StoreError::DiskFull),
+            Err(e) if e.is_transient() => return Err(e),
             // A failed fsync of the new file or the directory: the same rule
             // as for fdatasync, never carry on as if it had worked.
             Err(e) => return Err(self.poison(format!("creating a segment failed: {e}"))),
         };
-        let old = std::mem::replace(&mut self.active, fresh);
-        let sealed = old.seal()?;
+        // Map the old segment before switching: if that fails (no memory),
+        // the new file goes again and the old segment stays active.
+        let sealed = match self.active.seal() {
+            Ok(sealed) => sealed,
+            Err(e) => {
+                let path = fresh.path.clone();
+                drop(fresh);
+                if io::remove_file(&path).is_err() {
+                    return Err(self.poison(format!(
+                        "sealing a segment failed ({e}) and {} could not be removed",
+                        path.display()
+                    )));
+                }
+                return Err(e);
+            }
+        };
+        self.active = fresh;
         let id = sealed.header.id;
         let bytes = hint::build(id, sealed.header.salt, sealed.bytes(), self.max_record_len);
         if let Err(e) = hint::write(&self.dir, id, &bytes) {

@@ -36,6 +36,16 @@ pub enum StoreError {
     /// The disk is full (ENOSPC). The write was rolled back; the store is
     /// still usable and every earlier write is intact.
     DiskFull,
+    /// The process or the system ran out of file descriptors or memory
+    /// (EMFILE, ENFILE, ENOMEM) while the store needed a file or a map. The
+    /// write was not stored; nothing is damaged, and the same write can
+    /// succeed once the resource is free again.
+    OutOfResources {
+        /// What the store was doing.
+        context: String,
+        /// The operating system error.
+        source: std::io::Error,
+    },
     /// Any other I/O failure, with what the store was doing.
     Io {
         /// What the store was doing, e.g. "writing segment 0000000000000003.seg".
@@ -68,10 +78,17 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// Wraps an I/O error, mapping ENOSPC to [`StoreError::DiskFull`].
+    /// Wraps an I/O error, mapping ENOSPC to [`StoreError::DiskFull`] and
+    /// EMFILE, ENFILE and ENOMEM to [`StoreError::OutOfResources`].
     pub(crate) fn io(context: impl Into<String>, source: std::io::Error) -> StoreError {
         if is_disk_full(&source) {
             return StoreError::DiskFull;
+        }
+        if is_out_of_resources(&source) {
+            return StoreError::OutOfResources {
+                context: context.into(),
+                source,
+            };
         }
         StoreError::Io {
             context: context.into(),
@@ -95,6 +112,25 @@ pub(crate) fn is_disk_full(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(28) | Some(122)) || e.kind() == std::io::ErrorKind::StorageFull
 }
 
+/// True when `e` says the process or system is out of descriptors or memory.
+pub(crate) fn is_out_of_resources(e: &std::io::Error) -> bool {
+    // ENOMEM = 12, ENFILE = 23, EMFILE = 24 on Linux.
+    matches!(e.raw_os_error(), Some(12) | Some(23) | Some(24))
+        || e.kind() == std::io::ErrorKind::OutOfMemory
+}
+
+impl StoreError {
+    /// True for a failure that leaves the store healthy and the write
+    /// undone, so the same write may succeed later: a full disk, or no
+    /// descriptor or memory to spare.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            StoreError::DiskFull | StoreError::OutOfResources { .. }
+        )
+    }
+}
+
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -115,6 +151,11 @@ impl fmt::Display for StoreError {
                     "disk full: the write was not stored (earlier data is intact)"
                 )
             }
+            StoreError::OutOfResources { context, source } => write!(
+                f,
+                "out of resources while {context}: {source}; the write was not \
+                 stored (earlier data is intact), retry later"
+            ),
             StoreError::Io { context, source } => write!(f, "I/O error while {context}: {source}"),
             StoreError::Corrupt {
                 file,
@@ -147,7 +188,9 @@ impl std::error::Error for StoreError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             StoreError::InvalidKey(e) => Some(e),
-            StoreError::Io { source, .. } => Some(source),
+            StoreError::Io { source, .. } | StoreError::OutOfResources { source, .. } => {
+                Some(source)
+            }
             _ => None,
         }
     }

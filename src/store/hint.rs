@@ -123,8 +123,12 @@ pub(crate) fn build(id: u64, salt: u64, seg: &[u8], max_len: usize) -> Vec<u8> {
 pub(crate) fn write(dir: &Path, id: u64, bytes: &[u8]) -> std::io::Result<()> {
     let path = hint_path(dir, id);
     let tmp = temp_path(&path);
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, &path)?;
+    let file = super::io::create_truncate(&tmp)?;
+    if let Err(e) = super::io::write_at(&file, bytes, 0) {
+        let _ = super::io::remove_file(&tmp);
+        return Err(e);
+    }
+    super::io::rename(&tmp, &path)?;
     // The directory rule holds for hints too (cheap: once per sealed
     // segment); the hint's own bytes need no fsync, see the module comment.
     super::io::sync_dir(dir)

@@ -1,12 +1,13 @@
-//! A thin file layer: every write and sync of the store goes through here,
-//! so tests can make the disk fill up, an fsync fail, or a compaction
-//! "crash" between two of its steps.
+//! The file layer: every file operation of the store goes through here, so
+//! tests can make any of them fail the way a real disk, a descriptor limit
+//! or a crash would (the "fault seam"), and so that no other file of the
+//! store touches `std::fs` for a write.
 //!
 //! Faults are armed per thread: a `Store` is owned by one thread, and tests
 //! running in parallel (each on its own thread) must not disturb each other.
 
 use std::cell::RefCell;
-use std::fs::File;
+use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -17,13 +18,14 @@ use std::path::Path;
 pub enum CrashPoint {
     /// Output written to temporary files, not yet fsynced.
     BeforeOutputSync,
-    /// Output fsynced, not yet renamed into place.
+    /// Output fsynced; no new active segment yet, nothing renamed.
+    BeforeNewActive,
+    /// New active segment created; outputs not yet renamed into place.
     BeforeRename,
     /// The first output file renamed, the others not.
     AfterFirstRename,
-    /// Every output renamed and the directory fsynced; no new active segment.
-    BeforeNewActive,
-    /// New active segment created; no old segment removed yet.
+    /// Every output renamed and the directory fsynced; no old segment
+    /// removed yet.
     BeforeRemove,
     /// The oldest input segment removed, the others not.
     AfterFirstRemove,
@@ -33,21 +35,47 @@ impl CrashPoint {
     /// Every crash point, in the order compaction reaches them.
     pub const ALL: [CrashPoint; 6] = [
         CrashPoint::BeforeOutputSync,
+        CrashPoint::BeforeNewActive,
         CrashPoint::BeforeRename,
         CrashPoint::AfterFirstRename,
-        CrashPoint::BeforeNewActive,
         CrashPoint::BeforeRemove,
         CrashPoint::AfterFirstRemove,
     ];
 }
 
+/// A kind of file operation a test can make fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileOp {
+    /// Creating a file (a new segment, a compaction or repair output, a hint).
+    Create,
+    /// `pwrite` of data or preallocated zeros. A failing write first writes
+    /// half of its bytes, as a real full disk often does (a short write).
+    Write,
+    /// `fdatasync` of a file.
+    Sync,
+    /// `fsync` of the data directory.
+    DirSync,
+    /// Renaming a finished temporary file into place.
+    Rename,
+    /// Removing a file.
+    Remove,
+    /// Changing a file's length (trimming preallocated space).
+    Truncate,
+}
+
+/// One armed fault: after `skip` more successful operations of kind `op`,
+/// the next `times` of them (`None`: all) fail with `errno`.
+#[derive(Debug, Clone, Copy)]
+struct Rule {
+    op: FileOp,
+    errno: i32,
+    skip: u64,
+    times: Option<u64>,
+}
+
 #[derive(Default)]
 struct Faults {
-    /// Writes left before every write fails with ENOSPC.
-    enospc_after: Option<u64>,
-    /// Every fsync fails with EIO.
-    fail_sync: bool,
-    /// Compaction stops at this point.
+    rules: Vec<Rule>,
     crash: Option<CrashPoint>,
 }
 
@@ -55,21 +83,60 @@ thread_local! {
     static FAULTS: RefCell<Faults> = RefCell::new(Faults::default());
 }
 
+/// errno values tests arm most (Linux numbering).
+pub mod errno {
+    /// I/O error.
+    pub const EIO: i32 = 5;
+    /// Out of memory.
+    pub const ENOMEM: i32 = 12;
+    /// Too many open files in the system.
+    pub const ENFILE: i32 = 23;
+    /// Too many open files in this process.
+    pub const EMFILE: i32 = 24;
+    /// No space left on the device.
+    pub const ENOSPC: i32 = 28;
+}
+
 /// Fault injection for tests. Not part of the supported API.
 #[doc(hidden)]
 pub mod faults {
     use super::*;
 
+    /// After `after` more successful operations of kind `op` on this thread,
+    /// the next `times` operations of that kind (`None`: every one until
+    /// cleared) fail with `errno`.
+    pub fn inject(op: FileOp, errno: i32, after: u64, times: Option<u64>) {
+        FAULTS.with(|f| {
+            f.borrow_mut().rules.push(Rule {
+                op,
+                errno,
+                skip: after,
+                times,
+            })
+        });
+    }
+
     /// After `n` more successful writes, every write on this thread fails
     /// with ENOSPC (having written half of its bytes, like a real short
-    /// write). `None` disarms.
+    /// write). `None` disarms every write fault.
     pub fn enospc_after(n: Option<u64>) {
-        FAULTS.with(|f| f.borrow_mut().enospc_after = n);
+        FAULTS.with(|f| f.borrow_mut().rules.retain(|r| r.op != FileOp::Write));
+        if let Some(n) = n {
+            inject(FileOp::Write, errno::ENOSPC, n, None);
+        }
     }
 
     /// While `on`, every fsync/fdatasync on this thread fails with EIO.
     pub fn fail_syncs(on: bool) {
-        FAULTS.with(|f| f.borrow_mut().fail_sync = on);
+        FAULTS.with(|f| {
+            f.borrow_mut()
+                .rules
+                .retain(|r| !matches!(r.op, FileOp::Sync | FileOp::DirSync))
+        });
+        if on {
+            inject(FileOp::Sync, errno::EIO, 0, None);
+            inject(FileOp::DirSync, errno::EIO, 0, None);
+        }
     }
 
     /// Stop the next compaction on this thread at `point`.
@@ -83,31 +150,66 @@ pub mod faults {
     }
 }
 
-/// Writes all of `buf` at `offset` (pwrite), honouring an armed ENOSPC.
-pub(crate) fn write_at(file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
-    let fail = FAULTS.with(|f| {
+/// The armed error for one operation of kind `op`, if any (and counts it).
+fn injected(op: FileOp) -> Option<io::Error> {
+    FAULTS.with(|f| {
         let mut f = f.borrow_mut();
-        match f.enospc_after {
-            Some(0) => true,
-            Some(ref mut n) => {
-                *n -= 1;
-                false
-            }
-            None => false,
+        let rule = f.rules.iter_mut().find(|r| r.op == op)?;
+        if rule.skip > 0 {
+            rule.skip -= 1;
+            return None;
         }
-    });
-    if fail {
+        let errno = rule.errno;
+        if let Some(times) = rule.times.as_mut() {
+            *times -= 1;
+            if *times == 0 {
+                f.rules.retain(|r| r.op != op || r.times != Some(0));
+            }
+        }
+        Some(io::Error::from_raw_os_error(errno))
+    })
+}
+
+/// Creates a new file for reading and writing; fails if it exists.
+pub(crate) fn create_new(path: &Path) -> io::Result<File> {
+    if let Some(e) = injected(FileOp::Create) {
+        return Err(e);
+    }
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)
+}
+
+/// Creates (or empties) a file for reading and writing: the temporary
+/// outputs of compaction, repair and hint writing.
+pub(crate) fn create_truncate(path: &Path) -> io::Result<File> {
+    if let Some(e) = injected(FileOp::Create) {
+        return Err(e);
+    }
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)
+}
+
+/// Writes all of `buf` at `offset` (pwrite), honouring an armed fault.
+pub(crate) fn write_at(file: &File, buf: &[u8], offset: u64) -> io::Result<()> {
+    if let Some(e) = injected(FileOp::Write) {
         // A real full disk often accepts part of a write first.
         file.write_all_at(&buf[..buf.len() / 2], offset)?;
-        return Err(io::Error::from_raw_os_error(28));
+        return Err(e);
     }
     file.write_all_at(buf, offset)
 }
 
-/// fdatasync, honouring an armed sync failure.
+/// fdatasync, honouring an armed fault.
 pub(crate) fn sync_data(file: &File) -> io::Result<()> {
-    if FAULTS.with(|f| f.borrow().fail_sync) {
-        return Err(io::Error::from_raw_os_error(5));
+    if let Some(e) = injected(FileOp::Sync) {
+        return Err(e);
     }
     file.sync_data()
 }
@@ -115,10 +217,50 @@ pub(crate) fn sync_data(file: &File) -> io::Result<()> {
 /// fsync of a directory, so a created, renamed or removed entry survives a
 /// power cut.
 pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
-    if FAULTS.with(|f| f.borrow().fail_sync) {
-        return Err(io::Error::from_raw_os_error(5));
+    if let Some(e) = injected(FileOp::DirSync) {
+        return Err(e);
     }
     File::open(dir)?.sync_all()
+}
+
+/// Renames `from` to `to` (in the same directory).
+pub(crate) fn rename(from: &Path, to: &Path) -> io::Result<()> {
+    if let Some(e) = injected(FileOp::Rename) {
+        return Err(e);
+    }
+    std::fs::rename(from, to)
+}
+
+/// Removes a file.
+pub(crate) fn remove_file(path: &Path) -> io::Result<()> {
+    if let Some(e) = injected(FileOp::Remove) {
+        return Err(e);
+    }
+    std::fs::remove_file(path)
+}
+
+/// Sets a file's length. The store only ever shortens files this way
+/// (never extends them with a hole), and never a mapped one.
+pub(crate) fn set_len(file: &File, len: u64) -> io::Result<()> {
+    if let Some(e) = injected(FileOp::Truncate) {
+        return Err(e);
+    }
+    file.set_len(len)
+}
+
+/// Offset of the first hole (unallocated range) of `file` below `len`, if
+/// any. A hole reads as zeros, but touching it through a memory map makes
+/// the kernel allocate a block, which on a full tmpfs kills the process
+/// with SIGBUS: such a file is read, never mapped.
+pub(crate) fn first_hole(file: &File, len: u64) -> Option<u64> {
+    if len == 0 {
+        return None;
+    }
+    // Filesystems without hole tracking report the whole file as data.
+    match rustix::fs::seek(file, rustix::fs::SeekFrom::Hole(0)) {
+        Ok(at) if at < len => Some(at),
+        _ => None,
+    }
 }
 
 /// Fails with a simulated crash if the test armed `point`.

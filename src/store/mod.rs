@@ -29,9 +29,7 @@ pub use compaction::CompactionReport;
 pub use db::Store;
 pub use error::StoreError;
 #[doc(hidden)]
-pub use io::faults;
-#[doc(hidden)]
-pub use io::CrashPoint;
+pub use io::{errno, faults, CrashPoint, FileOp};
 pub use repair::{repair, DroppedRange, RepairReport};
 
 use bytes::Bytes;

@@ -15,14 +15,12 @@ use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use memmap2::Mmap;
-
 use super::error::StoreError;
 use super::format::{decode_record, new_salt, Kind, Op, RecordRef, SegmentHeader, HEADER_LEN};
 use super::hint;
 use super::index::{Index, Loc, Slot};
 use super::io;
-use super::segment::{classify, hint_path, segment_path, Active, FileKind, Sealed};
+use super::segment::{classify, hint_path, segment_path, Active, FileKind, Sealed, SegmentBytes};
 
 /// What open found on disk.
 pub(super) struct Recovered {
@@ -61,7 +59,7 @@ pub(super) fn list_dir(
                     "removing leftover temporary file {}",
                     entry.path().display()
                 );
-                std::fs::remove_file(entry.path()).map_err(|e| {
+                io::remove_file(&entry.path()).map_err(|e| {
                     StoreError::io(format!("removing {}", entry.path().display()), e)
                 })?;
                 removed = true;
@@ -180,7 +178,7 @@ pub(super) fn recover(dir: &Path, max_len: usize) -> Result<Recovered, StoreErro
     let (mut ids, hints) = list_dir(dir, true)?;
     let mut stale_removed = false;
     for stale in hints.iter().filter(|h| ids.binary_search(h).is_err()) {
-        stale_removed |= std::fs::remove_file(hint_path(dir, *stale)).is_ok();
+        stale_removed |= io::remove_file(&hint_path(dir, *stale)).is_ok();
     }
     if stale_removed {
         io::sync_dir(dir).map_err(|e| StoreError::io(format!("syncing {}", dir.display()), e))?;
@@ -205,7 +203,7 @@ pub(super) fn recover(dir: &Path, max_len: usize) -> Result<Recovered, StoreErro
                 "removing segment {} with a torn header ({len} bytes)",
                 path.display()
             );
-            std::fs::remove_file(&path)
+            io::remove_file(&path)
                 .map_err(|e| StoreError::io(format!("removing {}", path.display()), e))?;
             io::sync_dir(dir)
                 .map_err(|e| StoreError::io(format!("syncing {}", dir.display()), e))?;
@@ -233,10 +231,10 @@ pub(super) fn recover(dir: &Path, max_len: usize) -> Result<Recovered, StoreErro
         }
         revision = revision.max(header.base_revision);
         floor = floor.max(header.floor);
-        // SAFETY: read-only map; nothing writes this file while the map
-        // lives (we hold the directory lock), and the map is dropped before
-        // the torn-tail truncation below.
-        let map = unsafe { Mmap::map(&file) }.map_err(|e| StoreError::io(ctx(), e))?;
+        // Nothing writes this file while the map lives (we hold the
+        // directory lock), and the map is dropped before the torn-tail
+        // truncation below.
+        let map = SegmentBytes::load(&path, &file)?;
         let bytes: &[u8] = &map;
         let mut start = HEADER_LEN;
         if hints.contains(&id) {
@@ -272,11 +270,11 @@ pub(super) fn recover(dir: &Path, max_len: usize) -> Result<Recovered, StoreErro
                 Some((at, detail))
             }
         };
-        drop(map);
         if !is_last {
-            sealed.insert(id, Sealed::map(path, &file, header)?);
+            sealed.insert(id, Sealed::new(path, map, header));
             continue;
         }
+        drop(map);
         if let Some((at, detail)) = torn {
             if zeros_from(&file, at as u64, len) {
                 // Preallocated space left by a crash: nothing was lost.
@@ -288,8 +286,7 @@ pub(super) fn recover(dir: &Path, max_len: usize) -> Result<Recovered, StoreErro
                     len - at as u64
                 );
             }
-            file.set_len(at as u64)
-                .map_err(|e| StoreError::io(ctx(), e))?;
+            io::set_len(&file, at as u64).map_err(|e| StoreError::io(ctx(), e))?;
             io::sync_data(&file).map_err(|e| StoreError::io(ctx(), e))?;
         }
         active = Some(Active {

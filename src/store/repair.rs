@@ -16,14 +16,12 @@
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use memmap2::Mmap;
-
 use super::db::{lock_dir, max_record_len};
 use super::error::StoreError;
 use super::format::{encode_record, new_salt, SegmentHeader, HEADER_LEN, H_BASE_REVISION, H_SALT};
 use super::io;
 use super::recovery::{find_valid_record, list_dir, walk};
-use super::segment::{hint_path, segment_path, temp_path};
+use super::segment::{hint_path, segment_path, temp_path, SegmentBytes};
 use super::Options;
 
 /// A byte range that repair could not salvage.
@@ -95,7 +93,7 @@ impl std::fmt::Display for RepairReport {
 /// The intact records of one segment, found by pass 1.
 struct Salvaged {
     /// The segment, mapped read-only.
-    map: Mmap,
+    map: SegmentBytes,
     /// Its salt (from the header, even a damaged one).
     salt: u64,
     /// (offset, length) of every valid record, in file order.
@@ -152,9 +150,8 @@ pub fn repair(dir: &Path, options: Options) -> Result<RepairReport, StoreError> 
                 field(H_SALT)
             }
         };
-        // SAFETY: read-only map; the directory lock keeps writers out and
-        // repair truncates nothing.
-        let map = unsafe { Mmap::map(&file) }.map_err(|e| StoreError::io(ctx(), e))?;
+        // Repair truncates nothing and the directory lock keeps writers out.
+        let map = SegmentBytes::load(&path, &file)?;
         let mut good = Vec::new();
         let mut at = HEADER_LEN;
         while at < map.len() {
@@ -235,23 +232,23 @@ pub fn repair(dir: &Path, options: Options) -> Result<RepairReport, StoreError> 
     let ioe = |what: String, e| StoreError::io(what, e);
     for (id, bytes) in &outputs {
         let tmp = temp_path(&segment_path(dir, *id));
-        let f = std::fs::File::create(&tmp)
-            .map_err(|e| ioe(format!("creating {}", tmp.display()), e))?;
+        let f =
+            io::create_truncate(&tmp).map_err(|e| ioe(format!("creating {}", tmp.display()), e))?;
         io::write_at(&f, bytes, 0)
             .and_then(|_| io::sync_data(&f))
             .map_err(|e| ioe(format!("writing {}", tmp.display()), e))?;
     }
     for (id, _) in &outputs {
         let path = segment_path(dir, *id);
-        std::fs::rename(temp_path(&path), &path)
+        io::rename(&temp_path(&path), &path)
             .map_err(|e| ioe(format!("renaming {}", path.display()), e))?;
     }
     io::sync_dir(dir).map_err(|e| ioe(format!("syncing {}", dir.display()), e))?;
     drop(segs);
     for id in &ids {
         let path = segment_path(dir, *id);
-        std::fs::remove_file(&path).map_err(|e| ioe(format!("removing {}", path.display()), e))?;
-        let _ = std::fs::remove_file(hint_path(dir, *id));
+        io::remove_file(&path).map_err(|e| ioe(format!("removing {}", path.display()), e))?;
+        let _ = io::remove_file(&hint_path(dir, *id));
     }
     io::sync_dir(dir).map_err(|e| ioe(format!("syncing {}", dir.display()), e))?;
     report.rewritten = true;

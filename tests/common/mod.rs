@@ -299,6 +299,7 @@ impl Wire {
         self.recv().is_none()
     }
 }
+pub mod disk;
 pub mod fake;
 pub mod hexdoc;
 
