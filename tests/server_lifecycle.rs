@@ -355,12 +355,19 @@ fn damaged_log_refuses_to_start_and_repair_salvages_the_rest() {
     let stderr = String::from_utf8_lossy(&start.stderr);
     let file_name = segment.file_name().unwrap().to_string_lossy();
     assert!(stderr.contains(file_name.as_ref()), "{stderr}");
-    assert!(stderr.contains("nkv-server repair"), "{stderr}");
-
+    // Run the repair command exactly as the message prints it.
+    let printed = stderr
+        .split('`')
+        .find(|part| part.starts_with("nkv-server repair"))
+        .unwrap_or_else(|| panic!("no repair command in: {stderr}"));
+    let words: Vec<&str> = printed.split_whitespace().collect();
+    assert_eq!(
+        words[1..],
+        ["repair", "--data-dir", server.data_dir().to_str().unwrap()],
+        "{printed}"
+    );
     let repair = std::process::Command::new(env!("CARGO_BIN_EXE_nkv-server"))
-        .arg("--data-dir")
-        .arg(server.data_dir())
-        .arg("repair")
+        .args(&words[1..])
         .output()
         .unwrap();
     assert!(

@@ -20,7 +20,7 @@ struct Cli {
 
     /// Directory holding the data files. Default: $NKV_DATA_DIR, else
     /// $XDG_DATA_HOME/nkv, else ~/.local/share/nkv.
-    #[arg(long, value_name = "DIR", env = "NKV_DATA_DIR")]
+    #[arg(long, value_name = "DIR", env = "NKV_DATA_DIR", global = true)]
     data_dir: Option<PathBuf>,
 
     /// When a write is made durable: always (fdatasync before the answer),
@@ -29,11 +29,11 @@ struct Cli {
     fsync: FsyncPolicy,
 
     /// Largest key in bytes.
-    #[arg(long, default_value_t = nkv::key::DEFAULT_MAX_KEY_LEN)]
+    #[arg(long, default_value_t = nkv::key::DEFAULT_MAX_KEY_LEN, global = true)]
     max_key: usize,
 
     /// Largest value in bytes.
-    #[arg(long, default_value_t = Options::default().max_value_len)]
+    #[arg(long, default_value_t = Options::default().max_value_len, global = true)]
     max_value: usize,
 
     /// Most client connections at once.
@@ -50,7 +50,7 @@ struct Cli {
 
     /// Log filter (error, warn, info, debug, trace, or a RUST_LOG-style
     /// directive). Default: $RUST_LOG, else info.
-    #[arg(long, value_name = "FILTER")]
+    #[arg(long, value_name = "FILTER", global = true)]
     log: Option<String>,
 
     #[command(subcommand)]
