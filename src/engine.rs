@@ -393,7 +393,7 @@ impl Engine {
                 // Values are never logged, only their sizes.
                 tracing::trace!(%key, bytes = value.len(), revision, "put");
                 self.events.push(KeyEvent {
-                    key,
+                    key: key.into(),
                     revision,
                     kind: ChangeKind::Update(value),
                 });
@@ -407,7 +407,7 @@ impl Engine {
                     .map_err(EngineError::Store)?;
                 self.dirty = true;
                 self.events.push(KeyEvent {
-                    key,
+                    key: key.into(),
                     revision,
                     kind: ChangeKind::Delete,
                 });

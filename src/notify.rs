@@ -29,7 +29,7 @@ pub enum ChangeKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyEvent {
     /// The key that changed.
-    pub key: String,
+    pub key: crate::store::Key,
     /// The revision of the write that changed it.
     pub revision: u64,
     /// The new value, or a deletion.
@@ -72,9 +72,9 @@ struct MailboxState {
     /// event. Pushes arrive in revision order, so draining by sequence
     /// delivers events in revision order across keys too, and "every change
     /// up to the last revision delivered" is a sound resume point.
-    order: BTreeMap<u64, String>,
+    order: BTreeMap<u64, crate::store::Key>,
     /// The pending event of each key in `order`, with its sequence number.
-    pending: HashMap<String, (u64, PendingEvent)>,
+    pending: HashMap<crate::store::Key, (u64, PendingEvent)>,
     /// The next sequence number.
     next_seq: u64,
     /// Every update skipped over the subscription's life, for STATS.
@@ -268,7 +268,7 @@ mod tests {
 
     fn update(key: &str, revision: u64, value: &'static [u8]) -> KeyEvent {
         KeyEvent {
-            key: key.to_owned(),
+            key: key.into(),
             revision,
             kind: ChangeKind::Update(Bytes::from_static(value)),
         }

@@ -86,7 +86,10 @@ fn delete_prefix_is_one_record_on_segment_boundaries() {
     }
     let d = s.delete_prefix("net").unwrap();
     assert_eq!(d.revision, Some(7));
-    assert_eq!(d.keys, ["net", "net.eth0", "net.eth0.state"]);
+    assert_eq!(
+        d.keys.iter().map(|k| &**k).collect::<Vec<_>>(),
+        ["net", "net.eth0", "net.eth0.state"]
+    );
     assert_eq!(s.revision(), 7, "one revision for the whole subtree");
     let left: Vec<String> = s
         .scan_prefix("")
@@ -105,7 +108,10 @@ fn delete_prefix_is_one_record_on_segment_boundaries() {
     assert_eq!(value_of(&s, "network"), Some((b"network".to_vec(), 4)));
     // "" deletes everything.
     let all = s.delete_prefix("").unwrap();
-    assert_eq!(all.keys, ["net-x", "network", "other"]);
+    assert_eq!(
+        all.keys.iter().map(|k| &**k).collect::<Vec<_>>(),
+        ["net-x", "network", "other"]
+    );
     assert!(s.scan_prefix("").unwrap().is_empty());
 }
 

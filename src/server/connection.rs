@@ -552,13 +552,13 @@ fn pending_event(pending: PendingEvent) -> Event {
         ChangeKind::Update(value) => Event::Update {
             revision: event.revision,
             coalesced,
-            key: event.key,
+            key: event.key.to_string(),
             value,
         },
         ChangeKind::Delete => Event::Delete {
             revision: event.revision,
             coalesced,
-            key: event.key,
+            key: event.key.to_string(),
         },
     }
 }

@@ -35,7 +35,7 @@ use super::db::Store;
 use super::error::StoreError;
 use super::format::{encode_record, new_salt, Kind, SegmentHeader, HEADER_LEN, R_KEY};
 use super::hint;
-use super::index::{Loc, Slot};
+use super::index::{Index, Loc, Slot};
 use super::io::{self, crash_point, CrashPoint};
 use super::segment::{hint_path, segment_path, temp_path, Active, Sealed};
 
@@ -165,22 +165,21 @@ impl Store {
             bytes: Vec::new(),
         };
         cur.bytes.extend_from_slice(&cur.header.encode());
-        let mut new_locs: Vec<Option<Loc>> = Vec::with_capacity(self.index.live_keys() as usize);
+        // The index after the switch-over, built alongside (the old one
+        // stays in use until then).
+        let mut new_index = Index::default();
         let (mut copied, mut kept) = (0u64, 0u64);
         for (key, slot) in self.index.iter() {
             let (kind, revision, value) = match *slot {
                 Slot::Live { revision, loc } => (
                     Kind::Put,
                     revision,
-                    self.read_entry(key, revision, loc)?.value,
+                    self.source().read_entry(key, revision, loc)?.value,
                 ),
                 Slot::Tomb { revision } if revision > cutoff => {
                     (Kind::Delete, revision, bytes::Bytes::new())
                 }
-                Slot::Tomb { .. } => {
-                    new_locs.push(None);
-                    continue;
-                }
+                Slot::Tomb { .. } => continue,
             };
             let len = R_KEY + key.len() + value.len();
             if cur.bytes.len() > HEADER_LEN
@@ -197,18 +196,21 @@ impl Store {
             }
             let offset = cur.bytes.len() as u64;
             encode_record(&mut cur.bytes, cur.header.salt, revision, kind, key, &value);
-            new_locs.push((kind == Kind::Put).then_some(Loc {
-                segment: cur.id,
-                offset,
-                rec_len: len as u32,
-                value_offset: (R_KEY + key.len()) as u32,
-                value_len: value.len() as u32,
-            }));
-            if kind == Kind::Put {
+            let new_slot = if kind == Kind::Put {
                 copied += 1;
+                let loc = Loc {
+                    segment: cur.id,
+                    offset,
+                    rec_len: len as u32,
+                    value_offset: (R_KEY + key.len()) as u32,
+                    value_len: value.len() as u32,
+                };
+                Slot::Live { revision, loc }
             } else {
                 kept += 1;
-            }
+                Slot::Tomb { revision }
+            };
+            new_index.push_sorted(key.clone(), new_slot);
         }
         if cur.bytes.len() > HEADER_LEN {
             files.push(self.write_temp(cur, made)?);
@@ -248,7 +250,7 @@ impl Store {
         let mut sealed = std::collections::BTreeMap::new();
         for w in &files {
             let seg = Sealed::map(segment_path(&self.dir, w.id), &w.file, w.header)?;
-            sealed.insert(w.id, seg);
+            sealed.insert(w.id, std::sync::Arc::new(seg));
         }
         crash_point(CrashPoint::BeforeRemove).map_err(|e| io_err("remove", e))?;
 
@@ -256,8 +258,8 @@ impl Store {
         made.switched = true;
         let mut inputs = std::mem::replace(&mut self.sealed, sealed);
         let old_active = std::mem::replace(&mut self.active, new_active);
-        self.index.relocate_in_order(new_locs);
-        let (dropped, _) = self.index.drop_tombstones(cutoff);
+        let dropped = self.index.tombstones() - new_index.tombstones();
+        self.index = new_index;
         self.floor = floor;
         self.compactions += 1;
         // ...then remove the inputs, oldest first, stopping at the first
@@ -279,7 +281,7 @@ impl Store {
                 if id == old_active.header.id {
                     match old_active.seal() {
                         Ok(seg) => {
-                            self.sealed.insert(id, seg);
+                            self.sealed.insert(id, std::sync::Arc::new(seg));
                         }
                         Err(e) => {
                             return Err(self.poison(format!(

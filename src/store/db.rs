@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions, TryLockError};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::key::{validate_key, validate_prefix};
@@ -32,8 +33,8 @@ pub struct Store {
     pub(super) options: Options,
     /// Holds the exclusive lock on `DIR/LOCK` for the life of the store.
     _lock: File,
-    /// Sealed segments by id, each mapped read-only.
-    pub(super) sealed: BTreeMap<u64, Sealed>,
+    /// Sealed segments by id, each mapped read-only (shared with views).
+    pub(super) sealed: BTreeMap<u64, Arc<Sealed>>,
     /// The segment being appended to.
     pub(super) active: Active,
     /// Every key in order.
@@ -60,6 +61,21 @@ pub struct Store {
     scratch: Vec<u8>,
     /// Revision covered by the last successful fdatasync.
     durable_revision: u64,
+    /// Why automatic compaction is on hold, if it is.
+    pub(super) compaction_hold: Option<super::autocompact::Hold>,
+    /// The last measurement of the filesystem's free space.
+    pub(super) free_seen: Option<FreeSeen>,
+}
+
+/// A measurement of the free space of the data directory's filesystem.
+#[derive(Debug, Clone)]
+pub(super) struct FreeSeen {
+    /// Bytes free.
+    pub free: u64,
+    /// Segment bytes of the store when measured.
+    pub total_bytes: u64,
+    /// When measured.
+    pub at: Instant,
 }
 
 impl std::fmt::Debug for Store {
@@ -163,6 +179,8 @@ impl Store {
             max_record_len,
             scratch: Vec::new(),
             durable_revision: rec.revision,
+            compaction_hold: None,
+            free_seen: None,
         })
     }
 
@@ -264,7 +282,7 @@ impl Store {
         validate_prefix(prefix, self.options.max_key_len)?;
         if !self
             .index
-            .covered(prefix)
+            .covered(prefix, None)
             .any(|(_, s)| matches!(s, Slot::Live { .. }))
         {
             return Ok(PrefixDeletion {
@@ -335,8 +353,23 @@ impl Store {
     /// Appends one record under the next revision; returns (revision,
     /// segment, offset). A failed write is rolled back: the revision is not
     /// used and the store stays usable after a transient failure
-    /// (`DiskFull`, `OutOfResources`).
+    /// (`DiskFull`, `OutOfResources`). A full disk first tries to reclaim
+    /// dead space with a compaction, then the write once more.
     fn append(
+        &mut self,
+        kind: Kind,
+        key: &str,
+        value: &[u8],
+    ) -> Result<(u64, u64, u64), StoreError> {
+        match self.append_once(kind, key, value) {
+            Err(StoreError::DiskFull) if self.maybe_compact(true) => {
+                self.append_once(kind, key, value)
+            }
+            other => other,
+        }
+    }
+
+    fn append_once(
         &mut self,
         kind: Kind,
         key: &str,
@@ -416,7 +449,7 @@ impl Store {
         if let Err(e) = hint::write(&self.dir, id, &bytes) {
             tracing::warn!("could not write hint file for segment {id}: {e} (open will scan it)");
         }
-        self.sealed.insert(id, sealed);
+        self.sealed.insert(id, Arc::new(sealed));
         Ok(())
     }
 
@@ -462,11 +495,7 @@ impl Store {
         if self.options.fsync == FsyncPolicy::Always {
             self.sync_active()?;
         }
-        if self.compaction_due() {
-            if let Err(e) = self.compact() {
-                tracing::warn!("automatic compaction failed: {e}");
-            }
-        }
+        self.maybe_compact(false);
         Ok(())
     }
 
@@ -484,21 +513,11 @@ impl Store {
         }
     }
 
-    /// True when dead bytes pass both automatic compaction thresholds.
-    fn compaction_due(&self) -> bool {
-        let total = self.total_bytes();
-        let live = self.index.live_bytes() + HEADER_LEN as u64 * self.segment_count();
-        let dead = total.saturating_sub(live);
-        total > 0
-            && dead >= self.options.compaction_min_dead_bytes
-            && dead as f64 / total as f64 >= self.options.compaction_dead_ratio
-    }
-
     pub(super) fn total_bytes(&self) -> u64 {
-        self.active.len + self.sealed.values().map(Sealed::len).sum::<u64>()
+        self.active.len + self.sealed.values().map(|s| s.len()).sum::<u64>()
     }
 
-    fn segment_count(&self) -> u64 {
+    pub(super) fn segment_count(&self) -> u64 {
         self.sealed.len() as u64 + 1
     }
 
@@ -507,7 +526,10 @@ impl Store {
         StoreStats {
             keys: self.index.live_keys(),
             tombstones: self.index.tombstones(),
+            data_bytes: self.index.data_bytes(),
             live_bytes: self.index.live_bytes(),
+            dead_bytes: self.dead_bytes(),
+            free_bytes: self.free_bytes().unwrap_or(0),
             total_bytes: self.total_bytes(),
             segments: self.segment_count(),
             revision: self.revision,
@@ -516,6 +538,7 @@ impl Store {
             last_sync_micros: self.last_sync_micros,
             max_sync_micros: self.max_sync_micros,
             compactions: self.compactions,
+            compaction_hold: self.compaction_hold().cloned(),
         }
     }
 

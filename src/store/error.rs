@@ -36,6 +36,14 @@ pub enum StoreError {
     /// The disk is full (ENOSPC). The write was rolled back; the store is
     /// still usable and every earlier write is intact.
     DiskFull,
+    /// A compaction was asked for, but the filesystem has less free space
+    /// than it needs (it writes the live data before removing the old).
+    NoRoomToCompact {
+        /// Bytes the compaction needs free.
+        needed: u64,
+        /// Bytes free.
+        free: u64,
+    },
     /// The process or the system ran out of file descriptors or memory
     /// (EMFILE, ENFILE, ENOMEM) while the store needed a file or a map. The
     /// write was not stored; nothing is damaged, and the same write can
@@ -151,6 +159,10 @@ impl fmt::Display for StoreError {
                     "disk full: the write was not stored (earlier data is intact)"
                 )
             }
+            StoreError::NoRoomToCompact { needed, free } => write!(
+                f,
+                "not enough free space to compact: needs about {needed} bytes, {free} free"
+            ),
             StoreError::OutOfResources { context, source } => write!(
                 f,
                 "out of resources while {context}: {source}; the write was not \

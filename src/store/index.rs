@@ -1,17 +1,29 @@
 //! The in-memory index: every key (live or tombstoned) in key order.
 //!
-//! A `BTreeMap` keeps keys sorted, so a prefix scan is one range walk. Each
-//! slot remembers the revision of the key's last write and, for a live key,
-//! where its record lies. Applying a write keeps the slot with the highest
-//! revision ("max revision wins"), which makes replay insensitive to the
-//! order of put and delete records across segments: a compaction output
-//! replayed next to the segments it came from never reverts a key.
+//! A persistent B-tree (`imbl::OrdMap`): cloning it is O(1) and shares
+//! every node, and a write copies only the nodes on its path that a clone
+//! still shares. That is what lets the engine publish a consistent
+//! [`View`](super::View) after every commit for readers on other threads,
+//! and lets a slow LIST or subscription snapshot walk its view for as long
+//! as it needs without holding writers back or copying the store.
+//!
+//! Each slot remembers the revision of the key's last write and, for a
+//! live key, where its record lies. Applying a write keeps the slot with
+//! the highest revision ("max revision wins"), which makes replay
+//! insensitive to the order of put and delete records across segments: a
+//! compaction output replayed next to the segments it came from never
+//! reverts a key.
 
-use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::Arc;
 
 use crate::key::covers;
 
 use super::format::RECORD_HEADER_LEN;
+
+/// A key as the index stores it: shared, so views, events and mailboxes
+/// can hold it without copying the bytes.
+pub type Key = Arc<str>;
 
 /// Where a live value is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,15 +73,25 @@ impl Slot {
         };
         (RECORD_HEADER_LEN + key.len()) as u64 + value
     }
+
+    /// Bytes of key and value a user stored: the `bytes` of STATS.
+    fn data(&self, key: &str) -> u64 {
+        match self {
+            Slot::Live { loc, .. } => key.len() as u64 + loc.value_len as u64,
+            Slot::Tomb { .. } => 0,
+        }
+    }
 }
 
-/// Ordered map of every key to its slot, with running counts.
-#[derive(Default)]
+/// Ordered map of every key to its slot, with running counts. Cloning is
+/// O(1) (see the module docs).
+#[derive(Default, Clone)]
 pub(crate) struct Index {
-    map: BTreeMap<String, Slot>,
+    map: imbl::OrdMap<Key, Slot>,
     live: u64,
     tombstones: u64,
     live_bytes: u64,
+    data_bytes: u64,
 }
 
 impl Index {
@@ -81,7 +103,7 @@ impl Index {
     /// Revision of `key` if it is live.
     pub fn current(&self, key: &str) -> Option<u64> {
         match self.map.get(key) {
-            Some(Slot::Live { revision, .. }) => Some(*revision),
+            Some(&Slot::Live { revision, .. }) => Some(revision),
             _ => None,
         }
     }
@@ -101,21 +123,26 @@ impl Index {
         self.live_bytes
     }
 
-    fn count(&mut self, key: &str, slot: &Slot, sign: i64) {
-        let fp = slot.footprint(key);
-        let (n, bytes) = (&mut self.live, &mut self.live_bytes);
-        let t = &mut self.tombstones;
-        let target = if matches!(slot, Slot::Live { .. }) {
-            n
+    /// Bytes of the keys and values of live keys.
+    pub fn data_bytes(&self) -> u64 {
+        self.data_bytes
+    }
+
+    fn count(&mut self, key: &str, slot: &Slot, add: bool) {
+        let (footprint, data) = (slot.footprint(key), slot.data(key));
+        let n = if matches!(slot, Slot::Live { .. }) {
+            &mut self.live
         } else {
-            t
+            &mut self.tombstones
         };
-        if sign > 0 {
-            *target += 1;
-            *bytes += fp;
+        if add {
+            *n += 1;
+            self.live_bytes += footprint;
+            self.data_bytes += data;
         } else {
-            *target -= 1;
-            *bytes -= fp;
+            *n -= 1;
+            self.live_bytes -= footprint;
+            self.data_bytes -= data;
         }
     }
 
@@ -129,33 +156,29 @@ impl Index {
             if old.revision() > slot.revision() {
                 return false;
             }
-            self.count(key, &old, -1);
-            self.count(key, &slot, 1);
+            self.count(key, &old, false);
+            self.count(key, &slot, true);
             *self.map.get_mut(key).expect("present") = slot;
         } else {
-            self.count(key, &slot, 1);
-            self.map.insert(key.to_owned(), slot);
+            self.count(key, &slot, true);
+            self.map.insert(Key::from(key), slot);
         }
         true
     }
 
-    /// Moves live keys to new locations after compaction copied their
-    /// records: `locs` has one item per slot, in key order (`None`: keep).
-    /// Sizes are unchanged, so the counts stay right.
-    pub fn relocate_in_order(&mut self, locs: impl IntoIterator<Item = Option<Loc>>) {
-        for (slot, new) in self.map.values_mut().zip(locs) {
-            if let (Slot::Live { loc, .. }, Some(new)) = (slot, new) {
-                debug_assert_eq!(loc.value_len, new.value_len);
-                *loc = new;
-            }
-        }
+    /// Adds a key known to be absent, as compaction builds a new index in
+    /// key order.
+    pub fn push_sorted(&mut self, key: Key, slot: Slot) {
+        self.count(&key, &slot, true);
+        let old = self.map.insert(key, slot);
+        debug_assert!(old.is_none(), "push_sorted of a present key");
     }
 
     /// Tombstones every live key covered by `prefix` whose revision is below
     /// `revision`. Returns the keys deleted, in key order.
-    pub fn delete_prefix(&mut self, prefix: &str, revision: u64) -> Vec<String> {
-        let keys: Vec<String> = self
-            .covered(prefix)
+    pub fn delete_prefix(&mut self, prefix: &str, revision: u64) -> Vec<Key> {
+        let keys: Vec<Key> = self
+            .covered(prefix, None)
             .filter(|(_, s)| matches!(s, Slot::Live { revision: r, .. } if *r < revision))
             .map(|(k, _)| k.clone())
             .collect();
@@ -165,44 +188,29 @@ impl Index {
         keys
     }
 
-    /// Every key covered by `prefix` (segment-boundary rule), in key order.
+    /// Every key covered by `prefix` (segment-boundary rule), in key order,
+    /// starting after the key `after` when given (to resume a walk).
     pub fn covered<'a>(
         &'a self,
         prefix: &'a str,
-    ) -> impl Iterator<Item = (&'a String, &'a Slot)> + 'a {
+        after: Option<&'a str>,
+    ) -> impl Iterator<Item = (&'a Key, &'a Slot)> + 'a {
         // Keys under `net` start with "net", but "net-x" sorts between "net"
         // and "net.x", so the walk filters with `covers` until the text
         // prefix no longer matches.
+        let start = match after {
+            Some(key) if key >= prefix => Bound::Excluded(key),
+            _ => Bound::Included(prefix),
+        };
         self.map
-            .range::<str, _>((
-                std::ops::Bound::Included(prefix),
-                std::ops::Bound::Unbounded,
-            ))
+            .range::<_, str>((start, Bound::Unbounded))
             .take_while(move |(k, _)| k.starts_with(prefix))
             .filter(move |(k, _)| covers(prefix, k))
     }
 
     /// Every slot in key order.
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &Slot)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&Key, &Slot)> {
         self.map.iter()
-    }
-
-    /// Drops tombstones with revision `<= cutoff`; returns how many, and the
-    /// highest revision dropped (0 if none).
-    pub fn drop_tombstones(&mut self, cutoff: u64) -> (u64, u64) {
-        let (mut dropped, mut max, mut bytes) = (0u64, 0u64, 0u64);
-        self.map.retain(|key, slot| match *slot {
-            Slot::Tomb { revision } if revision <= cutoff => {
-                dropped += 1;
-                max = max.max(revision);
-                bytes += slot.footprint(key);
-                false
-            }
-            _ => true,
-        });
-        self.tombstones -= dropped;
-        self.live_bytes -= bytes;
-        (dropped, max)
     }
 }
 
@@ -228,9 +236,11 @@ mod tests {
         assert!(!ix.apply("a", live(3)));
         assert!(!ix.apply("a", Slot::Tomb { revision: 4 }));
         assert_eq!(ix.current("a"), Some(5));
+        assert_eq!(ix.data_bytes(), 1 + 5);
         assert!(ix.apply("a", Slot::Tomb { revision: 6 }));
         assert_eq!(ix.current("a"), None);
         assert_eq!((ix.live_keys(), ix.tombstones()), (0, 1));
+        assert_eq!(ix.data_bytes(), 0, "a deleted key holds no data");
     }
 
     #[test]
@@ -245,11 +255,31 @@ mod tests {
         ] {
             ix.apply(k, live(r));
         }
-        let keys: Vec<_> = ix.covered("net").map(|(k, _)| k.as_str()).collect();
+        let keys: Vec<_> = ix.covered("net", None).map(|(k, _)| &**k).collect();
         assert_eq!(keys, ["net", "net.a"]);
-        assert_eq!(ix.delete_prefix("net", 9), ["net", "net.a"]);
+        let rest: Vec<_> = ix.covered("net", Some("net")).map(|(k, _)| &**k).collect();
+        assert_eq!(rest, ["net.a"]);
+        let all: Vec<_> = ix.covered("", Some("net-x")).map(|(k, _)| &**k).collect();
+        assert_eq!(all, ["net.a", "network"]);
+        let deleted: Vec<_> = ix
+            .delete_prefix("net", 9)
+            .iter()
+            .map(|k| k.to_string())
+            .collect();
+        assert_eq!(deleted, ["net", "net.a"]);
         assert_eq!(ix.current("network"), Some(4));
-        assert_eq!(ix.drop_tombstones(9), (2, 9));
-        assert_eq!(ix.tombstones(), 0);
+    }
+
+    #[test]
+    fn a_clone_is_a_snapshot() {
+        let mut ix = Index::default();
+        ix.apply("a", live(1));
+        let snapshot = ix.clone();
+        ix.apply("a", live(2));
+        ix.apply("b", live(3));
+        assert_eq!(snapshot.current("a"), Some(1));
+        assert_eq!(snapshot.get("b"), None);
+        assert_eq!(snapshot.live_keys(), 1);
+        assert_eq!(ix.live_keys(), 2);
     }
 }

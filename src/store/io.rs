@@ -77,6 +77,8 @@ struct Rule {
 struct Faults {
     rules: Vec<Rule>,
     crash: Option<CrashPoint>,
+    /// Operations attempted, per kind (for tests that count retries).
+    counts: Vec<(FileOp, u64)>,
 }
 
 thread_local! {
@@ -144,9 +146,21 @@ pub mod faults {
         FAULTS.with(|f| f.borrow_mut().crash = point);
     }
 
-    /// Disarms every fault on this thread.
+    /// Disarms every fault on this thread and resets the counts.
     pub fn clear() {
         FAULTS.with(|f| *f.borrow_mut() = Faults::default());
+    }
+
+    /// How many operations of kind `op` this thread attempted since the
+    /// last `clear`, failed or not.
+    pub fn count(op: FileOp) -> u64 {
+        FAULTS.with(|f| {
+            f.borrow()
+                .counts
+                .iter()
+                .find(|(o, _)| *o == op)
+                .map_or(0, |(_, n)| *n)
+        })
     }
 }
 
@@ -154,6 +168,10 @@ pub mod faults {
 fn injected(op: FileOp) -> Option<io::Error> {
     FAULTS.with(|f| {
         let mut f = f.borrow_mut();
+        match f.counts.iter_mut().find(|(o, _)| *o == op) {
+            Some((_, n)) => *n += 1,
+            None => f.counts.push((op, 1)),
+        }
         let rule = f.rules.iter_mut().find(|r| r.op == op)?;
         if rule.skip > 0 {
             rule.skip -= 1;

@@ -13,6 +13,7 @@
 //! (open and torn tails), `compaction`, `repair`, `io` (file layer with
 //! fault injection), [`error`](mod@error).
 
+mod autocompact;
 mod compaction;
 mod db;
 pub mod error;
@@ -25,11 +26,14 @@ mod recovery;
 mod repair;
 mod segment;
 
+pub use autocompact::CompactionHold;
 pub use compaction::CompactionReport;
 pub use db::Store;
 pub use error::StoreError;
+pub use index::Key;
 #[doc(hidden)]
 pub use io::{errno, faults, CrashPoint, FileOp};
+pub use read::{View, ViewEntry};
 pub use repair::{repair, DroppedRange, RepairReport};
 
 use bytes::Bytes;
@@ -120,7 +124,7 @@ pub struct PrefixDeletion {
     /// Revision of the delete; `None` when nothing matched and nothing was written.
     pub revision: Option<u64>,
     /// The deleted keys, sorted.
-    pub keys: Vec<String>,
+    pub keys: Vec<Key>,
 }
 
 /// One change reported by `changes_since`.
@@ -190,8 +194,14 @@ pub struct StoreStats {
     pub keys: u64,
     /// Tombstones held in the index.
     pub tombstones: u64,
+    /// Bytes of the keys and values of live keys (what users stored).
+    pub data_bytes: u64,
     /// Bytes a compaction would keep (records of live keys and tombstones).
     pub live_bytes: u64,
+    /// Segment bytes a compaction would free.
+    pub dead_bytes: u64,
+    /// Free bytes on the data directory's filesystem (0 if unknown).
+    pub free_bytes: u64,
     /// Bytes of every segment file.
     pub total_bytes: u64,
     /// Number of segment files.
@@ -208,4 +218,6 @@ pub struct StoreStats {
     pub max_sync_micros: u64,
     /// Compactions completed.
     pub compactions: u64,
+    /// Why automatic compaction is on hold, if it is.
+    pub compaction_hold: Option<CompactionHold>,
 }

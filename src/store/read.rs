@@ -1,7 +1,17 @@
-//! The read path: get, prefix scans and changes since a revision. Every
-//! read re-checks the record it returns (CRC with the segment salt,
+//! The read path: get, prefix scans and changes since a revision, on the
+//! store itself and on a [`View`], a consistent snapshot that other threads
+//! read while the owner goes on writing.
+//!
+//! Every read re-checks the record it returns (CRC with the segment salt,
 //! revision, key), so bytes damaged at rest give `Corrupt`, never a wrong
-//! value.
+//! value. Values in sealed segments are handed out without a copy: the
+//! returned `Bytes` keeps the segment's map alive.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use bytes::Bytes;
 
@@ -10,15 +20,287 @@ use crate::key::{validate_key, validate_prefix};
 use super::db::Store;
 use super::error::StoreError;
 use super::format::{decode_record, Kind};
-use super::index::{Loc, Slot};
+use super::index::{Index, Key, Loc, Slot};
+use super::segment::{segment_path, Sealed};
 use super::{Change, Changes, Entry};
 
+/// Where records are read from, borrowed from a store or a view.
+pub(super) struct Source<'a> {
+    pub dir: &'a Path,
+    pub sealed: &'a BTreeMap<u64, Arc<Sealed>>,
+    pub active_id: u64,
+    pub active_salt: u64,
+    pub active_path: &'a Path,
+    pub active_file: &'a File,
+}
+
+/// A byte range of a sealed segment, owning the segment (so a value can be
+/// handed out without copying it).
+struct SealedSlice {
+    segment: Arc<Sealed>,
+    start: usize,
+    end: usize,
+}
+
+impl AsRef<[u8]> for SealedSlice {
+    fn as_ref(&self) -> &[u8] {
+        &self.segment.bytes()[self.start..self.end]
+    }
+}
+
+impl Source<'_> {
+    /// Reads and verifies the record at `loc`, returning the value.
+    pub fn read_entry(&self, key: &str, revision: u64, loc: Loc) -> Result<Entry, StoreError> {
+        let rec_len = loc.rec_len as usize;
+        let (value_start, value_end) = (
+            loc.value_offset as usize,
+            loc.value_offset as usize + loc.value_len as usize,
+        );
+        if loc.segment == self.active_id {
+            let mut buf = vec![0u8; rec_len];
+            self.active_file
+                .read_exact_at(&mut buf, loc.offset)
+                .map_err(|e| {
+                    StoreError::io(format!("reading {}", self.active_path.display()), e)
+                })?;
+            check(&buf, self.active_salt, self.active_path, key, revision, loc)?;
+            if value_end > buf.len() {
+                return Err(beyond(self.active_path, loc));
+            }
+            let mut value = Bytes::from(buf);
+            value.truncate(value_end);
+            return Ok(Entry {
+                value: value.slice(value_start..),
+                revision,
+            });
+        }
+        let seg = self.sealed.get(&loc.segment).ok_or_else(|| {
+            StoreError::corrupt(
+                &segment_path(self.dir, loc.segment),
+                loc.offset,
+                format!("segment {} is missing", loc.segment),
+            )
+        })?;
+        let start = loc.offset as usize;
+        let record = seg.bytes().get(start..start + rec_len).ok_or_else(|| {
+            StoreError::corrupt(&seg.path, loc.offset, "record beyond end of file")
+        })?;
+        check(record, seg.header.salt, &seg.path, key, revision, loc)?;
+        if value_end > record.len() {
+            return Err(beyond(&seg.path, loc));
+        }
+        let value = Bytes::from_owner(SealedSlice {
+            segment: seg.clone(),
+            start: start + value_start,
+            end: start + value_end,
+        });
+        Ok(Entry { value, revision })
+    }
+}
+
+fn beyond(path: &Path, loc: Loc) -> StoreError {
+    StoreError::corrupt(path, loc.offset, "value beyond its record")
+}
+
+/// Checks that `bytes` hold a valid record of `key` at `revision`.
+fn check(
+    bytes: &[u8],
+    salt: u64,
+    path: &Path,
+    key: &str,
+    revision: u64,
+    loc: Loc,
+) -> Result<(), StoreError> {
+    let rec = decode_record(bytes, salt, bytes.len())
+        .map_err(|d| StoreError::corrupt(path, loc.offset, d))?;
+    let single_mismatch = rec.kind != Kind::Batch && rec.key != key;
+    if rec.revision != revision || single_mismatch {
+        return Err(StoreError::corrupt(
+            path,
+            loc.offset,
+            "record does not match the index",
+        ));
+    }
+    Ok(())
+}
+
+/// One key of a [`View`] walk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ViewEntry {
+    /// The key holds this entry.
+    Live {
+        /// The key.
+        key: Key,
+        /// Its value and revision.
+        entry: Entry,
+    },
+    /// The key was deleted at this revision (only in walks with `since`).
+    Deleted {
+        /// The key.
+        key: Key,
+        /// Revision of the delete.
+        revision: u64,
+    },
+}
+
+impl ViewEntry {
+    /// The key.
+    pub fn key(&self) -> &Key {
+        match self {
+            ViewEntry::Live { key, .. } | ViewEntry::Deleted { key, .. } => key,
+        }
+    }
+}
+
+/// A consistent, read-only snapshot of the store at one revision. Cheap to
+/// clone, `Send + Sync`, readable from any thread while the store's owner
+/// goes on writing: it shares the index's nodes and the segments' maps,
+/// and keeps both alive for as long as it lives.
+#[derive(Clone)]
+pub struct View(Arc<ViewState>);
+
+struct ViewState {
+    index: Index,
+    dir: PathBuf,
+    sealed: BTreeMap<u64, Arc<Sealed>>,
+    active_id: u64,
+    active_salt: u64,
+    active_path: PathBuf,
+    active_file: Arc<File>,
+    revision: u64,
+    floor: u64,
+    max_key_len: usize,
+}
+
+impl std::fmt::Debug for View {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("View")
+            .field("revision", &self.0.revision)
+            .field("keys", &self.0.index.live_keys())
+            .finish()
+    }
+}
+
+impl View {
+    fn source(&self) -> Source<'_> {
+        let s = &self.0;
+        Source {
+            dir: &s.dir,
+            sealed: &s.sealed,
+            active_id: s.active_id,
+            active_salt: s.active_salt,
+            active_path: &s.active_path,
+            active_file: &s.active_file,
+        }
+    }
+
+    /// The revision this view is consistent at.
+    pub fn revision(&self) -> u64 {
+        self.0.revision
+    }
+
+    /// The tombstone floor of this view: a resume below it is too old.
+    pub fn tombstone_floor(&self) -> u64 {
+        self.0.floor
+    }
+
+    /// True when changes since `revision` cannot be told from this view
+    /// (below the tombstone floor, or above its revision): send a full
+    /// snapshot instead.
+    pub fn too_old(&self, revision: u64) -> bool {
+        revision < self.0.floor || revision > self.0.revision
+    }
+
+    /// Number of live keys.
+    pub fn keys(&self) -> u64 {
+        self.0.index.live_keys()
+    }
+
+    /// The value and revision of `key`, if it exists.
+    pub fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
+        validate_key(key, self.0.max_key_len)?;
+        match self.0.index.get(key) {
+            Some(&Slot::Live { revision, loc }) => {
+                Ok(Some(self.source().read_entry(key, revision, loc)?))
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// Walks the keys covered by `prefix` in key order, starting after the
+    /// key `after` if given, calling `each` until it returns false. Without
+    /// `since`, every live key; with `since`, every key written or deleted
+    /// after that revision (deletes as [`ViewEntry::Deleted`]).
+    pub fn walk(
+        &self,
+        prefix: &str,
+        after: Option<&str>,
+        since: Option<u64>,
+        mut each: impl FnMut(ViewEntry) -> bool,
+    ) -> Result<(), StoreError> {
+        validate_prefix(prefix, self.0.max_key_len)?;
+        let source = self.source();
+        for (key, slot) in self.0.index.covered(prefix, after) {
+            let item = match (*slot, since) {
+                (Slot::Live { revision, loc }, None) => ViewEntry::Live {
+                    key: key.clone(),
+                    entry: source.read_entry(key, revision, loc)?,
+                },
+                (Slot::Live { revision, loc }, Some(s)) if revision > s => ViewEntry::Live {
+                    key: key.clone(),
+                    entry: source.read_entry(key, revision, loc)?,
+                },
+                (Slot::Tomb { revision }, Some(s)) if revision > s => ViewEntry::Deleted {
+                    key: key.clone(),
+                    revision,
+                },
+                _ => continue,
+            };
+            if !each(item) {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Store {
+    pub(super) fn source(&self) -> Source<'_> {
+        Source {
+            dir: &self.dir,
+            sealed: &self.sealed,
+            active_id: self.active.header.id,
+            active_salt: self.active.header.salt,
+            active_path: &self.active.path,
+            active_file: &self.active.file,
+        }
+    }
+
+    /// A consistent view of everything written so far, for readers on
+    /// other threads. Take it after `commit` so it shows only durable
+    /// writes.
+    pub fn view(&self) -> View {
+        View(Arc::new(ViewState {
+            index: self.index.clone(),
+            dir: self.dir.clone(),
+            sealed: self.sealed.clone(),
+            active_id: self.active.header.id,
+            active_salt: self.active.header.salt,
+            active_path: self.active.path.clone(),
+            active_file: self.active.file.clone(),
+            revision: self.revision,
+            floor: self.floor,
+            max_key_len: self.options.max_key_len,
+        }))
+    }
+
     /// The value and revision of `key`, if it exists.
     pub fn get(&self, key: &str) -> Result<Option<Entry>, StoreError> {
         validate_key(key, self.options.max_key_len)?;
         match self.index.get(key) {
-            Some(&Slot::Live { revision, loc }) => Ok(Some(self.read_entry(key, revision, loc)?)),
+            Some(&Slot::Live { revision, loc }) => {
+                Ok(Some(self.source().read_entry(key, revision, loc)?))
+            }
             _ => Ok(None),
         }
     }
@@ -27,10 +309,11 @@ impl Store {
     /// `net` and `net.x`, not `network`), sorted by key.
     pub fn scan_prefix(&self, prefix: &str) -> Result<Vec<(String, Entry)>, StoreError> {
         validate_prefix(prefix, self.options.max_key_len)?;
+        let source = self.source();
         let mut out = Vec::new();
-        for (key, slot) in self.index.covered(prefix) {
+        for (key, slot) in self.index.covered(prefix, None) {
             if let Slot::Live { revision, loc } = *slot {
-                out.push((key.clone(), self.read_entry(key, revision, loc)?));
+                out.push((key.to_string(), source.read_entry(key, revision, loc)?));
             }
         }
         Ok(out)
@@ -44,15 +327,16 @@ impl Store {
         if revision < self.floor || revision > self.revision {
             return Ok(Changes::TooOld { floor: self.floor });
         }
+        let source = self.source();
         let mut out = Vec::new();
-        for (key, slot) in self.index.covered(prefix) {
+        for (key, slot) in self.index.covered(prefix, None) {
             match *slot {
                 Slot::Live { revision: r, loc } if r > revision => out.push(Change::Put {
-                    key: key.clone(),
-                    entry: self.read_entry(key, r, loc)?,
+                    key: key.to_string(),
+                    entry: source.read_entry(key, r, loc)?,
                 }),
                 Slot::Tomb { revision: r } if r > revision => out.push(Change::Delete {
-                    key: key.clone(),
+                    key: key.to_string(),
                     revision: r,
                 }),
                 _ => {}
@@ -60,53 +344,5 @@ impl Store {
         }
         out.sort_by_key(Change::revision);
         Ok(Changes::Since(out))
-    }
-
-    /// Reads and verifies the record at `loc`, returning the value.
-    pub(super) fn read_entry(
-        &self,
-        key: &str,
-        revision: u64,
-        loc: Loc,
-    ) -> Result<Entry, StoreError> {
-        let (owned, path, salt);
-        let bytes: &[u8] = if loc.segment == self.active.header.id {
-            owned = self.active.read(loc.offset, loc.rec_len as usize)?;
-            (path, salt) = (&self.active.path, self.active.header.salt);
-            &owned
-        } else {
-            let seg = self.sealed.get(&loc.segment).ok_or_else(|| {
-                StoreError::corrupt(
-                    &super::segment::segment_path(&self.dir, loc.segment),
-                    loc.offset,
-                    format!("segment {} is missing", loc.segment),
-                )
-            })?;
-            (path, salt) = (&seg.path, seg.header.salt);
-            let start = loc.offset as usize;
-            seg.bytes()
-                .get(start..start + loc.rec_len as usize)
-                .ok_or_else(|| {
-                    StoreError::corrupt(&seg.path, loc.offset, "record beyond end of file")
-                })?
-        };
-        let rec = decode_record(bytes, salt, bytes.len())
-            .map_err(|d| StoreError::corrupt(path, loc.offset, d))?;
-        let single_mismatch = rec.kind != Kind::Batch && rec.key != key;
-        if rec.revision != revision || single_mismatch {
-            return Err(StoreError::corrupt(
-                path,
-                loc.offset,
-                "record does not match the index",
-            ));
-        }
-        let start = loc.value_offset as usize;
-        let value = bytes
-            .get(start..start + loc.value_len as usize)
-            .ok_or_else(|| StoreError::corrupt(path, loc.offset, "value beyond its record"))?;
-        Ok(Entry {
-            value: Bytes::copy_from_slice(value),
-            revision,
-        })
     }
 }

@@ -25,7 +25,7 @@ use super::segment::{classify, hint_path, segment_path, Active, FileKind, Sealed
 /// What open found on disk.
 pub(super) struct Recovered {
     /// Sealed segments, mapped.
-    pub sealed: BTreeMap<u64, Sealed>,
+    pub sealed: BTreeMap<u64, std::sync::Arc<Sealed>>,
     /// The segment to append to.
     pub active: Active,
     /// The rebuilt index.
@@ -271,7 +271,7 @@ pub(super) fn recover(dir: &Path, max_len: usize) -> Result<Recovered, StoreErro
             }
         };
         if !is_last {
-            sealed.insert(id, Sealed::new(path, map, header));
+            sealed.insert(id, std::sync::Arc::new(Sealed::new(path, map, header)));
             continue;
         }
         drop(map);
@@ -292,7 +292,7 @@ pub(super) fn recover(dir: &Path, max_len: usize) -> Result<Recovered, StoreErro
         active = Some(Active {
             header,
             path,
-            file,
+            file: std::sync::Arc::new(file),
             len: w.end as u64,
             allocated: w.end as u64,
         });

@@ -163,8 +163,9 @@ pub(crate) struct Active {
     pub header: SegmentHeader,
     /// Its path.
     pub path: PathBuf,
-    /// Open for reading and writing; written only with `pwrite`.
-    pub file: File,
+    /// Open for reading and writing; written only with `pwrite`. Shared
+    /// with views, which read committed records from it with `pread`.
+    pub file: std::sync::Arc<File>,
     /// Offset where the next record goes (= valid length of the file).
     pub len: u64,
     /// End of the space written ahead with zeros. Overwriting already
@@ -198,7 +199,7 @@ impl Active {
         Ok(Active {
             header,
             path,
-            file,
+            file: std::sync::Arc::new(file),
             len: HEADER_LEN as u64,
             allocated: HEADER_LEN as u64,
         })
@@ -259,16 +260,6 @@ impl Active {
             self.allocated = self.len;
         }
         Ok(())
-    }
-
-    /// Reads `len` bytes at `offset` (pread).
-    pub fn read(&self, offset: u64, len: usize) -> Result<Vec<u8>, StoreError> {
-        use std::os::unix::fs::FileExt;
-        let mut buf = vec![0u8; len];
-        self.file
-            .read_exact_at(&mut buf, offset)
-            .map_err(|e| StoreError::io(format!("reading {}", self.path.display()), e))?;
-        Ok(buf)
     }
 
     /// A sealed, mapped copy of this segment's view, for when it stops
