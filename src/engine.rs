@@ -1,26 +1,32 @@
-//! The engine: the single owner of the store, the one place where order is
-//! decided.
+//! The engine: the single owner of the store, the one place where writes
+//! are ordered.
 //!
 //! Connections send [`Job`]s over one channel. The engine thread takes every
 //! job that is waiting (up to [`MAX_BATCH`]), applies them to the store in
-//! arrival order, commits the batch with one fsync (group commit), and only
-//! then answers the jobs and hands the changes to the notify registry. So an
-//! acknowledgement or a notification never precedes durability, and every
+//! arrival order, commits the batch with one fsync (group commit), then
+//! publishes a new [`View`] of the store, answers the jobs and hands the
+//! changes to the notify registry. So an acknowledgement, a read that sees
+//! a write, or a notification never precedes durability, and every
 //! subscriber sees the changes of one key in revision order.
 //!
-//! A subscription is registered and its snapshot taken inside the engine,
-//! between two writes, so no write can fall between the snapshot and the
-//! live events.
+//! Reads (GET, LIST, subscription snapshots) are not jobs: connections
+//! answer them on their own task from the latest published view, so a
+//! reader never waits for the engine and a slow reader never holds it up.
+//!
+//! A subscription is registered inside the engine, between two writes and
+//! with no uncommitted write pending, and its answer carries the view of
+//! that moment: the snapshot and the live events meet without a gap or an
+//! overlap.
 
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::notify::{ChangeKind, KeyEvent, Mailbox, Registry, SubscriptionKey};
-use crate::store::{Change, Changes, Condition, Entry, Store, StoreError, StoreStats};
+use crate::store::{CompactionReport, Condition, Store, StoreError, StoreStats, View};
 
 /// The most jobs applied before one commit.
 pub const MAX_BATCH: usize = 512;
@@ -28,13 +34,6 @@ pub const MAX_BATCH: usize = 512;
 /// What a connection asks of the engine.
 #[derive(Debug)]
 pub enum Command {
-    /// Reply with a pong; keeps replies in request order.
-    Ping,
-    /// Read one key.
-    Get {
-        /// The key.
-        key: String,
-    },
     /// Write one key.
     Put {
         /// The key.
@@ -56,19 +55,12 @@ pub enum Command {
         /// The prefix ("" for everything).
         prefix: String,
     },
-    /// Read every key under a prefix.
-    List {
-        /// The prefix ("" for everything).
-        prefix: String,
-    },
-    /// Register a subscription and take its snapshot atomically.
+    /// Register a subscription; the answer carries the view to snapshot.
     Subscribe {
         /// The client's id for the subscription.
         subscription: u32,
         /// The covered prefix.
         prefix: String,
-        /// Resume point: only changes after this revision.
-        since: Option<u64>,
         /// Where the live events go.
         mailbox: Arc<Mailbox>,
     },
@@ -77,13 +69,22 @@ pub enum Command {
         /// The client's id for the subscription.
         subscription: u32,
     },
-    /// Report counters.
+    /// Report the store's counters and every subscription's backlog.
     Stats,
-    /// Answer with this error without touching the store (keeps replies in
-    /// request order for requests the connection already refused).
-    Reject(EngineError),
+    /// Compact the store now (an operator's request).
+    Compact,
     /// The connection is gone: drop its subscriptions. No reply.
     Disconnect,
+}
+
+impl Command {
+    /// True for the commands whose answer depends on the batch's commit.
+    fn writes(&self) -> bool {
+        matches!(
+            self,
+            Command::Put { .. } | Command::Delete { .. } | Command::DeletePrefix { .. }
+        )
+    }
 }
 
 /// A command with its return address.
@@ -91,30 +92,18 @@ pub enum Command {
 pub struct Job {
     /// The connection that sent it.
     pub connection: u64,
-    /// The request id, echoed in the reply.
-    pub id: u32,
     /// What to do.
     pub command: Command,
-    /// Where the reply goes.
+    /// Where the reply goes. Replies to one sender arrive in job order.
     pub reply: UnboundedSender<Reply>,
 }
 
 /// The answer to one job.
-#[derive(Debug)]
-pub struct Reply {
-    /// The request id of the job.
-    pub id: u32,
-    /// What came of it.
-    pub outcome: Result<Outcome, EngineError>,
-}
+pub type Reply = Result<Outcome, EngineError>;
 
 /// A successful result.
 #[derive(Debug)]
 pub enum Outcome {
-    /// Answer to [`Command::Ping`].
-    Pong,
-    /// The value of a key.
-    Value(Entry),
     /// The revision of a write.
     Written(u64),
     /// A delete: its revision (the current one when nothing was deleted)
@@ -125,28 +114,18 @@ pub enum Outcome {
         /// Number of keys deleted.
         count: u32,
     },
-    /// A listing consistent at `revision`.
-    Listing {
-        /// The store revision of the listing.
-        revision: u64,
-        /// The entries, sorted by key.
-        entries: Vec<(String, Entry)>,
-    },
-    /// A subscription is live; send these, then SYNCED, then the mailbox.
+    /// The subscription is registered; events after `view` go to its
+    /// mailbox.
     Subscribed {
-        /// True when a resume was impossible and this is a full snapshot.
-        reset: bool,
-        /// The snapshot or the changes since the resume point.
-        snapshot: Vec<Change>,
-        /// The revision the snapshot is consistent at.
-        synced_at: u64,
-        /// Where the live events of the subscription collect.
-        mailbox: Arc<Mailbox>,
+        /// The store as of the registration: the snapshot to send.
+        view: View,
     },
     /// The subscription is gone; no event of it follows.
     Unsubscribed,
     /// Counters.
     Stats(Box<EngineStats>),
+    /// What a compaction did.
+    Compacted(CompactionReport),
 }
 
 /// Why a job failed.
@@ -161,13 +140,6 @@ pub enum EngineError {
     DuplicateSubscription(u32),
     /// No such subscription on this connection.
     UnknownSubscription(u32),
-    /// The request was refused before reaching the store.
-    Refused {
-        /// The wire error code to send.
-        code: crate::protocol::ErrorCode,
-        /// A message for the user.
-        message: String,
-    },
 }
 
 impl std::fmt::Display for EngineError {
@@ -181,29 +153,11 @@ impl std::fmt::Display for EngineError {
             EngineError::UnknownSubscription(id) => {
                 write!(f, "no subscription {id} on this connection")
             }
-            EngineError::Refused { message, .. } => write!(f, "{message}"),
         }
     }
 }
 
 impl std::error::Error for EngineError {}
-
-/// Operation counters kept by the engine.
-#[derive(Debug, Default, Clone)]
-pub struct OpCounters {
-    /// GET requests.
-    pub get: u64,
-    /// PUT requests.
-    pub put: u64,
-    /// DEL requests (single and prefix).
-    pub del: u64,
-    /// LIST requests.
-    pub list: u64,
-    /// SUB requests.
-    pub sub: u64,
-    /// Batches committed.
-    pub commits: u64,
-}
 
 /// One subscription's backlog, for STATS.
 #[derive(Debug, Clone)]
@@ -221,44 +175,69 @@ pub struct SubscriptionStats {
 pub struct EngineStats {
     /// The store's own numbers.
     pub store: StoreStats,
-    /// Operation counters.
-    pub ops: OpCounters,
+    /// Batches committed.
+    pub commits: u64,
     /// Each live subscription.
     pub subscriptions: Vec<SubscriptionStats>,
+}
+
+/// The latest view of the store, published by the engine after every
+/// commit and read by every connection.
+#[derive(Debug)]
+pub struct Published(Mutex<View>);
+
+impl Published {
+    /// The latest view (a cheap clone; the lock is held only for it).
+    pub fn load(&self) -> View {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn store(&self, view: View) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = view;
+    }
 }
 
 /// The engine state, owned by its thread.
 pub struct Engine {
     store: Store,
     registry: Registry,
-    counters: OpCounters,
-    /// Replies held until the batch commits.
-    held: Vec<(UnboundedSender<Reply>, Reply)>,
+    published: Arc<Published>,
+    /// Compactions the published view has seen: a view taken before a
+    /// compaction keeps the removed segments' space until it is replaced.
+    published_compactions: u64,
+    commits: u64,
+    /// Replies held until the batch commits, with whether each is a write's.
+    held: Vec<(UnboundedSender<Reply>, Reply, bool)>,
     /// Events held until the batch commits.
     events: Vec<KeyEvent>,
-    /// Subscriptions registered in the held batch, undone if it fails.
-    registered: Vec<SubscriptionKey>,
     /// True when the held batch contains a write.
     dirty: bool,
 }
 
 impl Engine {
-    /// Wraps an open store.
+    /// Wraps an open store and publishes its first view.
     pub fn new(store: Store) -> Self {
+        let published = Arc::new(Published(Mutex::new(store.view())));
         Engine {
             store,
             registry: Registry::new(),
-            counters: OpCounters::default(),
+            published,
+            published_compactions: 0,
+            commits: 0,
             held: Vec::new(),
             events: Vec::new(),
-            registered: Vec::new(),
             dirty: false,
         }
     }
 
+    /// Where this engine publishes its views.
+    pub fn published(&self) -> Arc<Published> {
+        self.published.clone()
+    }
+
     /// Runs the engine until every sender of `jobs` is dropped, then syncs
-    /// the store and returns it.
-    pub fn run(mut self, jobs: Receiver<Job>) -> Store {
+    /// the store. Returns the store and whether that last sync worked.
+    pub fn run(mut self, jobs: Receiver<Job>) -> (Store, Result<(), StoreError>) {
         loop {
             let first = match self.store.next_sync_deadline() {
                 Some(deadline) => {
@@ -283,10 +262,11 @@ impl Engine {
             }
             self.flush();
         }
-        if let Err(e) = self.store.sync() {
+        let synced = self.store.sync();
+        if let Err(e) = &synced {
             tracing::error!(error = %e, "final sync at shutdown failed");
         }
-        self.store
+        (self.store, synced)
     }
 
     fn background_sync(&mut self) {
@@ -295,19 +275,24 @@ impl Engine {
         }
     }
 
-    /// Commits held writes, then releases held replies and events.
+    /// Commits held writes, publishes the new view, then releases held
+    /// replies and events.
     fn flush(&mut self) {
         let committed = if self.dirty {
-            self.counters.commits += 1;
+            self.commits += 1;
             self.store.commit().map_err(|e| e.to_string())
         } else {
             Ok(())
         };
-        self.dirty = false;
+        let was_dirty = std::mem::take(&mut self.dirty);
         match committed {
             Ok(()) => {
-                self.registered.clear();
-                for (tx, reply) in self.held.drain(..) {
+                let compactions = self.store.compactions();
+                if was_dirty || compactions != self.published_compactions {
+                    self.published.store(self.store.view());
+                    self.published_compactions = compactions;
+                }
+                for (tx, reply, _) in self.held.drain(..) {
                     // A closed channel means the connection went away; its
                     // write is durable all the same.
                     let _ = tx.send(reply);
@@ -317,17 +302,16 @@ impl Engine {
                 }
             }
             Err(why) => {
+                // The view stays the last good one: nobody sees these writes.
                 tracing::error!(error = %why, "commit failed; batch not acknowledged");
                 self.events.clear();
-                for key in self.registered.drain(..) {
-                    self.registry.unregister(key);
-                }
-                for (tx, reply) in self.held.drain(..) {
-                    let outcome = Err(EngineError::CommitFailed(why.clone()));
-                    let _ = tx.send(Reply {
-                        id: reply.id,
-                        outcome,
-                    });
+                for (tx, reply, writes) in self.held.drain(..) {
+                    let reply = if writes {
+                        Err(EngineError::CommitFailed(why.clone()))
+                    } else {
+                        reply
+                    };
+                    let _ = tx.send(reply);
                 }
             }
         }
@@ -336,10 +320,10 @@ impl Engine {
     fn apply(&mut self, job: Job) {
         let Job {
             connection,
-            id,
             command,
             reply,
         } = job;
+        let writes = command.writes();
         let outcome = match command {
             Command::Disconnect => {
                 self.registry.unregister_connection(connection);
@@ -348,43 +332,38 @@ impl Engine {
             Command::Subscribe {
                 subscription,
                 prefix,
-                since,
                 mailbox,
             } => {
-                // Writes earlier in this batch must reach their subscribers
-                // before this one registers, or it would hear them twice
-                // (once in the snapshot, once live).
+                // Writes earlier in this batch must be committed and reach
+                // their subscribers before this one registers, or it would
+                // hear them twice (once in the snapshot, once live).
                 if self.dirty {
                     self.flush();
                 }
-                self.counters.sub += 1;
                 let key = SubscriptionKey {
                     connection,
                     subscription,
                 };
-                self.subscribe(key, &prefix, since, mailbox)
+                if self.registry.register(key, &prefix, mailbox) {
+                    Ok(Outcome::Subscribed {
+                        view: self.published.load(),
+                    })
+                } else {
+                    Err(EngineError::DuplicateSubscription(subscription))
+                }
             }
             other => self.execute(connection, other),
         };
-        self.held.push((reply, Reply { id, outcome }));
+        self.held.push((reply, outcome, writes));
     }
 
-    fn execute(&mut self, connection: u64, command: Command) -> Result<Outcome, EngineError> {
+    fn execute(&mut self, connection: u64, command: Command) -> Reply {
         match command {
-            Command::Ping => Ok(Outcome::Pong),
-            Command::Get { key } => {
-                self.counters.get += 1;
-                match self.store.get(&key).map_err(EngineError::Store)? {
-                    Some(entry) => Ok(Outcome::Value(entry)),
-                    None => Err(EngineError::Store(StoreError::NotFound)),
-                }
-            }
             Command::Put {
                 key,
                 value,
                 condition,
             } => {
-                self.counters.put += 1;
                 let revision = self
                     .store
                     .put(&key, &value, condition)
@@ -400,7 +379,6 @@ impl Engine {
                 Ok(Outcome::Written(revision))
             }
             Command::Delete { key, condition } => {
-                self.counters.del += 1;
                 let revision = self
                     .store
                     .delete(&key, condition)
@@ -414,7 +392,6 @@ impl Engine {
                 Ok(Outcome::Deleted { revision, count: 1 })
             }
             Command::DeletePrefix { prefix } => {
-                self.counters.del += 1;
                 let deletion = self
                     .store
                     .delete_prefix(&prefix)
@@ -435,17 +412,6 @@ impl Engine {
                     }));
                 Ok(Outcome::Deleted { revision, count })
             }
-            Command::List { prefix } => {
-                self.counters.list += 1;
-                let entries = self
-                    .store
-                    .scan_prefix(&prefix)
-                    .map_err(EngineError::Store)?;
-                Ok(Outcome::Listing {
-                    revision: self.store.revision(),
-                    entries,
-                })
-            }
             Command::Unsubscribe { subscription } => {
                 let key = SubscriptionKey {
                     connection,
@@ -458,49 +424,17 @@ impl Engine {
                 }
             }
             Command::Stats => Ok(Outcome::Stats(Box::new(self.stats()))),
-            Command::Reject(error) => Err(error),
+            Command::Compact => {
+                // Writes of this batch are in the store already; compaction
+                // copies them, and the commit that follows still decides
+                // their acknowledgement.
+                let report = self.store.compact_if_room().map_err(EngineError::Store)?;
+                Ok(Outcome::Compacted(report))
+            }
             Command::Subscribe { .. } | Command::Disconnect => {
                 unreachable!("handled in apply")
             }
         }
-    }
-
-    fn subscribe(
-        &mut self,
-        key: SubscriptionKey,
-        prefix: &str,
-        since: Option<u64>,
-        mailbox: Arc<Mailbox>,
-    ) -> Result<Outcome, EngineError> {
-        let (reset, snapshot) = match since {
-            Some(revision) => match self
-                .store
-                .changes_since(prefix, revision)
-                .map_err(EngineError::Store)?
-            {
-                Changes::Since(changes) => (false, changes),
-                Changes::TooOld { .. } => (true, self.full_snapshot(prefix)?),
-            },
-            None => (false, self.full_snapshot(prefix)?),
-        };
-        if !self.registry.register(key, prefix, mailbox.clone()) {
-            return Err(EngineError::DuplicateSubscription(key.subscription));
-        }
-        self.registered.push(key);
-        Ok(Outcome::Subscribed {
-            reset,
-            snapshot,
-            synced_at: self.store.revision(),
-            mailbox,
-        })
-    }
-
-    fn full_snapshot(&self, prefix: &str) -> Result<Vec<Change>, EngineError> {
-        let entries = self.store.scan_prefix(prefix).map_err(EngineError::Store)?;
-        Ok(entries
-            .into_iter()
-            .map(|(key, entry)| Change::Put { key, entry })
-            .collect())
     }
 
     fn stats(&self) -> EngineStats {
@@ -516,18 +450,35 @@ impl Engine {
         subscriptions.sort_by_key(|s| s.key);
         EngineStats {
             store: self.store.stats(),
-            ops: self.counters.clone(),
+            commits: self.commits,
             subscriptions,
         }
     }
 }
 
-/// Starts the engine on its own thread; returns the job sender and the
-/// thread handle, which yields the store back after the last sender drops.
-pub fn spawn(store: Store) -> std::io::Result<(Sender<Job>, std::thread::JoinHandle<Store>)> {
+/// A running engine: where to send jobs, where views are published, and
+/// the thread, which yields the store and its final sync result once the
+/// last job sender is dropped.
+pub struct Spawned {
+    /// Sends jobs to the engine.
+    pub jobs: Sender<Job>,
+    /// The latest view.
+    pub published: Arc<Published>,
+    /// The engine thread.
+    pub thread: std::thread::JoinHandle<(Store, Result<(), StoreError>)>,
+}
+
+/// Starts the engine on its own thread.
+pub fn spawn(store: Store) -> std::io::Result<Spawned> {
     let (tx, rx) = std::sync::mpsc::channel();
-    let handle = std::thread::Builder::new()
+    let engine = Engine::new(store);
+    let published = engine.published();
+    let thread = std::thread::Builder::new()
         .name("nkv-engine".into())
-        .spawn(move || Engine::new(store).run(rx))?;
-    Ok((tx, handle))
+        .spawn(move || engine.run(rx))?;
+    Ok(Spawned {
+        jobs: tx,
+        published,
+        thread,
+    })
 }

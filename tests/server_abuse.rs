@@ -184,12 +184,28 @@ fn unsupported_version_is_refused() {
 #[test]
 fn connection_cap_is_enforced_with_a_clear_error() {
     let server = TestServer::start_with(&["--max-connections", "2"]);
-    let _a = server.wire();
-    let _b = server.wire();
+    // Connections count from accept: these two never send HELLO.
+    let idle_a = Wire::connect_unix(&server.socket());
+    let _idle_b = Wire::connect_unix(&server.socket());
+    // The third is refused at once, without waiting for its HELLO.
     let mut third = Wire::connect_unix(&server.socket());
-    third.send_raw(&hello_bytes());
-    expect_error(&mut third, 1, ErrorCode::Limit);
+    expect_error(&mut third, 0, ErrorCode::Limit);
     assert!(third.closed());
+    // A slot frees when a connection goes.
+    drop(idle_a);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut next = Wire::connect_unix(&server.socket());
+        next.send_raw(&hello_bytes());
+        match next.response() {
+            (_, Response::HelloOk { .. }) => break,
+            (0, Response::Error(e)) if e.code == ErrorCode::Limit => {
+                assert!(Instant::now() < deadline, "the slot never freed");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
 }
 
 #[test]

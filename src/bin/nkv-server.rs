@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use nkv::addr::Address;
-use nkv::server::{self, Listener};
+use nkv::server::{self, limits, Listener};
 use nkv::store::{self, FsyncPolicy, Options, Store};
 
 /// The nkv server: a notify key-value store for one machine.
@@ -36,17 +36,49 @@ struct Cli {
     #[arg(long, default_value_t = Options::default().max_value_len, global = true)]
     max_value: usize,
 
-    /// Most client connections at once.
-    #[arg(long, default_value_t = server::Config::default().max_connections)]
-    max_connections: usize,
+    /// Most client connections at once, counted from accept [default:
+    /// 1024, lowered to fit the open-file limit].
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
 
     /// Most subscriptions on one connection.
-    #[arg(long, default_value_t = server::Config::default().max_subscriptions)]
+    #[arg(long, value_name = "N", default_value_t = server::Config::default().max_subscriptions)]
     max_subscriptions: usize,
 
+    /// Most subscriptions on the whole server.
+    #[arg(long, value_name = "N", default_value_t = server::Config::default().max_total_subscriptions)]
+    max_total_subscriptions: usize,
+
+    /// Bytes of answers and events waiting for a slow client after which
+    /// its requests are no longer read (suffixes K, M, G).
+    #[arg(long, value_name = "BYTES", default_value = "64K", value_parser = parse_size)]
+    max_output_buffer: u64,
+
     /// Seconds a new connection has to complete the handshake.
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, value_name = "SECS", default_value_t = 5)]
     handshake_timeout: u64,
+
+    /// Seconds a frame may take from its first byte to its last.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    frame_timeout: u64,
+
+    /// Seconds output may wait without the client reading any of it
+    /// before the connection is closed.
+    #[arg(long, value_name = "SECS", default_value_t = 60)]
+    write_timeout: u64,
+
+    /// Seconds shutdown waits for connections to finish what they asked.
+    #[arg(long, value_name = "SECS", default_value_t = 5)]
+    shutdown_grace: u64,
+
+    /// Automatic compaction needs at least this many dead bytes (lowered to
+    /// a quarter of the free space on a small disk; suffixes K, M, G).
+    #[arg(long, value_name = "BYTES", default_value = "16M", value_parser = parse_size, global = true)]
+    compaction_min_dead: u64,
+
+    /// ...and dead bytes at least this share of all data-file bytes.
+    #[arg(long, value_name = "RATIO", default_value_t = 0.5, global = true)]
+    compaction_ratio: f64,
 
     /// Log filter (error, warn, info, debug, trace, or a RUST_LOG-style
     /// directive). Default: $RUST_LOG, else info.
@@ -73,6 +105,32 @@ fn parse_fsync(text: &str) -> Result<FsyncPolicy, String> {
             _ => Err("expected always, never or interval:MS (MS > 0)".into()),
         },
     }
+}
+
+/// A byte count: digits with an optional K, M or G suffix (powers of 1024,
+/// `KiB` spellings too).
+fn parse_size(text: &str) -> Result<u64, String> {
+    let upper = text.trim().to_ascii_uppercase();
+    let digits_end = upper
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(upper.len());
+    let (digits, unit) = upper.split_at(digits_end);
+    let shift = match unit.trim_end_matches("IB").trim_end_matches('B') {
+        "" => 0,
+        "K" => 10,
+        "M" => 20,
+        "G" => 30,
+        _ => {
+            return Err(format!(
+                "{text:?}: expected a byte count like 65536, 64K, 16M or 1G"
+            ))
+        }
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?}: expected a byte count like 65536, 64K, 16M or 1G"))?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{text:?} is too large"))
 }
 
 fn default_data_dir() -> PathBuf {
@@ -115,6 +173,8 @@ fn run(cli: Cli) -> Result<(), String> {
         max_key_len: cli.max_key,
         max_value_len: cli.max_value,
         fsync: cli.fsync,
+        compaction_min_dead_bytes: cli.compaction_min_dead,
+        compaction_dead_ratio: cli.compaction_ratio,
         ..Options::default()
     };
     if let Some(Command::Repair) = cli.command {
@@ -127,15 +187,39 @@ fn run(cli: Cli) -> Result<(), String> {
     } else {
         cli.listen.clone()
     };
+    let defaults = server::Config::default();
+    let fd_limit = limits::raise_fd_limit().unwrap_or(1024);
+    let asked = cli.max_connections.unwrap_or(defaults.max_connections);
+    let max_connections = match limits::fit_connections(
+        asked,
+        cli.max_connections.is_some(),
+        fd_limit,
+        limits::open_fds(),
+    )? {
+        limits::Fit::Fits(n) => n,
+        limits::Fit::Lowered { to, from } => {
+            tracing::warn!(
+                "the open-file limit is {fd_limit}: serving at most {to} connections instead \
+                 of {from} (raise it with ulimit -n or LimitNOFILE=)"
+            );
+            to
+        }
+    };
+    let secs = Duration::from_secs;
     let config = server::Config {
-        max_connections: cli.max_connections,
+        max_connections,
         max_subscriptions: cli.max_subscriptions,
-        handshake_timeout: Duration::from_secs(cli.handshake_timeout),
+        max_total_subscriptions: cli.max_total_subscriptions,
+        max_output: usize::try_from(cli.max_output_buffer).unwrap_or(usize::MAX),
+        handshake_timeout: secs(cli.handshake_timeout),
+        frame_timeout: secs(cli.frame_timeout),
+        write_timeout: secs(cli.write_timeout),
+        shutdown_grace: secs(cli.shutdown_grace),
         // A frame must hold the largest value, its key and the header.
-        max_frame: server::Config::default()
+        max_frame: defaults
             .max_frame
             .max(u32::try_from(cli.max_value + cli.max_key + 64).unwrap_or(u32::MAX)),
-        ..server::Config::default()
+        ..defaults
     };
 
     let store = Store::open(&data_dir, options).map_err(|e| e.to_string())?;

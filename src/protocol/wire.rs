@@ -47,6 +47,9 @@ pub const DEFAULT_MAX_KEY: u32 = 1024;
 /// Default maximum value length in bytes: 1 MiB.
 pub const DEFAULT_MAX_VALUE: u32 = 1_048_576;
 
+/// Largest frame a server accepts before HELLO_OK (the HELLO itself).
+pub const PRE_HELLO_MAX_FRAME: u32 = 4096;
+
 /// Default time a client has to send HELLO after connecting, in milliseconds.
 pub const DEFAULT_HANDSHAKE_TIMEOUT_MS: u64 = 5_000;
 
@@ -192,6 +195,17 @@ pub mod stats {
     pub const FSYNC_MAX_US: &str = "fsync.max_us";
     /// Subscriptions left out of this answer because it would not fit.
     pub const SUB_OMITTED: &str = "sub.omitted";
+    /// Bytes of the store's data files.
+    pub const DISK_BYTES: &str = "disk.bytes";
+    /// Bytes of the data files a compaction would free.
+    pub const DISK_DEAD_BYTES: &str = "disk.dead_bytes";
+    /// Free bytes on the data directory's filesystem.
+    pub const DISK_FREE_BYTES: &str = "disk.free_bytes";
+    /// Compactions since the server started.
+    pub const COMPACTION_COUNT: &str = "compaction.count";
+    /// Why automatic compaction is on hold: 0 it is not, 1 not enough free
+    /// space, 2 the last attempt failed.
+    pub const COMPACTION_BLOCKED: &str = "compaction.blocked";
 
     /// Name of the pending-events counter of subscription `id` on connection `conn`.
     pub fn sub_pending(conn: u64, id: u32) -> String {

@@ -1,339 +1,683 @@
-//! One client connection: handshake, then a reader and a writer.
+//! One client connection, served by one task: read requests, answer them in
+//! order, deliver subscription events, and keep everything the client can
+//! make the server hold within a bound.
 //!
-//! The reader decodes requests and hands them to the engine, in order; it
-//! stops reading while `max_in_flight` requests await their answer, so a
-//! client that never reads costs bounded memory. The writer sends the
-//! engine's replies (in request order, since the engine answers in order)
-//! and drains the mailboxes of the connection's subscriptions. A
-//! subscription's mailbox is drained only after its SUB_OK, snapshot and
-//! SYNCED have been written, which is what puts live events after SYNCED.
+//! The loop, each turn: move ready answers and events into the output
+//! buffer ([`answer`](super::answer)), write what the socket takes, then
+//! wait for whichever comes first: the socket (readable when more requests
+//! may be taken, writable when output is waiting), an engine reply, a
+//! mailbox event, a deadline, or shutdown.
+//!
+//! What a client controls, and the bound on what the server holds for it
+//! (the numbers are [`Config`](super::Config) fields):
+//! - a frame being received: at most `max_frame` bytes (4 KiB before
+//!   HELLO), and it must complete within `frame_timeout`; frames over 64
+//!   KiB also draw on a server-wide budget (`large_frame_budget`);
+//! - requests waiting for their answer: at most `max_in_flight`, holding at
+//!   most `max_input` bytes (one request may exceed it);
+//! - answers and events not yet taken by the client: once `max_output`
+//!   bytes are waiting, the server stops reading requests and stops
+//!   producing output for this connection (LIST and snapshots are produced
+//!   piece by piece from a view, never built whole); output that makes no
+//!   progress for `write_timeout` closes the connection;
+//! - subscriptions: `max_subscriptions` per connection and
+//!   `max_total_subscriptions` server-wide; each holds a mailbox bounded by
+//!   the number of keys it covers.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::Sender;
 use std::sync::Arc;
+use std::time::Instant;
 
-use futures_util::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, watch, Notify, Semaphore};
-use tokio_util::codec::{FramedRead, FramedWrite};
+use bytes::{Bytes, BytesMut};
+use tokio::io::Interest;
+use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit};
+use tokio_util::codec::{Decoder, Encoder};
 
-use super::Shared;
-use crate::engine::{Command, EngineError, Job, Outcome, Reply};
+use super::answer::{EngineOp, Entry, Work};
+use super::stream::Stream;
+use super::{Phase, Shared};
+use crate::engine::{Command, Job, Reply};
 use crate::key;
-use crate::notify::{ChangeKind, Mailbox, PendingEvent};
+use crate::notify::Mailbox;
 use crate::protocol::{
-    wire, ClientFrame, Condition as WireCondition, ErrorCode, ErrorFrame, Event, Inbound, Request,
-    Response, ServerCodec, ServerFrame,
+    wire, ClientFrame, Condition as WireCondition, ErrorCode, ErrorFrame, FrameError, Inbound,
+    Request, Response, ServerCodec, ServerFrame,
 };
-use crate::store::{Change, Condition, StoreError};
+use crate::store::Condition;
 
-/// A byte stream a connection can be served over (Unix or TCP).
-pub trait AsyncStream: AsyncRead + AsyncWrite + Unpin + Send + 'static {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send + 'static> AsyncStream for T {}
+/// Frames over this many bytes draw on the server-wide large-frame budget
+/// while they are received and until they are answered.
+const LARGE_FRAME: u32 = 64 << 10;
 
-/// Events written per subscription before the writer looks at replies
-/// again, so one busy subscription cannot starve the others.
-const EVENTS_PER_ROUND: usize = 64;
+/// Read at most this much from the socket per readiness.
+const READ_CHUNK: usize = 64 << 10;
 
-type Reader = FramedRead<tokio::io::ReadHalf<Box<dyn AsyncStream>>, ServerCodec>;
-type Writer = FramedWrite<tokio::io::WriteHalf<Box<dyn AsyncStream>>, ServerCodec>;
-
-/// Serves one connection until the client leaves, a fatal error, or
-/// shutdown.
-pub(super) async fn serve(
-    stream: Box<dyn AsyncStream>,
-    id: u64,
-    shared: Arc<Shared>,
+/// State of one connection (see the module docs).
+pub(super) struct Connection {
+    /// Server-assigned number (STATS, logs, subscription keys).
+    pub id: u64,
+    pub shared: Arc<Shared>,
+    stream: Stream,
     jobs: Sender<Job>,
-    stop: watch::Receiver<bool>,
-) {
-    let open = shared.connections.fetch_add(1, Ordering::SeqCst) + 1;
-    let (read_half, write_half) = tokio::io::split(stream);
-    let max_frame = shared.config.max_frame;
-    let mut reader = FramedRead::new(read_half, ServerCodec::with_max_frame_length(max_frame));
-    let mut writer = FramedWrite::new(write_half, ServerCodec::with_max_frame_length(max_frame));
+    /// Bytes read and not yet decoded.
+    input: BytesMut,
+    pub codec: ServerCodec,
+    /// Bytes encoded and not yet written.
+    pub output: BytesMut,
+    /// When output last made progress (or became non-empty).
+    last_progress: Instant,
+    /// Until HELLO is answered: when the handshake times out.
+    handshake_deadline: Option<Instant>,
+    /// When the frame whose first bytes are in `input` must be complete.
+    frame_deadline: Option<Instant>,
+    /// The large-frame budget drawn for the frame being received.
+    large_permit: Option<OwnedSemaphorePermit>,
+    /// Bytes of budget the frame being received still waits for.
+    large_wanted: u32,
+    /// Requests in order, awaiting (or streaming) their answer.
+    pub queue: VecDeque<Entry>,
+    /// Engine replies received, in the order the jobs were sent.
+    pub arrived: VecDeque<Reply>,
+    replies: mpsc::UnboundedReceiver<Reply>,
+    reply_tx: mpsc::UnboundedSender<Reply>,
+    /// Bytes of the requests in `queue`.
+    pub held_input: usize,
+    /// Subscriptions whose SYNCED was sent, draining their mailboxes.
+    pub active: BTreeMap<u32, Arc<Mailbox>>,
+    /// Where event draining resumes (round robin over `active`).
+    pub next_sub: u32,
+    /// Subscription ids in use as of the last request read (SUB adds, UNSUB
+    /// removes), counted in the server-wide total.
+    logical_subs: HashSet<u32>,
+    /// Wakes this task when a mailbox gets an event.
+    pub waker: Arc<Notify>,
+    /// Set once nothing more is read: the connection ends when the queue
+    /// and the output are empty.
+    pub closing: bool,
+    /// Set once shutdown began.
+    draining: bool,
+}
 
-    // Over the cap, the HELLO is answered with LIMIT (which closes).
-    let refusal = (open > shared.config.max_connections).then(|| {
-        let message = format!(
-            "too many connections (limit {})",
-            shared.config.max_connections
-        );
-        tracing::warn!(connection = id, "{message}");
-        ErrorFrame::new(ErrorCode::Limit, message)
-    });
-    if handshake(&mut reader, &mut writer, &shared, refusal).await {
-        tracing::debug!(connection = id, "connection open");
-        let (reply_tx, reply_rx) = mpsc::unbounded_channel();
-        let in_flight = Arc::new(Semaphore::new(shared.config.max_in_flight));
-        let waker = Arc::new(Notify::new());
-        let reading = read_loop(
-            reader,
-            ReadContext {
-                connection: id,
-                shared: shared.clone(),
-                jobs: jobs.clone(),
-                reply: reply_tx,
-                in_flight: in_flight.clone(),
-                waker: waker.clone(),
-            },
-            stop.clone(),
-        );
-        let writing = write_loop(shared.clone(), writer, reply_rx, in_flight, waker, stop);
-        tokio::pin!(reading, writing);
-        tokio::select! {
-            // The writer ends first only when the socket is dead: stop reading.
-            _ = &mut writing => {}
-            // The reader ends at EOF, shutdown or a fatal error: let the
-            // writer finish answering what is in flight.
-            _ = &mut reading => { writing.await; }
+/// What ended a connection early.
+enum End {
+    /// The peer is gone or the socket failed.
+    Gone,
+    /// Shutdown's grace period is over.
+    Abandon,
+}
+
+impl Connection {
+    pub(super) fn new(stream: Stream, id: u64, shared: Arc<Shared>, jobs: Sender<Job>) -> Self {
+        let (reply_tx, replies) = mpsc::unbounded_channel();
+        let now = Instant::now();
+        Connection {
+            id,
+            stream,
+            jobs,
+            input: BytesMut::new(),
+            codec: ServerCodec::with_max_frame_length(wire::PRE_HELLO_MAX_FRAME),
+            output: BytesMut::new(),
+            last_progress: now,
+            handshake_deadline: Some(now + shared.config.handshake_timeout),
+            frame_deadline: None,
+            large_permit: None,
+            large_wanted: 0,
+            queue: VecDeque::new(),
+            arrived: VecDeque::new(),
+            replies,
+            reply_tx,
+            held_input: 0,
+            active: BTreeMap::new(),
+            next_sub: 0,
+            logical_subs: HashSet::new(),
+            waker: Arc::new(Notify::new()),
+            closing: false,
+            draining: false,
+            shared,
         }
     }
-    let (reply, _) = mpsc::unbounded_channel();
-    let _ = jobs.send(Job {
-        connection: id,
-        id: 0,
-        command: Command::Disconnect,
-        reply,
-    });
-    shared.connections.fetch_sub(1, Ordering::SeqCst);
-    tracing::debug!(connection = id, "connection closed");
-}
 
-/// Waits for HELLO and answers it, with `refusal` instead of HELLO_OK when
-/// given. Returns false when the connection must close (after an ERROR
-/// where one is due).
-async fn handshake(
-    reader: &mut Reader,
-    writer: &mut Writer,
-    shared: &Shared,
-    refusal: Option<ErrorFrame>,
-) -> bool {
-    let first = tokio::time::timeout(shared.config.handshake_timeout, reader.next()).await;
-    let refusal = match first {
-        Err(_) => ErrorFrame::new(ErrorCode::Timeout, "no HELLO within the handshake timeout"),
-        Ok(None) => return false,
-        Ok(Some(Err(e))) => ErrorFrame::new(e.code(), e.to_string()),
-        Ok(Some(Ok(Inbound::Request(ClientFrame {
-            id,
-            request:
-                Request::Hello {
-                    version,
-                    client_name,
-                },
-        })))) => {
-            if let Some(refusal) = refusal {
-                let _ = send_error(writer, id, refusal).await;
-                return false;
-            }
-            if version < wire::MIN_PROTOCOL_VERSION {
-                let message = format!(
-                    "protocol version {version} is not supported; this server speaks {}..={}",
-                    wire::MIN_PROTOCOL_VERSION,
-                    wire::PROTOCOL_VERSION
-                );
-                let _ = send_error(
-                    writer,
-                    id,
-                    ErrorFrame::new(ErrorCode::UnsupportedVersion, message),
-                )
-                .await;
-                return false;
-            }
-            tracing::debug!(client = %client_name, version, "handshake");
-            let hello = Response::HelloOk {
-                version: version.min(wire::PROTOCOL_VERSION),
-                max_frame: shared.config.max_frame,
-                max_key: shared.max_key as u32,
-                max_value: shared.max_value as u32,
-                server_name: concat!("nkv-server ", env!("CARGO_PKG_VERSION")).to_owned(),
-            };
-            return writer
-                .send(ServerFrame::Response {
-                    id,
-                    response: hello,
-                })
-                .await
-                .is_ok();
+    /// Serves the connection until the client leaves, a fatal error, or
+    /// shutdown.
+    pub(super) async fn serve(mut self, mut phase: watch::Receiver<Phase>) {
+        let ended = self.run(&mut phase).await;
+        if let Err(End::Gone) = ended {
+            tracing::debug!(connection = self.id, "connection lost");
         }
-        Ok(Some(Ok(_))) => ErrorFrame::new(ErrorCode::Protocol, "the first frame must be HELLO"),
-    };
-    let _ = send_error(writer, 0, refusal).await;
-    false
-}
-
-async fn send_error(
-    writer: &mut Writer,
-    id: u32,
-    error: ErrorFrame,
-) -> Result<(), crate::protocol::FrameError> {
-    writer
-        .send(ServerFrame::Response {
-            id,
-            response: Response::Error(error),
-        })
-        .await
-}
-
-/// What the reader needs besides its stream.
-struct ReadContext {
-    connection: u64,
-    shared: Arc<Shared>,
-    jobs: Sender<Job>,
-    reply: mpsc::UnboundedSender<Reply>,
-    in_flight: Arc<Semaphore>,
-    waker: Arc<Notify>,
-}
-
-impl ReadContext {
-    /// Queues a job; false when the engine is gone.
-    fn submit(&self, id: u32, command: Command) -> bool {
-        self.jobs
-            .send(Job {
-                connection: self.connection,
-                id,
-                command,
-                reply: self.reply.clone(),
-            })
-            .is_ok()
     }
-}
 
-async fn read_loop(mut reader: Reader, ctx: ReadContext, mut stop: watch::Receiver<bool>) {
-    // Subscriptions requested on this connection; a duplicate id or one over
-    // the cap is refused here, before the engine.
-    let mut subscriptions = std::collections::HashSet::new();
-    loop {
-        let permit = tokio::select! {
-            _ = super::stopped(&mut stop) => return,
-            permit = ctx.in_flight.clone().acquire_owned() => match permit {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-        };
-        let frame = tokio::select! {
-            _ = super::stopped(&mut stop) => return,
-            frame = reader.next() => frame,
-        };
-        // The writer returns the permit when it sends the reply.
-        permit.forget();
-        let (id, command) = match frame {
-            None => return,
-            Some(Err(e)) => {
-                tracing::debug!(connection = ctx.connection, error = %e, "undecodable frame; closing");
-                let refusal = refuse(e.code(), e.to_string());
-                ctx.submit(wire::CONNECTION_ID, refusal);
-                return;
+    async fn run(&mut self, phase: &mut watch::Receiver<Phase>) -> Result<(), End> {
+        loop {
+            match *phase.borrow_and_update() {
+                Phase::Running => {}
+                Phase::Draining => self.begin_draining(),
+                Phase::Closing => return Err(End::Abandon),
             }
-            Some(Ok(Inbound::Invalid {
-                id, code, message, ..
-            })) => (id, refuse(code, message)),
-            Some(Ok(Inbound::Request(ClientFrame {
-                request: Request::Hello { .. },
-                ..
-            }))) => {
-                let refusal = refuse(ErrorCode::Protocol, "HELLO was already received");
-                ctx.submit(wire::CONNECTION_ID, refusal);
-                return;
+            // Produce, write, and produce again while writing made room.
+            loop {
+                self.advance();
+                let before = self.output.len();
+                self.write_now()?;
+                let after = self.output.len();
+                if after == before || after >= self.shared.config.max_output {
+                    break;
+                }
             }
-            Some(Ok(Inbound::Request(ClientFrame { id, request }))) => {
-                (id, to_command(id, request, &ctx, &mut subscriptions))
+            if self.closing && self.queue.is_empty() && self.output.is_empty() {
+                return Ok(());
             }
-        };
-        if !ctx.submit(id, command) {
+            let mut interest = None;
+            if self.may_read() && self.large_wanted == 0 {
+                interest = Some(Interest::READABLE);
+            }
+            if !self.output.is_empty() {
+                interest = Some(interest.map_or(Interest::WRITABLE, |i| i | Interest::WRITABLE));
+            }
+            let deadline = self.deadline();
+            let large = self.shared.large_frames.clone();
+            let wanted = self.large_wanted;
+            tokio::select! {
+                ready = async { self.stream.ready(interest.unwrap()).await }, if interest.is_some() => {
+                    let ready = ready.map_err(|_| End::Gone)?;
+                    if ready.is_readable() || ready.is_read_closed() {
+                        self.read()?;
+                    }
+                }
+                reply = self.replies.recv() => {
+                    // The sender lives in `self`, so the channel never closes here.
+                    if let Some(reply) = reply {
+                        self.arrived.push_back(reply);
+                    }
+                }
+                _ = self.waker.notified(), if !self.active.is_empty() => {}
+                permit = large.acquire_many_owned(wanted), if wanted > 0 => {
+                    self.large_permit = permit.ok();
+                    self.large_wanted = 0;
+                    self.decode()?;
+                }
+                _ = sleep_until(deadline), if deadline.is_some() => self.on_deadline()?,
+                _ = phase.changed() => {}
+            }
+        }
+    }
+
+    /// Moves every engine reply already sent into `arrived`.
+    pub fn take_replies(&mut self) {
+        while let Ok(reply) = self.replies.try_recv() {
+            self.arrived.push_back(reply);
+        }
+    }
+
+    /// True when another request may be read now.
+    fn may_read(&self) -> bool {
+        let config = &self.shared.config;
+        !self.closing
+            && self.queue.len() < config.max_in_flight
+            && (self.held_input < config.max_input || self.queue.is_empty())
+            && self.output.len() < config.max_output
+    }
+
+    /// The earliest deadline in force.
+    fn deadline(&self) -> Option<Instant> {
+        let stall = (!self.output.is_empty())
+            .then(|| self.last_progress + self.shared.config.write_timeout);
+        [self.handshake_deadline, self.frame_deadline, stall]
+            .into_iter()
+            .flatten()
+            .min()
+    }
+
+    fn on_deadline(&mut self) -> Result<(), End> {
+        let now = Instant::now();
+        if !self.output.is_empty() && now >= self.last_progress + self.shared.config.write_timeout {
+            tracing::info!(
+                connection = self.id,
+                pending = self.output.len(),
+                "closing a connection whose output made no progress"
+            );
+            return Err(End::Gone);
+        }
+        if self.handshake_deadline.is_some_and(|d| now >= d) {
+            self.handshake_deadline = None;
+            self.fail(ErrorCode::Timeout, "no HELLO within the handshake timeout");
+        } else if self.frame_deadline.is_some_and(|d| now >= d) {
+            self.frame_deadline = None;
+            let message = format!(
+                "a frame was started but not completed within {} s",
+                self.shared.config.frame_timeout.as_secs()
+            );
+            self.fail(ErrorCode::Timeout, message);
+        }
+        Ok(())
+    }
+
+    /// Stops reading and answers what is queued, then ERROR `code` with id
+    /// 0; the connection closes after.
+    fn fail(&mut self, code: ErrorCode, message: impl Into<String>) {
+        self.push(
+            wire::CONNECTION_ID,
+            0,
+            Work::Error(ErrorFrame::new(code, message)),
+        );
+        self.stop_reading();
+    }
+
+    fn stop_reading(&mut self) {
+        self.closing = true;
+        self.frame_deadline = None;
+        self.large_wanted = 0;
+        self.large_permit = None;
+        self.input = BytesMut::new();
+    }
+
+    fn begin_draining(&mut self) {
+        if self.draining {
             return;
         }
-    }
-}
-
-fn refuse(code: ErrorCode, message: impl Into<String>) -> Command {
-    Command::Reject(EngineError::Refused {
-        code,
-        message: message.into(),
-    })
-}
-
-/// Turns a decoded request into an engine command, refusing what this
-/// connection can tell is wrong without the store.
-fn to_command(
-    id: u32,
-    request: Request,
-    ctx: &ReadContext,
-    subscriptions: &mut std::collections::HashSet<u32>,
-) -> Command {
-    let max_key = ctx.shared.max_key;
-    let check_prefix = |prefix: &str| {
-        key::validate_prefix(prefix, max_key)
-            .map_err(|e| refuse(ErrorCode::InvalidKey, e.to_string()))
-    };
-    match request {
-        Request::Hello { .. } => unreachable!("a second HELLO is handled by the reader"),
-        Request::Ping => Command::Ping,
-        Request::Get { key } => Command::Get { key },
-        Request::Put {
-            key,
-            value,
-            condition,
-        } => Command::Put {
-            key,
-            value,
-            condition: store_condition(condition),
-        },
-        Request::Delete { key, condition } => Command::Delete {
-            key,
-            condition: store_condition(condition),
-        },
-        Request::DeletePrefix { prefix } => match check_prefix(&prefix) {
-            Ok(()) => Command::DeletePrefix { prefix },
-            Err(refusal) => refusal,
-        },
-        Request::List { prefix } => match check_prefix(&prefix) {
-            Ok(()) => Command::List { prefix },
-            Err(refusal) => refusal,
-        },
-        Request::Subscribe { .. } | Request::Unsubscribe { .. } => {
-            subscription_command(id, request, ctx, subscriptions)
+        self.draining = true;
+        if self.handshake_deadline.is_some() {
+            // No session yet: nothing to finish.
+            self.queue.clear();
+            self.fail(ErrorCode::ShuttingDown, "the server is shutting down");
+        } else if !self.closing {
+            self.stop_reading();
+            self.queue.push_back(Entry {
+                id: wire::CONNECTION_ID,
+                held: 0,
+                _budget: None,
+                work: Work::CloseSubscriptions,
+            });
         }
-        Request::Stats => Command::Stats,
     }
-}
 
-fn subscription_command(
-    id: u32,
-    request: Request,
-    ctx: &ReadContext,
-    subscriptions: &mut std::collections::HashSet<u32>,
-) -> Command {
-    match request {
-        Request::Subscribe { prefix, since } => {
-            if let Err(e) = key::validate_prefix(&prefix, ctx.shared.max_key) {
-                return refuse(ErrorCode::InvalidKey, e.to_string());
+    /// Writes what the socket takes now.
+    fn write_now(&mut self) -> Result<(), End> {
+        while !self.output.is_empty() {
+            match self.stream.try_write(&self.output) {
+                Ok(0) => return Err(End::Gone),
+                Ok(n) => {
+                    let _ = self.output.split_to(n);
+                    self.last_progress = Instant::now();
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return Err(End::Gone),
             }
-            // The engine refuses duplicate ids against its registry; this
-            // set only enforces the cap. A SUB the engine then refuses
-            // leaves its id here until UNSUB, which errs on the safe side.
-            let max = ctx.shared.config.max_subscriptions;
-            if !subscriptions.contains(&id) && subscriptions.len() >= max {
-                return refuse(
-                    ErrorCode::Limit,
-                    format!("too many subscriptions on this connection (limit {max})"),
-                );
+        }
+        if self.output.is_empty() {
+            self.last_progress = Instant::now();
+            // Give back what a burst grew (a big LIST item, say).
+            if self.output.capacity() > 2 * self.shared.config.max_output.max(64 << 10) {
+                self.output = BytesMut::new();
             }
-            subscriptions.insert(id);
-            Command::Subscribe {
-                subscription: id,
+        }
+        Ok(())
+    }
+
+    /// Reads what is available, then decodes what the bounds allow.
+    fn read(&mut self) -> Result<(), End> {
+        if !self.may_read() {
+            return Ok(());
+        }
+        self.input
+            .reserve(READ_CHUNK.min(self.codec.max_frame_length() as usize + 4));
+        match self.stream.try_read_buf(&mut self.input) {
+            Ok(0) => {
+                // The client is done sending; answer what it asked.
+                if !self.input.is_empty() {
+                    tracing::debug!(connection = self.id, "a frame cut short by the peer");
+                }
+                self.stop_reading();
+                if self.handshake_deadline.is_some() {
+                    return Err(End::Gone);
+                }
+                return Ok(());
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => return Ok(()),
+            Err(_) => return Err(End::Gone),
+        }
+        self.decode()
+    }
+
+    /// Decodes and accepts whole frames while the bounds allow.
+    fn decode(&mut self) -> Result<(), End> {
+        while self.may_read() && !self.input.is_empty() {
+            if !self.has_budget_for_next_frame() {
+                return Ok(());
+            }
+            match self.codec.decode(&mut self.input) {
+                Ok(Some(inbound)) => {
+                    self.frame_deadline = None;
+                    let permit = self.large_permit.take();
+                    self.accept(inbound, permit);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(connection = self.id, error = %e, "undecodable frame; closing");
+                    self.fail_frame(e);
+                    return Ok(());
+                }
+            }
+        }
+        if self.input.is_empty() || !self.may_read() {
+            self.frame_deadline = None;
+        } else if self.frame_deadline.is_none() && self.handshake_deadline.is_none() {
+            self.frame_deadline = Some(Instant::now() + self.shared.config.frame_timeout);
+        }
+        if self.input.is_empty() && self.input.capacity() > 2 * READ_CHUNK {
+            self.input = BytesMut::new();
+        }
+        Ok(())
+    }
+
+    /// For a large frame, takes its share of the server-wide budget before
+    /// reading its body; false while the budget is not available.
+    fn has_budget_for_next_frame(&mut self) -> bool {
+        if self.large_permit.is_some() || self.input.len() < wire::LENGTH_SIZE {
+            return true;
+        }
+        let length = u32::from_be_bytes(self.input[..4].try_into().expect("4 bytes"));
+        if length <= LARGE_FRAME || length > self.codec.max_frame_length() {
+            return true;
+        }
+        let kib = length.div_ceil(1024);
+        match self.shared.large_frames.clone().try_acquire_many_owned(kib) {
+            Ok(permit) => {
+                self.large_permit = Some(permit);
+                true
+            }
+            Err(_) => {
+                self.large_wanted = kib;
+                false
+            }
+        }
+    }
+
+    /// A frame that cannot be decoded: the stream cannot be trusted.
+    fn fail_frame(&mut self, e: FrameError) {
+        let code = e.code();
+        // Before HELLO every bad first frame is PROTOCOL (a length over the
+        // pre-HELLO limit keeps its own code, TOO_LARGE).
+        let code = if self.handshake_deadline.is_some() && code != ErrorCode::TooLarge {
+            ErrorCode::Protocol
+        } else {
+            code
+        };
+        self.fail(code, e.to_string());
+    }
+
+    /// Queues one request (or answers the handshake).
+    fn accept(&mut self, inbound: Inbound, permit: Option<OwnedSemaphorePermit>) {
+        if self.handshake_deadline.is_some() {
+            return self.handshake(inbound);
+        }
+        let held = inbound_size(&inbound);
+        let (id, request) = match inbound {
+            Inbound::Invalid {
+                id, code, message, ..
+            } => {
+                let error = ErrorFrame::new(code, message);
+                if code.closes_connection() {
+                    self.stop_reading();
+                }
+                return self.push(id, held, Work::Error(error));
+            }
+            Inbound::Request(ClientFrame { id, request }) => (id, request),
+        };
+        let work = match request {
+            Request::Hello { .. } => {
+                return self.fail(ErrorCode::Protocol, "HELLO was already received");
+            }
+            Request::Ping => Work::Pong,
+            Request::Get { key } => Work::Get(key),
+            Request::List { prefix } => match self.check_prefix(&prefix) {
+                Ok(()) => Work::List(prefix),
+                Err(e) => Work::Error(e),
+            },
+            Request::Put {
+                key,
+                value,
+                condition,
+            } => {
+                // A value of its own: a slice would pin the whole read
+                // buffer for as long as a mailbox holds the event.
+                let value = Bytes::copy_from_slice(&value);
+                let command = Command::Put {
+                    key,
+                    value,
+                    condition: store_condition(condition),
+                };
+                self.submit(command, EngineOp::Put)
+            }
+            Request::Delete { key, condition } => self.submit(
+                Command::Delete {
+                    key,
+                    condition: store_condition(condition),
+                },
+                EngineOp::Delete,
+            ),
+            Request::DeletePrefix { prefix } => match self.check_prefix(&prefix) {
+                Ok(()) => self.submit(Command::DeletePrefix { prefix }, EngineOp::Delete),
+                Err(e) => Work::Error(e),
+            },
+            Request::Subscribe { prefix, since } => self.subscribe(id, prefix, since),
+            Request::Unsubscribe { subscription } => {
+                if self.logical_subs.remove(&subscription) {
+                    self.shared.subscriptions.fetch_sub(1, Ordering::Relaxed);
+                    self.submit(
+                        Command::Unsubscribe { subscription },
+                        EngineOp::Unsubscribe(subscription),
+                    )
+                } else {
+                    Work::Error(ErrorFrame::new(
+                        ErrorCode::NotFound,
+                        format!("no subscription {subscription} on this connection"),
+                    ))
+                }
+            }
+            Request::Stats => self.submit(Command::Stats, EngineOp::Stats),
+        };
+        if let Work::Error(e) = &work {
+            if e.code.closes_connection() {
+                self.stop_reading();
+            }
+        }
+        self.held_input += held;
+        self.queue.push_back(Entry {
+            id,
+            held,
+            _budget: permit,
+            work,
+        });
+    }
+
+    fn push(&mut self, id: u32, held: usize, work: Work) {
+        self.held_input += held;
+        self.queue.push_back(Entry {
+            id,
+            held,
+            _budget: None,
+            work,
+        });
+    }
+
+    fn check_prefix(&self, prefix: &str) -> Result<(), ErrorFrame> {
+        key::validate_prefix(prefix, self.shared.max_key)
+            .map_err(|e| ErrorFrame::new(ErrorCode::InvalidKey, e.to_string()))
+    }
+
+    fn subscribe(&mut self, id: u32, prefix: String, since: Option<u64>) -> Work {
+        if let Err(e) = self.check_prefix(&prefix) {
+            return Work::Error(e);
+        }
+        if self.logical_subs.contains(&id) {
+            return Work::Error(ErrorFrame::new(
+                ErrorCode::InvalidArgument,
+                format!("subscription {id} already exists on this connection"),
+            ));
+        }
+        let config = &self.shared.config;
+        if self.logical_subs.len() >= config.max_subscriptions {
+            return Work::Error(ErrorFrame::new(
+                ErrorCode::Limit,
+                format!(
+                    "too many subscriptions on this connection (limit {})",
+                    config.max_subscriptions
+                ),
+            ));
+        }
+        let total = self.shared.subscriptions.fetch_add(1, Ordering::Relaxed);
+        if total >= config.max_total_subscriptions {
+            self.shared.subscriptions.fetch_sub(1, Ordering::Relaxed);
+            return Work::Error(ErrorFrame::new(
+                ErrorCode::Limit,
+                format!(
+                    "too many subscriptions on this server (limit {})",
+                    config.max_total_subscriptions
+                ),
+            ));
+        }
+        self.logical_subs.insert(id);
+        self.shared.ops.sub.fetch_add(1, Ordering::Relaxed);
+        let mailbox = Arc::new(Mailbox::new(self.waker.clone()));
+        let command = Command::Subscribe {
+            subscription: id,
+            prefix: prefix.clone(),
+            mailbox: mailbox.clone(),
+        };
+        self.submit(
+            command,
+            EngineOp::Subscribe {
                 prefix,
                 since,
-                mailbox: Arc::new(Mailbox::new(ctx.waker.clone())),
+                mailbox,
+            },
+        )
+    }
+
+    /// A SUB the engine refused: its id is free again.
+    pub fn forget_subscription(&mut self, id: u32) {
+        if self.logical_subs.remove(&id) {
+            self.shared.subscriptions.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Sends a job to the engine; its answer comes back in order.
+    pub fn submit(&mut self, command: Command, op: EngineOp) -> Work {
+        let job = Job {
+            connection: self.id,
+            command,
+            reply: self.reply_tx.clone(),
+        };
+        if self.jobs.send(job).is_err() {
+            return Work::Error(ErrorFrame::new(
+                ErrorCode::ShuttingDown,
+                "the server is shutting down",
+            ));
+        }
+        Work::Engine(op)
+    }
+
+    /// The first frame: HELLO, answered with HELLO_OK or an ERROR that
+    /// closes the connection.
+    fn handshake(&mut self, inbound: Inbound) {
+        self.handshake_deadline = None;
+        let (id, version) = match inbound {
+            Inbound::Request(ClientFrame {
+                id,
+                request: Request::Hello { version, .. },
+            }) => (id, version),
+            // A HELLO whose client name is not UTF-8 (section 3's table).
+            Inbound::Invalid {
+                id,
+                frame_type: wire::frame_type::HELLO,
+                code,
+                message,
+            } => {
+                self.push(id, 0, Work::Error(ErrorFrame::new(code, message)));
+                return self.stop_reading();
+            }
+            _ => return self.fail(ErrorCode::Protocol, "the first frame must be HELLO"),
+        };
+        if version < wire::MIN_PROTOCOL_VERSION {
+            let message = format!(
+                "protocol version {version} is not supported; this server speaks {}..={}",
+                wire::MIN_PROTOCOL_VERSION,
+                wire::PROTOCOL_VERSION
+            );
+            let error = ErrorFrame::new(ErrorCode::UnsupportedVersion, message);
+            self.push(id, 0, Work::Error(error));
+            return self.stop_reading();
+        }
+        let config = &self.shared.config;
+        let hello = Response::HelloOk {
+            version: version.min(wire::PROTOCOL_VERSION),
+            max_frame: config.max_frame,
+            max_key: self.shared.max_key as u32,
+            max_value: self.shared.max_value as u32,
+            server_name: concat!("nkv-server ", env!("CARGO_PKG_VERSION")).to_owned(),
+        };
+        self.codec.set_max_frame_length(config.max_frame);
+        self.encode(ServerFrame::Response {
+            id,
+            response: hello,
+        });
+        tracing::debug!(connection = self.id, version, "handshake");
+    }
+
+    /// Appends a frame to the output.
+    pub fn encode(&mut self, frame: ServerFrame) {
+        if let Err(e) = self.codec.encode(&frame, &mut self.output) {
+            // Only a frame over the limit can fail; answer in its place.
+            tracing::error!(connection = self.id, error = %e, "cannot encode an answer");
+            if let ServerFrame::Response { id, .. } = frame {
+                let error = ErrorFrame::new(ErrorCode::Server, format!("answer too large: {e}"));
+                let _ = self.codec.encode(
+                    ServerFrame::Response {
+                        id,
+                        response: Response::Error(error),
+                    },
+                    &mut self.output,
+                );
             }
         }
-        Request::Unsubscribe { subscription } => {
-            subscriptions.remove(&subscription);
-            Command::Unsubscribe { subscription }
-        }
-        _ => unreachable!("only subscription requests reach here"),
     }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        let n = self.logical_subs.len();
+        if n > 0 {
+            self.shared.subscriptions.fetch_sub(n, Ordering::Relaxed);
+        }
+        let (reply, _) = mpsc::unbounded_channel();
+        let _ = self.jobs.send(Job {
+            connection: self.id,
+            command: Command::Disconnect,
+            reply,
+        });
+        self.shared.connections.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Bytes a decoded request holds while it waits for its answer.
+fn inbound_size(inbound: &Inbound) -> usize {
+    let payload = match inbound {
+        Inbound::Request(ClientFrame { request, .. }) => match request {
+            Request::Put { key, value, .. } => key.len() + value.len(),
+            Request::Get { key } | Request::Delete { key, .. } => key.len(),
+            Request::List { prefix }
+            | Request::DeletePrefix { prefix }
+            | Request::Subscribe { prefix, .. } => prefix.len(),
+            _ => 0,
+        },
+        Inbound::Invalid { message, .. } => message.len(),
+    };
+    wire::HEADER_SIZE + payload
 }
 
 fn store_condition(condition: WireCondition) -> Condition {
@@ -344,247 +688,8 @@ fn store_condition(condition: WireCondition) -> Condition {
     }
 }
 
-/// The wire error for an engine error: one code per kind of failure.
-pub fn error_frame(error: &EngineError) -> ErrorFrame {
-    let message = error.to_string();
-    let code = match error {
-        EngineError::Store(StoreError::ConditionFailed { current }) => {
-            return ErrorFrame::condition_failed(current.unwrap_or(0));
-        }
-        EngineError::Store(StoreError::NotFound) => ErrorCode::NotFound,
-        EngineError::Store(StoreError::InvalidKey(_)) => ErrorCode::InvalidKey,
-        EngineError::Store(StoreError::ValueTooLarge { .. }) => ErrorCode::TooLarge,
-        EngineError::Store(StoreError::Locked { .. }) => ErrorCode::Server,
-        EngineError::Store(_) | EngineError::CommitFailed(_) => ErrorCode::Storage,
-        EngineError::DuplicateSubscription(_) => ErrorCode::InvalidArgument,
-        EngineError::UnknownSubscription(_) => ErrorCode::NotFound,
-        EngineError::Refused { code, .. } => *code,
-        #[allow(unreachable_patterns)]
-        _ => ErrorCode::Server,
-    };
-    ErrorFrame::new(code, message)
-}
-
-/// Writes replies and events until every reply sender is gone (or the
-/// socket fails), then closes the remaining subscriptions.
-async fn write_loop(
-    shared: Arc<Shared>,
-    mut writer: Writer,
-    mut replies: mpsc::UnboundedReceiver<Reply>,
-    in_flight: Arc<Semaphore>,
-    waker: Arc<Notify>,
-    stop: watch::Receiver<bool>,
-) {
-    let mut active: BTreeMap<u32, Arc<Mailbox>> = BTreeMap::new();
-    let mut closing = false;
-    loop {
-        let result = tokio::select! {
-            biased;
-            reply = replies.recv() => match reply {
-                Some(reply) => {
-                    in_flight.add_permits(1);
-                    // protocol.md: an ERROR with id 0, or whose code always
-                    // closes, ends the connection.
-                    let closes = reply.id == wire::CONNECTION_ID
-                        || matches!(&reply.outcome, Err(EngineError::Refused { code, .. }) if code.closes_connection());
-                    let written = write_reply(&mut writer, reply, &mut active, &waker, &shared).await;
-                    closing |= closes;
-                    written
-                }
-                None => break,
-            },
-            _ = waker.notified() => write_events(&mut writer, &active, &waker).await,
-        };
-        if result.is_err() {
-            return;
-        }
-        if closing {
-            break;
-        }
-        // Flush only when nothing else is ready, to batch small frames.
-        if replies.is_empty() && flush(&mut writer).await.is_err() {
-            return;
-        }
+async fn sleep_until(deadline: Option<Instant>) {
+    if let Some(deadline) = deadline {
+        tokio::time::sleep_until(deadline.into()).await;
     }
-    if *stop.borrow() {
-        for &subscription in active.keys() {
-            let event = Event::Closed {
-                code: ErrorCode::ShuttingDown,
-                message: "the server is shutting down".into(),
-            };
-            if writer
-                .feed(ServerFrame::Event {
-                    subscription,
-                    event,
-                })
-                .await
-                .is_err()
-            {
-                return;
-            }
-        }
-    }
-    let _ = flush(&mut writer).await;
-}
-
-async fn flush(writer: &mut Writer) -> WriteResult {
-    SinkExt::<ServerFrame>::flush(writer).await
-}
-
-type WriteResult = Result<(), crate::protocol::FrameError>;
-
-async fn write_reply(
-    writer: &mut Writer,
-    reply: Reply,
-    active: &mut BTreeMap<u32, Arc<Mailbox>>,
-    waker: &Notify,
-    shared: &Shared,
-) -> WriteResult {
-    let id = reply.id;
-    let outcome = match reply.outcome {
-        Ok(outcome) => outcome,
-        Err(error) => {
-            return writer
-                .feed(ServerFrame::Response {
-                    id,
-                    response: Response::Error(error_frame(&error)),
-                })
-                .await;
-        }
-    };
-    let response = match outcome {
-        Outcome::Pong => Response::Pong,
-        Outcome::Value(entry) => Response::GetOk {
-            revision: entry.revision,
-            value: entry.value,
-        },
-        Outcome::Written(revision) => Response::PutOk { revision },
-        Outcome::Deleted { revision, count } => Response::DelOk {
-            revision,
-            deleted: count,
-        },
-        Outcome::Listing { revision, entries } => {
-            let count = entries.len() as u32;
-            for (key, entry) in entries {
-                let item = Response::ListItem {
-                    revision: entry.revision,
-                    key,
-                    value: entry.value,
-                };
-                writer
-                    .feed(ServerFrame::Response { id, response: item })
-                    .await?;
-            }
-            Response::ListOk { revision, count }
-        }
-        Outcome::Subscribed {
-            reset,
-            snapshot,
-            synced_at,
-            mailbox,
-        } => {
-            writer
-                .feed(ServerFrame::Response {
-                    id,
-                    response: Response::SubOk,
-                })
-                .await?;
-            let subscription = id;
-            if reset {
-                writer
-                    .feed(ServerFrame::Event {
-                        subscription,
-                        event: Event::Reset,
-                    })
-                    .await?;
-            }
-            for change in snapshot {
-                writer
-                    .feed(ServerFrame::Event {
-                        subscription,
-                        event: change_event(change),
-                    })
-                    .await?;
-            }
-            writer
-                .feed(ServerFrame::Event {
-                    subscription,
-                    event: Event::Synced {
-                        revision: synced_at,
-                    },
-                })
-                .await?;
-            active.insert(subscription, mailbox);
-            // Events may have arrived while the snapshot was on its way.
-            waker.notify_one();
-            return Ok(());
-        }
-        Outcome::Unsubscribed => {
-            active.remove(&id);
-            Response::UnsubOk
-        }
-        Outcome::Stats(stats) => Response::StatsOk {
-            stats: super::stats::to_wire(&stats, shared.connections.load(Ordering::SeqCst)),
-        },
-    };
-    writer.feed(ServerFrame::Response { id, response }).await
-}
-
-fn change_event(change: Change) -> Event {
-    match change {
-        Change::Put { key, entry } => Event::Update {
-            revision: entry.revision,
-            coalesced: 0,
-            key,
-            value: entry.value,
-        },
-        Change::Delete { key, revision } => Event::Delete {
-            revision,
-            coalesced: 0,
-            key,
-        },
-    }
-}
-
-fn pending_event(pending: PendingEvent) -> Event {
-    let PendingEvent { event, coalesced } = pending;
-    match event.kind {
-        ChangeKind::Update(value) => Event::Update {
-            revision: event.revision,
-            coalesced,
-            key: event.key.to_string(),
-            value,
-        },
-        ChangeKind::Delete => Event::Delete {
-            revision: event.revision,
-            coalesced,
-            key: event.key.to_string(),
-        },
-    }
-}
-
-/// Writes a round of events from every active mailbox; wakes itself again
-/// when a mailbox still holds more.
-async fn write_events(
-    writer: &mut Writer,
-    active: &BTreeMap<u32, Arc<Mailbox>>,
-    waker: &Notify,
-) -> WriteResult {
-    let mut more = false;
-    for (&subscription, mailbox) in active {
-        let batch = mailbox.drain(EVENTS_PER_ROUND);
-        more |= batch.len() == EVENTS_PER_ROUND;
-        for pending in batch {
-            writer
-                .feed(ServerFrame::Event {
-                    subscription,
-                    event: pending_event(pending),
-                })
-                .await?;
-        }
-    }
-    if more {
-        waker.notify_one();
-    }
-    Ok(())
 }

@@ -33,6 +33,19 @@ impl Listener {
         }
     }
 
+    /// Accepts the next connection.
+    pub async fn accept(&self) -> io::Result<super::Stream> {
+        match self {
+            Listener::Unix(l, _) => Ok(super::Stream::Unix(l.accept().await?.0)),
+            Listener::Tcp(l) => {
+                let (stream, _) = l.accept().await?;
+                // Small frames answer requests; do not hold them back.
+                stream.set_nodelay(true)?;
+                Ok(super::Stream::Tcp(stream))
+            }
+        }
+    }
+
     /// The address actually bound (useful with TCP port 0).
     pub fn local_address(&self) -> io::Result<Address> {
         match self {

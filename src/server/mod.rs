@@ -2,14 +2,24 @@
 //!
 //! [`run`] takes already-bound listeners, an open store and a shutdown
 //! future, so tests start a real server on a temporary socket and stop it
-//! when they like. Shutdown propagates through a `watch` channel: accept
-//! loops stop, each connection stops reading, answers what is in flight,
-//! sends CLOSED to its subscriptions and ends; then the engine, whose last
-//! job sender is gone, syncs the store and returns.
+//! when they like.
+//!
+//! Shutdown, when the future completes:
+//! 1. the listeners close at once (the Unix socket file goes), so a new
+//!    client is refused instead of left hanging;
+//! 2. connections that have not finished HELLO get ERROR `SHUTTING_DOWN`
+//!    and close; the others stop reading, answer what they have queued,
+//!    send CLOSED to each subscription and close;
+//! 3. after `shutdown_grace`, whatever is still open is dropped;
+//! 4. the engine, whose last job sender is then gone, syncs the store and
+//!    ends. [`run`] fails if that last sync failed.
 
+mod answer;
 mod connection;
+pub mod limits;
 mod listener;
 mod stats;
+mod stream;
 
 use std::future::Future;
 use std::io;
@@ -18,154 +28,241 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
-use tokio::task::JoinSet;
+use tokio::sync::{watch, Semaphore};
+use tokio_util::task::TaskTracker;
 
 pub use listener::Listener;
+pub use stream::Stream;
 
-use crate::engine::{self, Job};
-use crate::protocol::wire;
+use crate::engine::{self, Job, Published};
+use crate::protocol::{wire, ErrorCode, ErrorFrame, Response, ServerCodec, ServerFrame};
 use crate::store::Store;
 
-/// Server settings that are not the store's.
+/// Server settings that are not the store's. Each bound is per connection
+/// unless its name says otherwise; `protocol.md` and the README document
+/// the defaults.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Largest frame accepted or sent, in bytes.
+    /// Largest frame accepted or sent after HELLO, in bytes.
     pub max_frame: u32,
     /// How long a new connection may take to send HELLO.
     pub handshake_timeout: Duration,
-    /// Most connections served at once; more are refused with LIMIT.
+    /// How long a frame may take from its first byte to its last.
+    pub frame_timeout: Duration,
+    /// How long output may wait without the client taking any of it before
+    /// the connection is closed.
+    pub write_timeout: Duration,
+    /// Most connections at once, counted from accept (before HELLO too);
+    /// more are refused with LIMIT at once.
     pub max_connections: usize,
     /// Most subscriptions on one connection.
     pub max_subscriptions: usize,
-    /// Most requests of one connection waiting for their answer; the
-    /// connection stops reading past this, so a client that pipelines
-    /// without reading answers costs bounded memory.
+    /// Most subscriptions on the whole server.
+    pub max_total_subscriptions: usize,
+    /// Most requests of one connection waiting for their answer.
     pub max_in_flight: usize,
+    /// Most bytes of requests of one connection waiting for their answer
+    /// (a single request may be larger).
+    pub max_input: usize,
+    /// Bytes of answers and events waiting for a slow client after which
+    /// the server stops reading its requests and producing its output.
+    pub max_output: usize,
+    /// Bytes of frames over 64 KiB being received or waiting for their
+    /// answer, server-wide.
+    pub large_frame_budget: usize,
+    /// How long shutdown waits for connections to finish.
+    pub shutdown_grace: Duration,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             max_frame: wire::DEFAULT_MAX_FRAME,
-            handshake_timeout: Duration::from_secs(5),
+            handshake_timeout: Duration::from_millis(wire::DEFAULT_HANDSHAKE_TIMEOUT_MS),
+            frame_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(60),
             max_connections: 1024,
             max_subscriptions: 1024,
+            max_total_subscriptions: 8192,
             max_in_flight: 1024,
+            max_input: 256 << 10,
+            max_output: 64 << 10,
+            large_frame_budget: 64 << 20,
+            shutdown_grace: Duration::from_secs(5),
         }
     }
 }
 
+/// Where shutdown stands; every connection watches it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Serving.
+    Running,
+    /// Finishing what is queued; no new requests.
+    Draining,
+    /// The grace period is over: close now.
+    Closing,
+}
+
+/// Operation counters, kept by the connections.
+#[derive(Debug, Default)]
+pub(crate) struct OpCounters {
+    pub get: AtomicU64,
+    pub put: AtomicU64,
+    pub del: AtomicU64,
+    pub list: AtomicU64,
+    pub sub: AtomicU64,
+}
+
 /// State shared by every connection task.
 #[derive(Debug)]
-struct Shared {
-    config: Config,
+pub(crate) struct Shared {
+    pub config: Config,
     /// Largest key the store accepts, told to clients at handshake.
-    max_key: usize,
+    pub max_key: usize,
     /// Largest value the store accepts, told to clients at handshake.
-    max_value: usize,
-    /// Connections open now, for STATS and the connection cap.
-    connections: AtomicUsize,
+    pub max_value: usize,
+    /// Connections open now (every accepted socket), for the cap and STATS.
+    pub connections: AtomicUsize,
+    /// Subscriptions open now, server-wide.
+    pub subscriptions: AtomicUsize,
     /// Source of connection ids.
     next_connection: AtomicU64,
+    /// Operation counters.
+    pub ops: OpCounters,
+    /// The engine's latest view, for reads.
+    pub published: Arc<Published>,
+    /// The large-frame budget, in KiB.
+    pub large_frames: Arc<Semaphore>,
 }
 
 /// Serves `listeners` over `store` until `shutdown` completes, then stops in
-/// order and returns once the store is synced and closed.
+/// order (see the module docs). Fails if the store's final sync failed.
 pub async fn run(
     listeners: Vec<Listener>,
     store: Store,
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
+    let (max_key, max_value) = (store.options().max_key_len, store.options().max_value_len);
+    let engine = engine::spawn(store)?;
+    let budget_kib = (config.large_frame_budget / 1024)
+        .max(2 * config.max_frame as usize / 1024 + 1)
+        .min(Semaphore::MAX_PERMITS);
     let shared = Arc::new(Shared {
-        max_key: store.options().max_key_len,
-        max_value: store.options().max_value_len,
+        max_key,
+        max_value,
         config,
         connections: AtomicUsize::new(0),
+        subscriptions: AtomicUsize::new(0),
         next_connection: AtomicU64::new(1),
+        ops: OpCounters::default(),
+        published: engine.published.clone(),
+        large_frames: Arc::new(Semaphore::new(budget_kib)),
     });
-    let (jobs, engine_thread) = engine::spawn(store)?;
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (phase_tx, phase) = watch::channel(Phase::Running);
+    let (stop_accepting, _) = watch::channel(false);
+    let tracker = TaskTracker::new();
 
-    let mut accepting = JoinSet::new();
+    let mut accepting = tokio::task::JoinSet::new();
     for listener in listeners {
         accepting.spawn(accept_loop(
             listener,
             shared.clone(),
-            jobs.clone(),
-            stop_rx.clone(),
+            engine.jobs.clone(),
+            tracker.clone(),
+            phase.clone(),
+            stop_accepting.subscribe(),
         ));
     }
-    drop(jobs);
+    drop(engine.jobs);
 
     shutdown.await;
-    tracing::info!("shutting down: finishing in-flight requests");
-    let _ = stop_tx.send(true);
+    tracing::info!("shutting down: no new connections; finishing in-flight requests");
+    let _ = stop_accepting.send(true);
     while accepting.join_next().await.is_some() {}
+    let _ = phase_tx.send(Phase::Draining);
+    tracker.close();
+    let grace = shared.config.shutdown_grace;
+    if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
+        tracing::warn!(
+            "connections still open after the {} s grace period; closing them",
+            grace.as_secs_f64()
+        );
+        let _ = phase_tx.send(Phase::Closing);
+        tracker.wait().await;
+    }
 
     // Every job sender is gone now, so the engine drains, syncs and ends.
-    tokio::task::spawn_blocking(move || engine_thread.join())
+    let thread = engine.thread;
+    let (store, synced) = tokio::task::spawn_blocking(move || thread.join())
         .await
         .map_err(io::Error::other)?
         .map_err(|_| io::Error::other("the engine thread panicked"))?;
+    drop(store);
+    synced.map_err(|e| io::Error::other(format!("the final sync failed: {e}")))?;
     tracing::info!("store synced; bye");
     Ok(())
 }
 
-/// Accepts connections until shutdown, then waits for them to finish.
+/// Accepts connections until told to stop, then closes the listener.
 async fn accept_loop(
     listener: Listener,
     shared: Arc<Shared>,
     jobs: Sender<Job>,
+    tracker: TaskTracker,
+    phase: watch::Receiver<Phase>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut connections = JoinSet::new();
-    let connection_stop = stop.clone();
+    let mut backoff = Duration::ZERO;
     loop {
-        tokio::select! {
-            _ = stopped(&mut stop) => break,
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            accepted = accept(&listener) => match accepted {
-                Ok(stream) => {
-                    let id = shared.next_connection.fetch_add(1, Ordering::Relaxed);
-                    connections.spawn(connection::serve(
-                        stream,
-                        id,
-                        shared.clone(),
-                        jobs.clone(),
-                        connection_stop.clone(),
-                    ));
+        let accepted = tokio::select! {
+            _ = stop.wait_for(|stop| *stop) => break,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok(stream) => {
+                backoff = Duration::ZERO;
+                stream
+            }
+            Err(e) => {
+                // Out of descriptors (EMFILE, ENFILE) or memory: back off,
+                // doubling up to a second, instead of spinning.
+                backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                tracing::warn!(error = %e, "accept failed; retrying in {backoff:?}");
+                tokio::select! {
+                    _ = stop.wait_for(|stop| *stop) => break,
+                    _ = tokio::time::sleep(backoff) => continue,
                 }
-                Err(e) => {
-                    // Typically EMFILE: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-            },
+            }
+        };
+        // Every accepted socket counts, HELLO or not.
+        let open = shared.connections.fetch_add(1, Ordering::SeqCst) + 1;
+        if open > shared.config.max_connections {
+            shared.connections.fetch_sub(1, Ordering::SeqCst);
+            refuse(&stream, shared.config.max_connections);
+            continue;
         }
+        let id = shared.next_connection.fetch_add(1, Ordering::Relaxed);
+        let connection = connection::Connection::new(stream, id, shared.clone(), jobs.clone());
+        tracker.spawn(connection.serve(phase.clone()));
     }
-    while connections.join_next().await.is_some() {}
     drop(listener);
 }
 
-/// Completes once shutdown has begun. (The guard `wait_for` returns is not
-/// `Send`, so it must not live in a `select!` output.)
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stopping| *stopping).await;
-}
-
-/// Any accepted stream, Unix or TCP.
-type Stream = Box<dyn connection::AsyncStream>;
-
-async fn accept(listener: &Listener) -> io::Result<Stream> {
-    match listener {
-        Listener::Unix(l, _) => Ok(Box::new(l.accept().await?.0)),
-        Listener::Tcp(l) => {
-            let (stream, _) = l.accept().await?;
-            // Small frames answer requests; do not hold them back.
-            stream.set_nodelay(true)?;
-            Ok(Box::new(stream))
-        }
+/// Answers a connection over the cap with ERROR `LIMIT` (id 0), without
+/// waiting for anything, and closes it.
+fn refuse(stream: &Stream, max: usize) {
+    let message = format!("too many connections (limit {max})");
+    tracing::warn!("{message}");
+    let frame = ServerFrame::Response {
+        id: wire::CONNECTION_ID,
+        response: Response::Error(ErrorFrame::new(ErrorCode::Limit, message)),
+    };
+    let mut out = bytes::BytesMut::new();
+    if tokio_util::codec::Encoder::encode(&mut ServerCodec::new(), frame, &mut out).is_ok() {
+        // A fresh socket's buffer takes a small frame; if not, the client
+        // sees the connection close, which says the same.
+        let _ = stream.try_write(&out);
     }
 }

@@ -1,5 +1,8 @@
 //! STATS: the engine's and the server's counters as named wire values.
 
+use std::sync::atomic::Ordering;
+
+use super::Shared;
 use crate::engine::EngineStats;
 use crate::protocol::wire::stats as names;
 
@@ -7,25 +10,37 @@ use crate::protocol::wire::stats as names;
 /// `sub.omitted` so the frame stays far below the frame limit.
 const MAX_SUBSCRIPTION_ROWS: usize = 4096;
 
-/// Flattens `stats` and the open connection count into `(name, value)`
+/// Flattens `stats` and the server's own counters into `(name, value)`
 /// pairs, in the order `protocol.md` lists them.
-pub fn to_wire(stats: &EngineStats, connections: usize) -> Vec<(String, u64)> {
+pub(super) fn to_wire(stats: &EngineStats, shared: &Shared) -> Vec<(String, u64)> {
     let store = &stats.store;
-    let ops = &stats.ops;
+    let ops = &shared.ops;
+    let load = |counter: &std::sync::atomic::AtomicU64| counter.load(Ordering::Relaxed);
     let mut out: Vec<(String, u64)> = [
         (names::KEYS, store.keys),
-        (names::BYTES, store.live_bytes),
+        (names::BYTES, store.data_bytes),
         (names::REVISION, store.revision),
-        (names::CONNECTIONS, connections as u64),
+        (
+            names::CONNECTIONS,
+            shared.connections.load(Ordering::SeqCst) as u64,
+        ),
         (names::SUBSCRIPTIONS, stats.subscriptions.len() as u64),
-        (names::OPS_GET, ops.get),
-        (names::OPS_PUT, ops.put),
-        (names::OPS_DEL, ops.del),
-        (names::OPS_LIST, ops.list),
-        (names::OPS_SUB, ops.sub),
+        (names::OPS_GET, load(&ops.get)),
+        (names::OPS_PUT, load(&ops.put)),
+        (names::OPS_DEL, load(&ops.del)),
+        (names::OPS_LIST, load(&ops.list)),
+        (names::OPS_SUB, load(&ops.sub)),
         (names::FSYNC_COUNT, store.syncs),
         (names::FSYNC_LAST_US, store.last_sync_micros),
         (names::FSYNC_MAX_US, store.max_sync_micros),
+        (names::DISK_BYTES, store.total_bytes),
+        (names::DISK_DEAD_BYTES, store.dead_bytes),
+        (names::DISK_FREE_BYTES, store.free_bytes),
+        (names::COMPACTION_COUNT, store.compactions),
+        (
+            names::COMPACTION_BLOCKED,
+            store.compaction_hold.as_ref().map_or(0, |h| h.code()),
+        ),
     ]
     .into_iter()
     .map(|(name, value)| (name.to_owned(), value))

@@ -542,6 +542,11 @@ impl Store {
         }
     }
 
+    /// Compactions completed since open.
+    pub fn compactions(&self) -> u64 {
+        self.compactions
+    }
+
     /// The data directory.
     pub fn dir(&self) -> &Path {
         &self.dir

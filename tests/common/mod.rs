@@ -78,7 +78,10 @@ impl TestServer {
             .arg(self.data_dir())
             .args(&self.extra_args)
             .env_remove("NKV_ADDR")
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("NKV_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null());
         let child = cmd.spawn().expect("spawn nkv-server");
