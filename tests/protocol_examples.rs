@@ -23,7 +23,7 @@ use nkv::protocol::{
 use tokio_util::codec::{Decoder, Encoder};
 
 /// Frame type names as `protocol.md` spells them.
-const FRAME_NAMES: [(&str, u8); 25] = [
+const FRAME_NAMES: [(&str, u8); 27] = [
     ("HELLO", ft::HELLO),
     ("PING", ft::PING),
     ("GET", ft::GET),
@@ -33,6 +33,7 @@ const FRAME_NAMES: [(&str, u8); 25] = [
     ("SUB", ft::SUB),
     ("UNSUB", ft::UNSUB),
     ("STATS", ft::STATS),
+    ("COMPACT", ft::COMPACT),
     ("HELLO_OK", ft::HELLO_OK),
     ("PONG", ft::PONG),
     ("GET_OK", ft::GET_OK),
@@ -42,6 +43,7 @@ const FRAME_NAMES: [(&str, u8); 25] = [
     ("SUB_OK", ft::SUB_OK),
     ("UNSUB_OK", ft::UNSUB_OK),
     ("STATS_OK", ft::STATS_OK),
+    ("COMPACT_OK", ft::COMPACT_OK),
     ("LIST_ITEM", ft::LIST_ITEM),
     ("UPDATE", ft::UPDATE),
     ("DELETE", ft::DELETE),
@@ -149,6 +151,17 @@ fn expected() -> Vec<(&'static str, Expected)> {
         ("hello", c(1, hello("nkv-cli 0.1.0"))),
         ("hello-ok", r(1, hello_ok())),
         ("ping", c(7, Request::Ping)),
+        ("compact", c(16, Request::Compact)),
+        (
+            "compact-ok",
+            r(
+                16,
+                Response::CompactOk {
+                    bytes_before: 1 << 20,
+                    bytes_after: 8192,
+                },
+            ),
+        ),
         ("pong", r(7, Response::Pong)),
         ("get", c(8, get(K))),
         (

@@ -76,9 +76,16 @@ struct Cli {
     #[arg(long, value_name = "BYTES", default_value = "16M", value_parser = parse_size, global = true)]
     compaction_min_dead: u64,
 
-    /// ...and dead bytes at least this share of all data-file bytes.
+    /// Automatic compaction also needs dead bytes to be at least this share
+    /// of all data-file bytes.
     #[arg(long, value_name = "RATIO", default_value_t = 0.5, global = true)]
     compaction_ratio: f64,
+
+    /// Revisions for which deletes are remembered for resuming
+    /// subscribers; compaction forgets older ones and raises the
+    /// tombstone floor (a resume below it gets a full snapshot).
+    #[arg(long, value_name = "REVISIONS", default_value_t = Options::default().tombstone_retention, global = true)]
+    tombstone_retention: u64,
 
     /// Log filter (error, warn, info, debug, trace, or a RUST_LOG-style
     /// directive). Default: $RUST_LOG, else info.
@@ -175,6 +182,7 @@ fn run(cli: Cli) -> Result<(), String> {
         fsync: cli.fsync,
         compaction_min_dead_bytes: cli.compaction_min_dead,
         compaction_dead_ratio: cli.compaction_ratio,
+        tombstone_retention: cli.tombstone_retention,
         ..Options::default()
     };
     if let Some(Command::Repair) = cli.command {

@@ -84,6 +84,9 @@ enum Command {
     },
     /// Show the server's counters.
     Stats,
+    /// Compact the server's store now, reclaiming the space of overwritten
+    /// and deleted values.
+    Compact,
 }
 
 /// How the command failed: the exit status and what to say.
@@ -154,6 +157,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
             return watch(client, json, key.as_deref().unwrap_or(""), since);
         }
         Command::Stats => stats(&client, &mut out, json),
+        Command::Compact => compact(&client, &mut out, json),
     };
     client.close();
     result?;
@@ -282,6 +286,20 @@ fn stats(client: &Client, out: &mut impl Write, json: bool) -> Result<(), Failur
         writeln!(out, "{name:<width$}  {value:>value_width$}").map_err(write_failure)?;
     }
     Ok(())
+}
+
+fn compact(client: &Client, out: &mut impl Write, json: bool) -> Result<(), Failure> {
+    let (before, after) = client.compact()?;
+    if json {
+        writeln!(
+            out,
+            "{}",
+            json!({ "bytes_before": before, "bytes_after": after })
+        )
+    } else {
+        writeln!(out, "compacted: {before} bytes -> {after} bytes")
+    }
+    .map_err(write_failure)
 }
 
 /// Prints events until the subscription closes or stdout goes away.

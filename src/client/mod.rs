@@ -330,6 +330,18 @@ impl Client {
         }
     }
 
+    /// Asks the server to compact its store now; returns the bytes of its
+    /// data files before and after.
+    pub fn compact(&self) -> Result<(u64, u64), Error> {
+        match self.call(Request::Compact)? {
+            Answer::Response(Response::CompactOk {
+                bytes_before,
+                bytes_after,
+            }) => Ok((bytes_before, bytes_after)),
+            other => Err(unexpected(other)),
+        }
+    }
+
     /// Subscribes to `prefix` (`""` = every key) and returns the
     /// subscription id. The handler receives the snapshot (or, with
     /// `since`, only what changed after that revision), then

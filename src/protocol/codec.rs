@@ -403,12 +403,12 @@ fn decode_request(raw: RawFrame) -> Result<Result<Request, Invalid>, FrameError>
                 None => invalid(ErrorCode::InvalidArgument, "client name is not valid UTF-8"),
             }
         }
-        ft::PING | ft::STATS => {
+        ft::PING | ft::STATS | ft::COMPACT => {
             f.finish()?;
-            Ok(if raw.frame_type == ft::PING {
-                Request::Ping
-            } else {
-                Request::Stats
+            Ok(match raw.frame_type {
+                ft::PING => Request::Ping,
+                ft::STATS => Request::Stats,
+                _ => Request::Compact,
             })
         }
         ft::GET | ft::LIST => {
@@ -580,6 +580,10 @@ fn decode_server_frame(raw: RawFrame) -> Result<ServerFrame, FrameError> {
         }),
         ft::SUB_OK => response(Response::SubOk),
         ft::UNSUB_OK => response(Response::UnsubOk),
+        ft::COMPACT_OK => response(Response::CompactOk {
+            bytes_before: f.u64()?,
+            bytes_after: f.u64()?,
+        }),
         ft::STATS_OK => {
             let count = f.u16()?;
             // Each entry is at least 10 bytes, so `count` cannot make this

@@ -105,6 +105,8 @@ pub enum Request {
     },
     /// STATS (0x16).
     Stats,
+    /// COMPACT (0x17): compact the store now (an operator's request).
+    Compact,
 }
 
 /// A request with its client-chosen id (never 0): what a client sends.
@@ -212,6 +214,13 @@ pub enum Response {
     SubOk,
     /// UNSUB_OK (0x95): no event of the subscription follows.
     UnsubOk,
+    /// COMPACT_OK (0x97): the compaction is done.
+    CompactOk {
+        /// Bytes of the data files before.
+        bytes_before: u64,
+        /// Bytes of the data files after.
+        bytes_after: u64,
+    },
     /// STATS_OK (0x96): named counters, at most 65535.
     StatsOk {
         /// `(name, value)` pairs in the server's order.
@@ -299,13 +308,14 @@ impl Request {
             Request::Subscribe { .. } => frame_type::SUB,
             Request::Unsubscribe { .. } => frame_type::UNSUB,
             Request::Stats => frame_type::STATS,
+            Request::Compact => frame_type::COMPACT,
         }
     }
 
     pub(crate) fn payload_len(&self) -> Result<usize, FrameError> {
         Ok(match self {
             Request::Hello { client_name, .. } => 4 + 2 + str16_len("client_name", client_name)?,
-            Request::Ping | Request::Stats => 0,
+            Request::Ping | Request::Stats | Request::Compact => 0,
             Request::Get { key } => str16_len("key", key)?,
             Request::Put { key, value, .. } => {
                 1 + 8 + str16_len("key", key)? + bytes32_len("value", value)?
@@ -328,7 +338,7 @@ impl Request {
                 dst.put_u16(*version);
                 put_str16(dst, client_name);
             }
-            Request::Ping | Request::Stats => {}
+            Request::Ping | Request::Stats | Request::Compact => {}
             Request::Get { key } | Request::List { prefix: key } => put_str16(dst, key),
             Request::Put {
                 key,
@@ -380,6 +390,7 @@ impl Response {
             Response::SubOk => frame_type::SUB_OK,
             Response::UnsubOk => frame_type::UNSUB_OK,
             Response::StatsOk { .. } => frame_type::STATS_OK,
+            Response::CompactOk { .. } => frame_type::COMPACT_OK,
             Response::Error(_) => frame_type::ERROR,
         }
     }
@@ -397,6 +408,7 @@ impl Response {
                 8 + str16_len("key", key)? + bytes32_len("value", value)?
             }
             Response::ListOk { .. } => 8 + 4,
+            Response::CompactOk { .. } => 8 + 8,
             Response::StatsOk { stats } => {
                 if stats.len() > usize::from(u16::MAX) {
                     return Err(FrameError::FieldTooLong {
@@ -458,6 +470,13 @@ impl Response {
             Response::ListOk { revision, count } => {
                 dst.put_u64(*revision);
                 dst.put_u32(*count);
+            }
+            Response::CompactOk {
+                bytes_before,
+                bytes_after,
+            } => {
+                dst.put_u64(*bytes_before);
+                dst.put_u64(*bytes_after);
             }
             Response::StatsOk { stats } => {
                 // Checked by payload_len.

@@ -101,6 +101,8 @@ pub mod frame_type {
     pub const UNSUB: u8 = 0x15;
     /// Client → server: server counters.
     pub const STATS: u8 = 0x16;
+    /// Client → server: compact the store now.
+    pub const COMPACT: u8 = 0x17;
 
     /// Server → client: answer to HELLO.
     pub const HELLO_OK: u8 = RESPONSE_BIT | HELLO;
@@ -120,6 +122,8 @@ pub mod frame_type {
     pub const UNSUB_OK: u8 = RESPONSE_BIT | UNSUB;
     /// Server → client: answer to STATS.
     pub const STATS_OK: u8 = RESPONSE_BIT | STATS;
+    /// Server → client: answer to COMPACT.
+    pub const COMPACT_OK: u8 = RESPONSE_BIT | COMPACT;
     /// Server → client: one entry of a LIST answer, before LIST_OK.
     pub const LIST_ITEM: u8 = 0x98;
 
@@ -195,6 +199,8 @@ pub mod stats {
     pub const FSYNC_MAX_US: &str = "fsync.max_us";
     /// Subscriptions left out of this answer because it would not fit.
     pub const SUB_OMITTED: &str = "sub.omitted";
+    /// The tombstone floor: a resume below it gets RESET.
+    pub const TOMBSTONE_FLOOR: &str = "tombstone_floor";
     /// Bytes of the store's data files.
     pub const DISK_BYTES: &str = "disk.bytes";
     /// Bytes of the data files a compaction would free.

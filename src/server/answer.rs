@@ -71,6 +71,8 @@ pub(super) enum EngineOp {
     Unsubscribe(u32),
     /// STATS → STATS_OK.
     Stats,
+    /// COMPACT → COMPACT_OK.
+    Compact,
     /// A job whose reply is dropped (unregistering a failed snapshot's
     /// subscription).
     Silent,
@@ -263,6 +265,10 @@ impl Connection {
             }
             (EngineOp::Stats, Outcome::Stats(stats)) => Response::StatsOk {
                 stats: super::stats::to_wire(&stats, &self.shared),
+            },
+            (EngineOp::Compact, Outcome::Compacted(report)) => Response::CompactOk {
+                bytes_before: report.bytes_before,
+                bytes_after: report.bytes_after,
             },
             (_, outcome) => {
                 tracing::error!(

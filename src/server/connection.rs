@@ -480,6 +480,7 @@ impl Connection {
                 }
             }
             Request::Stats => self.submit(Command::Stats, EngineOp::Stats),
+            Request::Compact => self.submit(Command::Compact, EngineOp::Compact),
         };
         if let Work::Error(e) = &work {
             if e.code.closes_connection() {

@@ -33,6 +33,7 @@ pub(super) fn to_wire(stats: &EngineStats, shared: &Shared) -> Vec<(String, u64)
         (names::FSYNC_COUNT, store.syncs),
         (names::FSYNC_LAST_US, store.last_sync_micros),
         (names::FSYNC_MAX_US, store.max_sync_micros),
+        (names::TOMBSTONE_FLOOR, store.tombstone_floor),
         (names::DISK_BYTES, store.total_bytes),
         (names::DISK_DEAD_BYTES, store.dead_bytes),
         (names::DISK_FREE_BYTES, store.free_bytes),
