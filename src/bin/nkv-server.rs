@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+
 use nkv::addr::Address;
 use nkv::server::{self, limits, Listener};
 use nkv::store::{self, FsyncPolicy, Options, Store};

@@ -54,6 +54,14 @@ const LARGE_FRAME: u32 = 64 << 10;
 /// Read at most this much from the socket per readiness.
 const READ_CHUNK: usize = 64 << 10;
 
+/// After the server closes a connection on its own (a fatal error, a
+/// timeout, shutdown), how long it keeps discarding what the client still
+/// sends, and how much at most. Closing a socket with unread input makes
+/// the kernel reset the connection, and the client would lose the ERROR
+/// that says why; discarding for a moment lets it arrive.
+const LINGER: std::time::Duration = std::time::Duration::from_millis(500);
+const LINGER_BYTES: usize = 4 << 20;
+
 /// State of one connection (see the module docs).
 pub(super) struct Connection {
     /// Server-assigned number (STATS, logs, subscription keys).
@@ -98,6 +106,8 @@ pub(super) struct Connection {
     pub closing: bool,
     /// Set once shutdown began.
     draining: bool,
+    /// Set once the client closed its sending side.
+    peer_closed: bool,
 }
 
 /// What ended a connection early.
@@ -135,6 +145,7 @@ impl Connection {
             waker: Arc::new(Notify::new()),
             closing: false,
             draining: false,
+            peer_closed: false,
             shared,
         }
     }
@@ -142,9 +153,37 @@ impl Connection {
     /// Serves the connection until the client leaves, a fatal error, or
     /// shutdown.
     pub(super) async fn serve(mut self, mut phase: watch::Receiver<Phase>) {
-        let ended = self.run(&mut phase).await;
-        if let Err(End::Gone) = ended {
-            tracing::debug!(connection = self.id, "connection lost");
+        match self.run(&mut phase).await {
+            Ok(()) if !self.peer_closed => self.linger().await,
+            Ok(()) | Err(End::Abandon) => {}
+            Err(End::Gone) => tracing::debug!(connection = self.id, "connection lost"),
+        }
+    }
+
+    /// Half-closes, then discards input for a moment (see [`LINGER`]).
+    async fn linger(&mut self) {
+        // The buffers are not needed any more; give them back first.
+        self.input = BytesMut::new();
+        self.output = BytesMut::new();
+        self.stream.shutdown_write().await;
+        let deadline = tokio::time::Instant::now() + LINGER;
+        let mut scratch = [0u8; 4096];
+        let mut discarded = 0;
+        while discarded < LINGER_BYTES {
+            tokio::select! {
+                ready = self.stream.ready(Interest::READABLE) => {
+                    if ready.is_err() {
+                        return;
+                    }
+                    match self.stream.try_read(&mut scratch) {
+                        Ok(0) => return,
+                        Ok(n) => discarded += n,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(_) => return,
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline) => return,
+            }
         }
     }
 
@@ -326,6 +365,7 @@ impl Connection {
         match self.stream.try_read_buf(&mut self.input) {
             Ok(0) => {
                 // The client is done sending; answer what it asked.
+                self.peer_closed = true;
                 if !self.input.is_empty() {
                     tracing::debug!(connection = self.id, "a frame cut short by the peer");
                 }
@@ -662,6 +702,7 @@ impl Drop for Connection {
             reply,
         });
         self.shared.connections.fetch_sub(1, Ordering::SeqCst);
+        self.shared.closed.fetch_add(1, Ordering::Relaxed);
     }
 }
 

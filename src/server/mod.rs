@@ -18,6 +18,7 @@ mod answer;
 mod connection;
 pub mod limits;
 mod listener;
+mod memory;
 mod stats;
 mod stream;
 
@@ -124,6 +125,8 @@ pub(crate) struct Shared {
     pub max_value: usize,
     /// Connections open now (every accepted socket), for the cap and STATS.
     pub connections: AtomicUsize,
+    /// Connections closed since start (a burst that ended frees memory).
+    pub closed: AtomicU64,
     /// Subscriptions open now, server-wide.
     pub subscriptions: AtomicUsize,
     /// Source of connection ids.
@@ -154,6 +157,7 @@ pub async fn run(
         max_value,
         config,
         connections: AtomicUsize::new(0),
+        closed: AtomicU64::new(0),
         subscriptions: AtomicUsize::new(0),
         next_connection: AtomicU64::new(1),
         ops: OpCounters::default(),
@@ -177,7 +181,9 @@ pub async fn run(
     }
     drop(engine.jobs);
 
+    let trimmer = tokio::spawn(memory::give_back_after_bursts(shared.clone()));
     shutdown.await;
+    trimmer.abort();
     tracing::info!("shutting down: no new connections; finishing in-flight requests");
     let _ = stop_accepting.send(true);
     while accepting.join_next().await.is_some() {}

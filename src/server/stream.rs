@@ -34,6 +34,23 @@ impl Stream {
         }
     }
 
+    /// Reads what is available into `buf` without blocking.
+    pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.try_read(buf),
+            Stream::Tcp(s) => s.try_read(buf),
+        }
+    }
+
+    /// Shuts the sending side down: the peer reads what was sent, then EOF.
+    pub async fn shutdown_write(&mut self) {
+        use tokio::io::AsyncWriteExt;
+        let _ = match self {
+            Stream::Unix(s) => s.shutdown().await,
+            Stream::Tcp(s) => s.shutdown().await,
+        };
+    }
+
     /// Writes what the socket takes from `buf` without blocking.
     pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
         match self {

@@ -18,6 +18,8 @@ mod compaction;
 mod db;
 pub mod error;
 pub mod format;
+#[doc(hidden)]
+pub mod fuzzing;
 mod hint;
 mod index;
 mod io;

@@ -162,6 +162,27 @@ impl TestServer {
             .expect("VmRSS")
     }
 
+    /// Open file descriptors of the server process.
+    pub fn fd_count(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    }
+
+    /// Waits (up to 10 s) until `measure` is at most `limit`, returning
+    /// the last measurement: for resources the server gives back
+    /// asynchronously after clients leave.
+    pub fn settles<T: PartialOrd + Copy>(&self, limit: T, mut measure: impl FnMut() -> T) -> T {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let now = measure();
+            if now <= limit || Instant::now() > deadline {
+                return now;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// A raw wire client, handshake done.
     pub fn wire(&self) -> Wire {
         let mut wire = Wire::connect_unix(&self.socket());
@@ -174,6 +195,12 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// Raises this process's soft limit on open files to its hard limit (tests
+/// that open many connections need more than the usual 1024).
+pub fn raise_own_fd_limit() -> u64 {
+    nkv::server::limits::raise_fd_limit().unwrap_or(1024)
 }
 
 /// A loopback port that was free a moment ago.
