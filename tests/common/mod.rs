@@ -20,9 +20,61 @@ pub struct TestServer {
     pub child: Option<Child>,
     pub extra_args: Vec<String>,
     pub tcp_port: Option<u16>,
+    /// A command the server runs under (e.g. `prlimit --nofile=...`).
+    pub wrapper: Vec<String>,
+    /// Where the data lives, if not in `dir`.
+    pub data: Option<PathBuf>,
+    /// Whether stderr goes to `dir/server.log` (else it is inherited).
+    pub capture_log: bool,
+}
+
+/// Options for a [`TestServer`] beyond its flags.
+#[derive(Default)]
+pub struct Setup {
+    /// Command prefix, e.g. `["prlimit", "--nofile=200:200", "--"]`.
+    pub wrapper: Vec<String>,
+    /// Data directory (default: `data` in the server's temp dir).
+    pub data: Option<PathBuf>,
+    /// Capture stderr in `server.log` (read it with `log()`).
+    pub capture_log: bool,
 }
 
 impl TestServer {
+    /// Starts a server with flags and a [`Setup`].
+    pub fn start_setup(extra: &[&str], setup: Setup) -> TestServer {
+        let mut server = TestServer {
+            dir: tempfile::tempdir().expect("temp dir"),
+            child: None,
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            tcp_port: None,
+            wrapper: setup.wrapper,
+            data: setup.data,
+            capture_log: setup.capture_log,
+        };
+        server.spawn();
+        server
+    }
+
+    /// What the server wrote to stderr (with `capture_log`).
+    pub fn log(&self) -> String {
+        let text = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
+        // Without colour codes.
+        let mut out = String::new();
+        let mut chars = text.chars().peekable();
+        while let Some(c) = chars.next() {
+            if c == '\u{1b}' {
+                for c in chars.by_ref() {
+                    if c.is_ascii_alphabetic() {
+                        break;
+                    }
+                }
+            } else {
+                out.push(c);
+            }
+        }
+        out
+    }
+
     /// Starts a server listening on `DIR/nkv.sock` only.
     pub fn start() -> TestServer {
         Self::start_with(&[])
@@ -30,14 +82,7 @@ impl TestServer {
 
     /// Starts a server with extra command-line flags.
     pub fn start_with(extra: &[&str]) -> TestServer {
-        let mut server = TestServer {
-            dir: tempfile::tempdir().expect("temp dir"),
-            child: None,
-            extra_args: extra.iter().map(|s| s.to_string()).collect(),
-            tcp_port: None,
-        };
-        server.spawn();
-        server
+        Self::start_setup(extra, Setup::default())
     }
 
     /// Starts a server on the Unix socket and on a free loopback TCP port.
@@ -48,6 +93,9 @@ impl TestServer {
             child: None,
             extra_args: vec!["--listen".into(), format!("tcp:127.0.0.1:{port}")],
             tcp_port: Some(port),
+            wrapper: Vec::new(),
+            data: None,
+            capture_log: false,
         };
         server.spawn();
         server
@@ -58,7 +106,9 @@ impl TestServer {
     }
 
     pub fn data_dir(&self) -> PathBuf {
-        self.dir.path().join("data")
+        self.data
+            .clone()
+            .unwrap_or_else(|| self.dir.path().join("data"))
     }
 
     /// The `unix:PATH` address of this server.
@@ -71,7 +121,23 @@ impl TestServer {
     }
 
     fn spawn(&mut self) {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nkv-server"));
+        let server = env!("CARGO_BIN_EXE_nkv-server");
+        let mut cmd = match self.wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(server);
+                cmd
+            }
+            None => Command::new(server),
+        };
+        if self.capture_log {
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.path().join("server.log"))
+                .expect("server.log");
+            cmd.stderr(log);
+        }
         cmd.arg("--listen")
             .arg(self.addr())
             .arg("--data-dir")
