@@ -348,6 +348,33 @@ impl Wire {
         self.send_raw(&out);
     }
 
+    /// Sends a request with a fresh id, or the error (the server died).
+    pub fn try_send(&mut self, request: Request) -> std::io::Result<u32> {
+        let id = self.next_id;
+        self.next_id += 1;
+        let mut out = BytesMut::new();
+        self.codec
+            .encode(ClientFrame { id, request }, &mut out)
+            .expect("encode");
+        self.stream.write_all(&out)?;
+        Ok(id)
+    }
+
+    /// Next frame, `Ok(None)` at EOF, or the read error.
+    pub fn try_recv(&mut self) -> std::io::Result<Option<ServerFrame>> {
+        loop {
+            if let Some(frame) = self.codec.decode(&mut self.buf).expect("decode") {
+                return Ok(Some(frame));
+            }
+            let mut chunk = [0u8; 64 * 1024];
+            let n = self.stream.read(&mut chunk)?;
+            if n == 0 {
+                return Ok(None);
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
     /// Next frame from the server, or None at EOF.
     pub fn recv(&mut self) -> Option<ServerFrame> {
         loop {
