@@ -148,3 +148,53 @@ fn idle_connections_cannot_take_the_stores_descriptors() {
     assert_eq!(stat(&mut control, "compaction.count"), 1);
     drop(idle);
 }
+
+/// CPU time (user + system) of a process, in clock ticks.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name (which is in parentheses).
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// When accept itself fails (out of descriptors), the server backs off
+/// instead of spinning, and accepts again once descriptors are back.
+#[test]
+fn accept_failures_back_off_instead_of_spinning() {
+    if !prlimit_available() {
+        return;
+    }
+    let server = limited("256:256", &[]);
+    let mut control = server.wire();
+    let pid = server.pid().to_string();
+    // Lower the running server's limit below what it has open: every
+    // accept now fails with EMFILE.
+    let status = Command::new("prlimit")
+        .args(["--pid", &pid, "--nofile=8:256"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut pending = Vec::new();
+    for _ in 0..5 {
+        pending.push(UnixStream::connect(server.socket()).unwrap());
+    }
+    let before = cpu_ticks(server.pid());
+    std::thread::sleep(Duration::from_secs(2));
+    let spent = cpu_ticks(server.pid()) - before;
+    // A spinning accept loop burns ~200 ticks (100 per second) here.
+    assert!(spent < 60, "{spent} ticks of CPU in 2 s while accept fails");
+    // The open connection is served all along.
+    assert_eq!(control.call(Request::Ping), Response::Pong);
+    // Descriptors are back: the waiting clients get in.
+    let status = Command::new("prlimit")
+        .args(["--pid", &pid, "--nofile=256:256"])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut late = Wire::connect_unix(&server.socket());
+    late.hello();
+    assert_eq!(late.call(Request::Ping), Response::Pong);
+    assert!(server.log().contains("accept failed"), "{}", server.log());
+    drop(pending);
+}
