@@ -184,15 +184,35 @@ fn unsupported_version_is_refused() {
 #[test]
 fn connection_cap_is_enforced_with_a_clear_error() {
     let server = TestServer::start_with(&["--max-connections", "2"]);
-    // Connections count from accept: these two never send HELLO.
-    let idle_a = Wire::connect_unix(&server.socket());
-    let _idle_b = Wire::connect_unix(&server.socket());
-    // The third is refused at once, without waiting for its HELLO.
-    let mut third = Wire::connect_unix(&server.socket());
-    expect_error(&mut third, 0, ErrorCode::Limit);
-    assert!(third.closed());
+    // Connections count from accept: idle ones (no HELLO) fill the cap.
+    // (The start-up probe's connection may still count for a moment, so
+    // keep connecting until two idle ones are in.)
+    let mut idle = Vec::new();
+    let mut refused = None;
+    while idle.len() < 2 || refused.is_none() {
+        let mut stream = std::os::unix::net::UnixStream::connect(server.socket()).unwrap();
+        // A refusal is written at accept; an accepted idle connection
+        // hears nothing before the handshake timeout (5 s).
+        stream
+            .set_read_timeout(Some(Duration::from_secs(2)))
+            .unwrap();
+        let mut answer = Vec::new();
+        match std::io::Read::read_to_end(&mut stream, &mut answer) {
+            Ok(_) => refused = Some(answer),
+            Err(_) => idle.push(stream),
+        }
+        assert!(idle.len() <= 2, "more than 2 connections accepted");
+    }
+    // The refusal: ERROR LIMIT with id 0, then the connection closed.
+    let answer = refused.unwrap();
+    assert_eq!(answer[4], wire::frame_type::ERROR);
+    assert_eq!(&answer[5..9], &[0, 0, 0, 0]);
+    assert_eq!(
+        u16::from_be_bytes([answer[9], answer[10]]),
+        ErrorCode::Limit.as_u16()
+    );
     // A slot frees when a connection goes.
-    drop(idle_a);
+    idle.pop();
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let mut next = Wire::connect_unix(&server.socket());

@@ -172,7 +172,8 @@ pub(crate) fn parse<'a>(
             rec_len = get_varint(body, &mut at)?;
             revision = get_varint(body, &mut at)?;
             rec_offset = cursor;
-            cursor += rec_len;
+            // A CRC-valid hint with absurd lengths is refused, not trusted.
+            cursor = cursor.checked_add(rec_len)?;
         } else if n == 0 {
             return None;
         }

@@ -132,6 +132,19 @@ pub fn repair(dir: &Path, options: Options) -> Result<RepairReport, StoreError> 
             Ok(h) => {
                 revision = revision.max(h.base_revision);
                 floor = floor.max(h.floor);
+                if h.id != id {
+                    // A renamed or copied file: open refuses it, so its
+                    // records are salvaged into new segments.
+                    report.dropped.push(DroppedRange {
+                        file: path.clone(),
+                        offset: 0,
+                        len: HEADER_LEN as u64,
+                        reason: format!(
+                            "segment header names id {} but the file name says {id}",
+                            h.id
+                        ),
+                    });
+                }
                 h.salt
             }
             Err(reason) => {

@@ -5,12 +5,26 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Mutex, MutexGuard};
+
+/// Tests of one binary that use a small disk run one at a time: mounting
+/// forks helper programs, and a child forked while another test's store
+/// has just closed its lock file still holds that lock until it execs, so
+/// the store could not be reopened at once.
+static SERIAL: Mutex<()> = Mutex::new(());
 
 /// A mounted filesystem, unmounted (lazily) when dropped.
 pub struct SmallDisk {
+    mount: PathBuf,
     /// Keeps the mount point (and the ext4 image) alive.
     _dir: tempfile::TempDir,
-    mount: PathBuf,
+    _serial: MutexGuard<'static, ()>,
+}
+
+fn serial() -> MutexGuard<'static, ()> {
+    SERIAL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// The effective user id, from /proc (0 for root).
@@ -32,6 +46,7 @@ impl SmallDisk {
         if euid() != Some(0) {
             return skip("mounting a small tmpfs needs root (CI runs as root)");
         }
+        let serial = serial();
         let dir = tempfile::tempdir().expect("temp dir");
         let mount = dir.path().join("mnt");
         std::fs::create_dir(&mount).unwrap();
@@ -41,7 +56,11 @@ impl SmallDisk {
             .arg(&mount)
             .status();
         match status {
-            Ok(s) if s.success() => Some(SmallDisk { _dir: dir, mount }),
+            Ok(s) if s.success() => Some(SmallDisk {
+                mount,
+                _dir: dir,
+                _serial: serial,
+            }),
             other => skip(&format!("mount -t tmpfs failed: {other:?}")),
         }
     }
@@ -52,6 +71,7 @@ impl SmallDisk {
         if euid() != Some(0) {
             return skip("mounting a loop ext4 image needs root (CI runs as root)");
         }
+        let serial = serial();
         let dir = tempfile::tempdir().expect("temp dir");
         let image = dir.path().join("disk.img");
         let mount = dir.path().join("mnt");
@@ -72,7 +92,11 @@ impl SmallDisk {
             .arg(&mount)
             .status();
         match status {
-            Ok(s) if s.success() => Some(SmallDisk { _dir: dir, mount }),
+            Ok(s) if s.success() => Some(SmallDisk {
+                mount,
+                _dir: dir,
+                _serial: serial,
+            }),
             other => skip(&format!("mount -o loop failed: {other:?}")),
         }
     }
@@ -82,18 +106,10 @@ impl SmallDisk {
         &self.mount
     }
 
-    /// Free bytes for an unprivileged writer, from `df`.
+    /// Free bytes for an unprivileged writer (statvfs, as `df` shows).
     pub fn free_bytes(&self) -> u64 {
-        let out = Command::new("df")
-            .args(["-B1", "--output=avail"])
-            .arg(&self.mount)
-            .output()
-            .expect("df");
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .nth(1)
-            .and_then(|l| l.trim().parse().ok())
-            .expect("df output")
+        let stat = rustix::fs::statvfs(&self.mount).expect("statvfs");
+        stat.f_bavail * stat.f_frsize
     }
 
     /// Fills the disk with a file of zeros until at most `leave` bytes are
