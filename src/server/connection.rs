@@ -30,22 +30,19 @@ use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::Instant;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use tokio::io::Interest;
 use tokio::sync::{mpsc, watch, Notify, OwnedSemaphorePermit};
 use tokio_util::codec::{Decoder, Encoder};
 
-use super::answer::{EngineOp, Entry, Work};
+use super::answer::{Entry, Work};
 use super::stream::Stream;
 use super::{Phase, Shared};
 use crate::engine::{Command, Job, Reply};
-use crate::key;
 use crate::notify::Mailbox;
 use crate::protocol::{
-    wire, ClientFrame, Condition as WireCondition, ErrorCode, ErrorFrame, FrameError, Inbound,
-    Request, Response, ServerCodec, ServerFrame,
+    wire, ErrorCode, ErrorFrame, FrameError, Response, ServerCodec, ServerFrame,
 };
-use crate::store::Condition;
 
 /// Frames over this many bytes draw on the server-wide large-frame budget
 /// while they are received and until they are answered.
@@ -65,49 +62,49 @@ const LINGER_BYTES: usize = 4 << 20;
 /// State of one connection (see the module docs).
 pub(super) struct Connection {
     /// Server-assigned number (STATS, logs, subscription keys).
-    pub id: u64,
-    pub shared: Arc<Shared>,
-    stream: Stream,
-    jobs: Sender<Job>,
+    pub(super) id: u64,
+    pub(super) shared: Arc<Shared>,
+    pub(super) stream: Stream,
+    pub(super) jobs: Sender<Job>,
     /// Bytes read and not yet decoded.
-    input: BytesMut,
-    pub codec: ServerCodec,
+    pub(super) input: BytesMut,
+    pub(super) codec: ServerCodec,
     /// Bytes encoded and not yet written.
-    pub output: BytesMut,
+    pub(super) output: BytesMut,
     /// When output last made progress (or became non-empty).
-    last_progress: Instant,
+    pub(super) last_progress: Instant,
     /// Until HELLO is answered: when the handshake times out.
-    handshake_deadline: Option<Instant>,
+    pub(super) handshake_deadline: Option<Instant>,
     /// When the frame whose first bytes are in `input` must be complete.
-    frame_deadline: Option<Instant>,
+    pub(super) frame_deadline: Option<Instant>,
     /// The large-frame budget drawn for the frame being received.
-    large_permit: Option<OwnedSemaphorePermit>,
+    pub(super) large_permit: Option<OwnedSemaphorePermit>,
     /// Bytes of budget the frame being received still waits for.
-    large_wanted: u32,
+    pub(super) large_wanted: u32,
     /// Requests in order, awaiting (or streaming) their answer.
-    pub queue: VecDeque<Entry>,
+    pub(super) queue: VecDeque<Entry>,
     /// Engine replies received, in the order the jobs were sent.
-    pub arrived: VecDeque<Reply>,
-    replies: mpsc::UnboundedReceiver<Reply>,
-    reply_tx: mpsc::UnboundedSender<Reply>,
+    pub(super) arrived: VecDeque<Reply>,
+    pub(super) replies: mpsc::UnboundedReceiver<Reply>,
+    pub(super) reply_tx: mpsc::UnboundedSender<Reply>,
     /// Bytes of the requests in `queue`.
-    pub held_input: usize,
+    pub(super) held_input: usize,
     /// Subscriptions whose SYNCED was sent, draining their mailboxes.
-    pub active: BTreeMap<u32, Arc<Mailbox>>,
+    pub(super) active: BTreeMap<u32, Arc<Mailbox>>,
     /// Where event draining resumes (round robin over `active`).
-    pub next_sub: u32,
+    pub(super) next_sub: u32,
     /// Subscription ids in use as of the last request read (SUB adds, UNSUB
     /// removes), counted in the server-wide total.
-    logical_subs: HashSet<u32>,
+    pub(super) logical_subs: HashSet<u32>,
     /// Wakes this task when a mailbox gets an event.
-    pub waker: Arc<Notify>,
+    pub(super) waker: Arc<Notify>,
     /// Set once nothing more is read: the connection ends when the queue
     /// and the output are empty.
-    pub closing: bool,
+    pub(super) closing: bool,
     /// Set once shutdown began.
-    draining: bool,
+    pub(super) draining: bool,
     /// Set once the client closed its sending side.
-    peer_closed: bool,
+    pub(super) peer_closed: bool,
 }
 
 /// What ended a connection early.
@@ -243,7 +240,7 @@ impl Connection {
     }
 
     /// Moves every engine reply already sent into `arrived`.
-    pub fn take_replies(&mut self) {
+    pub(super) fn take_replies(&mut self) {
         while let Ok(reply) = self.replies.try_recv() {
             self.arrived.push_back(reply);
         }
@@ -294,7 +291,7 @@ impl Connection {
 
     /// Stops reading and answers what is queued, then ERROR `code` with id
     /// 0; the connection closes after.
-    fn fail(&mut self, code: ErrorCode, message: impl Into<String>) {
+    pub(super) fn fail(&mut self, code: ErrorCode, message: impl Into<String>) {
         self.push(
             wire::CONNECTION_ID,
             0,
@@ -303,7 +300,7 @@ impl Connection {
         self.stop_reading();
     }
 
-    fn stop_reading(&mut self) {
+    pub(super) fn stop_reading(&mut self) {
         self.closing = true;
         self.frame_deadline = None;
         self.large_wanted = 0;
@@ -450,228 +447,8 @@ impl Connection {
         self.fail(code, e.to_string());
     }
 
-    /// Queues one request (or answers the handshake).
-    fn accept(&mut self, inbound: Inbound, permit: Option<OwnedSemaphorePermit>) {
-        if self.handshake_deadline.is_some() {
-            return self.handshake(inbound);
-        }
-        let held = inbound_size(&inbound);
-        let (id, request) = match inbound {
-            Inbound::Invalid {
-                id, code, message, ..
-            } => {
-                let error = ErrorFrame::new(code, message);
-                if code.closes_connection() {
-                    self.stop_reading();
-                }
-                return self.push(id, held, Work::Error(error));
-            }
-            Inbound::Request(ClientFrame { id, request }) => (id, request),
-        };
-        let work = match request {
-            Request::Hello { .. } => {
-                return self.fail(ErrorCode::Protocol, "HELLO was already received");
-            }
-            Request::Ping => Work::Pong,
-            Request::Get { key } => Work::Get(key),
-            Request::List { prefix } => match self.check_prefix(&prefix) {
-                Ok(()) => Work::List(prefix),
-                Err(e) => Work::Error(e),
-            },
-            Request::Put {
-                key,
-                value,
-                condition,
-            } => {
-                // A value of its own: a slice would pin the whole read
-                // buffer for as long as a mailbox holds the event.
-                let value = Bytes::copy_from_slice(&value);
-                let command = Command::Put {
-                    key,
-                    value,
-                    condition: store_condition(condition),
-                };
-                self.submit(command, EngineOp::Put)
-            }
-            Request::Delete { key, condition } => self.submit(
-                Command::Delete {
-                    key,
-                    condition: store_condition(condition),
-                },
-                EngineOp::Delete,
-            ),
-            Request::DeletePrefix { prefix } => match self.check_prefix(&prefix) {
-                Ok(()) => self.submit(Command::DeletePrefix { prefix }, EngineOp::Delete),
-                Err(e) => Work::Error(e),
-            },
-            Request::Subscribe { prefix, since } => self.subscribe(id, prefix, since),
-            Request::Unsubscribe { subscription } => {
-                if self.logical_subs.remove(&subscription) {
-                    self.shared.subscriptions.fetch_sub(1, Ordering::Relaxed);
-                    self.submit(
-                        Command::Unsubscribe { subscription },
-                        EngineOp::Unsubscribe(subscription),
-                    )
-                } else {
-                    Work::Error(ErrorFrame::new(
-                        ErrorCode::NotFound,
-                        format!("no subscription {subscription} on this connection"),
-                    ))
-                }
-            }
-            Request::Stats => self.submit(Command::Stats, EngineOp::Stats),
-            Request::Compact => self.submit(Command::Compact, EngineOp::Compact),
-        };
-        if let Work::Error(e) = &work {
-            if e.code.closes_connection() {
-                self.stop_reading();
-            }
-        }
-        self.held_input += held;
-        self.queue.push_back(Entry {
-            id,
-            held,
-            _budget: permit,
-            work,
-        });
-    }
-
-    fn push(&mut self, id: u32, held: usize, work: Work) {
-        self.held_input += held;
-        self.queue.push_back(Entry {
-            id,
-            held,
-            _budget: None,
-            work,
-        });
-    }
-
-    fn check_prefix(&self, prefix: &str) -> Result<(), ErrorFrame> {
-        key::validate_prefix(prefix, self.shared.max_key)
-            .map_err(|e| ErrorFrame::new(ErrorCode::InvalidKey, e.to_string()))
-    }
-
-    fn subscribe(&mut self, id: u32, prefix: String, since: Option<u64>) -> Work {
-        if let Err(e) = self.check_prefix(&prefix) {
-            return Work::Error(e);
-        }
-        if self.logical_subs.contains(&id) {
-            return Work::Error(ErrorFrame::new(
-                ErrorCode::InvalidArgument,
-                format!("subscription {id} already exists on this connection"),
-            ));
-        }
-        let config = &self.shared.config;
-        if self.logical_subs.len() >= config.max_subscriptions {
-            return Work::Error(ErrorFrame::new(
-                ErrorCode::Limit,
-                format!(
-                    "too many subscriptions on this connection (limit {})",
-                    config.max_subscriptions
-                ),
-            ));
-        }
-        let total = self.shared.subscriptions.fetch_add(1, Ordering::Relaxed);
-        if total >= config.max_total_subscriptions {
-            self.shared.subscriptions.fetch_sub(1, Ordering::Relaxed);
-            return Work::Error(ErrorFrame::new(
-                ErrorCode::Limit,
-                format!(
-                    "too many subscriptions on this server (limit {})",
-                    config.max_total_subscriptions
-                ),
-            ));
-        }
-        self.logical_subs.insert(id);
-        self.shared.ops.sub.fetch_add(1, Ordering::Relaxed);
-        let mailbox = Arc::new(Mailbox::new(self.waker.clone()));
-        let command = Command::Subscribe {
-            subscription: id,
-            prefix: prefix.clone(),
-            mailbox: mailbox.clone(),
-        };
-        self.submit(
-            command,
-            EngineOp::Subscribe {
-                prefix,
-                since,
-                mailbox,
-            },
-        )
-    }
-
-    /// A SUB the engine refused: its id is free again.
-    pub fn forget_subscription(&mut self, id: u32) {
-        if self.logical_subs.remove(&id) {
-            self.shared.subscriptions.fetch_sub(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Sends a job to the engine; its answer comes back in order.
-    pub fn submit(&mut self, command: Command, op: EngineOp) -> Work {
-        let job = Job {
-            connection: self.id,
-            command,
-            reply: self.reply_tx.clone(),
-        };
-        if self.jobs.send(job).is_err() {
-            return Work::Error(ErrorFrame::new(
-                ErrorCode::ShuttingDown,
-                "the server is shutting down",
-            ));
-        }
-        Work::Engine(op)
-    }
-
-    /// The first frame: HELLO, answered with HELLO_OK or an ERROR that
-    /// closes the connection.
-    fn handshake(&mut self, inbound: Inbound) {
-        self.handshake_deadline = None;
-        let (id, version) = match inbound {
-            Inbound::Request(ClientFrame {
-                id,
-                request: Request::Hello { version, .. },
-            }) => (id, version),
-            // A HELLO whose client name is not UTF-8 (section 3's table).
-            Inbound::Invalid {
-                id,
-                frame_type: wire::frame_type::HELLO,
-                code,
-                message,
-            } => {
-                self.push(id, 0, Work::Error(ErrorFrame::new(code, message)));
-                return self.stop_reading();
-            }
-            _ => return self.fail(ErrorCode::Protocol, "the first frame must be HELLO"),
-        };
-        if version < wire::MIN_PROTOCOL_VERSION {
-            let message = format!(
-                "protocol version {version} is not supported; this server speaks {}..={}",
-                wire::MIN_PROTOCOL_VERSION,
-                wire::PROTOCOL_VERSION
-            );
-            let error = ErrorFrame::new(ErrorCode::UnsupportedVersion, message);
-            self.push(id, 0, Work::Error(error));
-            return self.stop_reading();
-        }
-        let config = &self.shared.config;
-        let hello = Response::HelloOk {
-            version: version.min(wire::PROTOCOL_VERSION),
-            max_frame: config.max_frame,
-            max_key: self.shared.max_key as u32,
-            max_value: self.shared.max_value as u32,
-            server_name: concat!("nkv-server ", env!("CARGO_PKG_VERSION")).to_owned(),
-        };
-        self.codec.set_max_frame_length(config.max_frame);
-        self.encode(ServerFrame::Response {
-            id,
-            response: hello,
-        });
-        tracing::debug!(connection = self.id, version, "handshake");
-    }
-
     /// Appends a frame to the output.
-    pub fn encode(&mut self, frame: ServerFrame) {
+    pub(super) fn encode(&mut self, frame: ServerFrame) {
         if let Err(e) = self.codec.encode(&frame, &mut self.output) {
             // Only a frame over the limit can fail; answer in its place.
             tracing::error!(connection = self.id, error = %e, "cannot encode an answer");
@@ -703,30 +480,6 @@ impl Drop for Connection {
         });
         self.shared.connections.fetch_sub(1, Ordering::SeqCst);
         self.shared.closed.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// Bytes a decoded request holds while it waits for its answer.
-fn inbound_size(inbound: &Inbound) -> usize {
-    let payload = match inbound {
-        Inbound::Request(ClientFrame { request, .. }) => match request {
-            Request::Put { key, value, .. } => key.len() + value.len(),
-            Request::Get { key } | Request::Delete { key, .. } => key.len(),
-            Request::List { prefix }
-            | Request::DeletePrefix { prefix }
-            | Request::Subscribe { prefix, .. } => prefix.len(),
-            _ => 0,
-        },
-        Inbound::Invalid { message, .. } => message.len(),
-    };
-    wire::HEADER_SIZE + payload
-}
-
-fn store_condition(condition: WireCondition) -> Condition {
-    match condition {
-        WireCondition::None => Condition::None,
-        WireCondition::MustNotExist => Condition::MustNotExist,
-        WireCondition::RevisionEquals(revision) => Condition::RevisionIs(revision),
     }
 }
 

@@ -19,6 +19,7 @@ mod connection;
 pub mod limits;
 mod listener;
 mod memory;
+mod requests;
 mod stats;
 mod stream;
 

@@ -1,0 +1,266 @@
+//! Taking requests in: the handshake, then each decoded request checked
+//! and queued in order (reads and errors decided here, writes and
+//! subscription changes sent to the engine), with the subscription caps.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::OwnedSemaphorePermit;
+
+use super::answer::{EngineOp, Entry, Work};
+use super::connection::Connection;
+use crate::engine::{Command, Job};
+use crate::key;
+use crate::notify::Mailbox;
+use crate::protocol::{
+    wire, ClientFrame, Condition as WireCondition, ErrorCode, ErrorFrame, Inbound, Request,
+    Response, ServerFrame,
+};
+use crate::store::Condition;
+
+impl Connection {
+    /// Queues one request (or answers the handshake).
+    pub(super) fn accept(&mut self, inbound: Inbound, permit: Option<OwnedSemaphorePermit>) {
+        if self.handshake_deadline.is_some() {
+            return self.handshake(inbound);
+        }
+        let held = inbound_size(&inbound);
+        let (id, request) = match inbound {
+            Inbound::Invalid {
+                id, code, message, ..
+            } => {
+                let error = ErrorFrame::new(code, message);
+                if code.closes_connection() {
+                    self.stop_reading();
+                }
+                return self.push(id, held, Work::Error(error));
+            }
+            Inbound::Request(ClientFrame { id, request }) => (id, request),
+        };
+        let work = match request {
+            Request::Hello { .. } => {
+                return self.fail(ErrorCode::Protocol, "HELLO was already received");
+            }
+            Request::Ping => Work::Pong,
+            Request::Get { key } => Work::Get(key),
+            Request::List { prefix } => match self.check_prefix(&prefix) {
+                Ok(()) => Work::List(prefix),
+                Err(e) => Work::Error(e),
+            },
+            Request::Put {
+                key,
+                value,
+                condition,
+            } => {
+                // A value of its own: a slice would pin the whole read
+                // buffer for as long as a mailbox holds the event.
+                let value = Bytes::copy_from_slice(&value);
+                let command = Command::Put {
+                    key,
+                    value,
+                    condition: store_condition(condition),
+                };
+                self.submit(command, EngineOp::Put)
+            }
+            Request::Delete { key, condition } => self.submit(
+                Command::Delete {
+                    key,
+                    condition: store_condition(condition),
+                },
+                EngineOp::Delete,
+            ),
+            Request::DeletePrefix { prefix } => match self.check_prefix(&prefix) {
+                Ok(()) => self.submit(Command::DeletePrefix { prefix }, EngineOp::Delete),
+                Err(e) => Work::Error(e),
+            },
+            Request::Subscribe { prefix, since } => self.subscribe(id, prefix, since),
+            Request::Unsubscribe { subscription } => {
+                if self.logical_subs.remove(&subscription) {
+                    self.shared.subscriptions.fetch_sub(1, Ordering::Relaxed);
+                    self.submit(
+                        Command::Unsubscribe { subscription },
+                        EngineOp::Unsubscribe(subscription),
+                    )
+                } else {
+                    Work::Error(ErrorFrame::new(
+                        ErrorCode::NotFound,
+                        format!("no subscription {subscription} on this connection"),
+                    ))
+                }
+            }
+            Request::Stats => self.submit(Command::Stats, EngineOp::Stats),
+            Request::Compact => self.submit(Command::Compact, EngineOp::Compact),
+        };
+        if let Work::Error(e) = &work {
+            if e.code.closes_connection() {
+                self.stop_reading();
+            }
+        }
+        self.held_input += held;
+        self.queue.push_back(Entry {
+            id,
+            held,
+            _budget: permit,
+            work,
+        });
+    }
+
+    pub(super) fn push(&mut self, id: u32, held: usize, work: Work) {
+        self.held_input += held;
+        self.queue.push_back(Entry {
+            id,
+            held,
+            _budget: None,
+            work,
+        });
+    }
+
+    pub(super) fn check_prefix(&self, prefix: &str) -> Result<(), ErrorFrame> {
+        key::validate_prefix(prefix, self.shared.max_key)
+            .map_err(|e| ErrorFrame::new(ErrorCode::InvalidKey, e.to_string()))
+    }
+
+    pub(super) fn subscribe(&mut self, id: u32, prefix: String, since: Option<u64>) -> Work {
+        if let Err(e) = self.check_prefix(&prefix) {
+            return Work::Error(e);
+        }
+        if self.logical_subs.contains(&id) {
+            return Work::Error(ErrorFrame::new(
+                ErrorCode::InvalidArgument,
+                format!("subscription {id} already exists on this connection"),
+            ));
+        }
+        let config = &self.shared.config;
+        if self.logical_subs.len() >= config.max_subscriptions {
+            return Work::Error(ErrorFrame::new(
+                ErrorCode::Limit,
+                format!(
+                    "too many subscriptions on this connection (limit {})",
+                    config.max_subscriptions
+                ),
+            ));
+        }
+        let total = self.shared.subscriptions.fetch_add(1, Ordering::Relaxed);
+        if total >= config.max_total_subscriptions {
+            self.shared.subscriptions.fetch_sub(1, Ordering::Relaxed);
+            return Work::Error(ErrorFrame::new(
+                ErrorCode::Limit,
+                format!(
+                    "too many subscriptions on this server (limit {})",
+                    config.max_total_subscriptions
+                ),
+            ));
+        }
+        self.logical_subs.insert(id);
+        self.shared.ops.sub.fetch_add(1, Ordering::Relaxed);
+        let mailbox = Arc::new(Mailbox::new(self.waker.clone()));
+        let command = Command::Subscribe {
+            subscription: id,
+            prefix: prefix.clone(),
+            mailbox: mailbox.clone(),
+        };
+        self.submit(
+            command,
+            EngineOp::Subscribe {
+                prefix,
+                since,
+                mailbox,
+            },
+        )
+    }
+
+    /// A SUB the engine refused: its id is free again.
+    pub(super) fn forget_subscription(&mut self, id: u32) {
+        if self.logical_subs.remove(&id) {
+            self.shared.subscriptions.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Sends a job to the engine; its answer comes back in order.
+    pub(super) fn submit(&mut self, command: Command, op: EngineOp) -> Work {
+        let job = Job {
+            connection: self.id,
+            command,
+            reply: self.reply_tx.clone(),
+        };
+        if self.jobs.send(job).is_err() {
+            return Work::Error(ErrorFrame::new(
+                ErrorCode::ShuttingDown,
+                "the server is shutting down",
+            ));
+        }
+        Work::Engine(op)
+    }
+
+    /// The first frame: HELLO, answered with HELLO_OK or an ERROR that
+    /// closes the connection.
+    pub(super) fn handshake(&mut self, inbound: Inbound) {
+        self.handshake_deadline = None;
+        let (id, version) = match inbound {
+            Inbound::Request(ClientFrame {
+                id,
+                request: Request::Hello { version, .. },
+            }) => (id, version),
+            // A HELLO whose client name is not UTF-8 (section 3's table).
+            Inbound::Invalid {
+                id,
+                frame_type: wire::frame_type::HELLO,
+                code,
+                message,
+            } => {
+                self.push(id, 0, Work::Error(ErrorFrame::new(code, message)));
+                return self.stop_reading();
+            }
+            _ => return self.fail(ErrorCode::Protocol, "the first frame must be HELLO"),
+        };
+        if version < wire::MIN_PROTOCOL_VERSION {
+            let message = format!(
+                "protocol version {version} is not supported; this server speaks {}..={}",
+                wire::MIN_PROTOCOL_VERSION,
+                wire::PROTOCOL_VERSION
+            );
+            let error = ErrorFrame::new(ErrorCode::UnsupportedVersion, message);
+            self.push(id, 0, Work::Error(error));
+            return self.stop_reading();
+        }
+        let config = &self.shared.config;
+        let hello = Response::HelloOk {
+            version: version.min(wire::PROTOCOL_VERSION),
+            max_frame: config.max_frame,
+            max_key: self.shared.max_key as u32,
+            max_value: self.shared.max_value as u32,
+            server_name: concat!("nkv-server ", env!("CARGO_PKG_VERSION")).to_owned(),
+        };
+        self.codec.set_max_frame_length(config.max_frame);
+        self.encode(ServerFrame::Response {
+            id,
+            response: hello,
+        });
+        tracing::debug!(connection = self.id, version, "handshake");
+    }
+}
+
+/// Bytes a decoded request holds while it waits for its answer.
+pub(super) fn inbound_size(inbound: &Inbound) -> usize {
+    let payload = match inbound {
+        Inbound::Request(ClientFrame { request, .. }) => match request {
+            Request::Put { key, value, .. } => key.len() + value.len(),
+            Request::Get { key } | Request::Delete { key, .. } => key.len(),
+            Request::List { prefix }
+            | Request::DeletePrefix { prefix }
+            | Request::Subscribe { prefix, .. } => prefix.len(),
+            _ => 0,
+        },
+        Inbound::Invalid { message, .. } => message.len(),
+    };
+    wire::HEADER_SIZE + payload
+}
+
+fn store_condition(condition: WireCondition) -> Condition {
+    match condition {
+        WireCondition::None => Condition::None,
+        WireCondition::MustNotExist => Condition::MustNotExist,
+        WireCondition::RevisionEquals(revision) => Condition::RevisionIs(revision),
+    }
+}
