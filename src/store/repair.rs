@@ -110,7 +110,8 @@ pub fn repair(dir: &Path, options: Options) -> Result<RepairReport, StoreError> 
     let (mut revision, mut floor) = (0u64, 0u64);
     // Pass 1: find the valid records of every segment.
     let mut segs: Vec<Salvaged> = Vec::new();
-    for &id in &ids {
+    for (n, &id) in ids.iter().enumerate() {
+        let is_last = n + 1 == ids.len();
         let path = segment_path(dir, id);
         let ctx = || format!("reading {}", path.display());
         let file = std::fs::File::open(&path).map_err(|e| StoreError::io(ctx(), e))?;
@@ -173,8 +174,11 @@ pub fn repair(dir: &Path, options: Options) -> Result<RepairReport, StoreError> 
                 good.push((off, rec.len));
             });
             let Some((bad, reason)) = w.damage else { break };
-            if map[bad..].iter().all(|&b| b == 0) {
-                break; // preallocated space after the last record, not damage
+            // Zeros after the last record of the last segment are
+            // preallocated space; every other segment was trimmed before a
+            // later one existed, so open refuses zeros there: drop them.
+            if is_last && map[bad..].iter().all(|&b| b == 0) {
+                break;
             }
             let next = find_valid_record(&map, bad + 1, salt, max_len).unwrap_or(map.len());
             tracing::warn!(
