@@ -38,7 +38,7 @@ fn collector() -> (Handler, Receiver<SubscriptionEvent>, Arc<AtomicUsize>) {
     let (tx, rx) = channel();
     let drops = Arc::new(AtomicUsize::new(0));
     let guard = DropCounter(Arc::clone(&drops));
-    let handler: Handler = Box::new(move |event: &SubscriptionEvent| {
+    let handler: Handler = Box::new(move |_id: u32, event: &SubscriptionEvent| {
         let _keep = &guard;
         let _ = tx.send(event.clone());
     });
@@ -463,7 +463,7 @@ fn unsubscribe_from_inside_the_handler_does_not_deadlock() {
         let guard = DropCounter(Arc::clone(&drops));
         let drops = Arc::clone(&drops);
         let result_tx = Mutex::new(result_tx);
-        Box::new(move |_event: &SubscriptionEvent| {
+        Box::new(move |_id: u32, _event: &SubscriptionEvent| {
             let _keep = &guard;
             calls.fetch_add(1, Ordering::SeqCst);
             let client = client.upgrade().expect("client alive");
@@ -696,7 +696,7 @@ fn closing_the_client_from_inside_a_handler_does_not_deadlock() {
     let handler: Handler = {
         let slot = Arc::clone(&slot);
         let guard = DropCounter(Arc::clone(&drops));
-        Box::new(move |event: &SubscriptionEvent| {
+        Box::new(move |_id: u32, event: &SubscriptionEvent| {
             let _keep = &guard;
             // Closing on the dispatcher thread: must return, not join itself.
             let client = slot.lock().unwrap().take();

@@ -307,7 +307,7 @@ fn watch(client: Client, json: bool, prefix: &str, since: Option<u64>) -> Result
     // The handler runs on the client's dispatcher thread; it reports the end
     // (Closed, or a failed write) to this thread, which then closes.
     let (end_tx, end_rx) = mpsc::channel::<Result<(), Failure>>();
-    let handler = Box::new(move |event: &SubscriptionEvent| {
+    let handler = Box::new(move |_subscription: u32, event: &SubscriptionEvent| {
         let line = if json {
             event_json(event).to_string()
         } else {

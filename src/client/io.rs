@@ -2,11 +2,12 @@
 //!
 //! Callers never touch the socket; they send a [`Command`] and wait on a
 //! std channel for the answer. This one task assigns request ids, encodes
-//! frames, matches responses to requests by id, forwards subscription
-//! events to the dispatcher queue, keeps the resume point of every
-//! subscription, and reconnects with exponential backoff when the
+//! frames, matches responses to requests by id, pushes subscription events
+//! into the hub's queues, keeps the resume point of every subscription,
+//! sends keepalive PINGs, and reconnects with exponential backoff when the
 //! connection drops. Because all of that state is owned by one task, none
-//! of it needs a lock.
+//! of it needs a lock. It never runs or drops a subscription handler: user
+//! code never runs on this thread.
 //!
 //! Writing happens in a separate task fed by an unbounded channel, so that
 //! the main task never stops reading while a large request is written: a
@@ -17,8 +18,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::mpsc::{Sender, SyncSender};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::mpsc::SyncSender;
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -29,10 +30,10 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::codec::{Encoder, FramedRead};
 
-use super::dispatch::{DispatchMsg, Handler};
 use super::error::{Error, ErrorKind};
+use super::hub::{Hub, FIRST_REQUEST_ID};
 use super::subscription::{SubState, SubscriptionEvent};
-use super::{ClientOptions, ListEntry, ServerInfo};
+use super::{ClientOptions, ConnState, ListEntry, ServerInfo, Shared};
 use crate::addr::Address;
 use crate::protocol::wire::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use crate::protocol::{
@@ -48,28 +49,24 @@ pub(crate) enum Command {
         /// Where the answer goes.
         reply: SyncSender<Result<Answer, Error>>,
     },
-    /// Subscribe; on success the handler moves to the dispatcher, on
-    /// failure it is handed back so that it is dropped on the caller's
-    /// thread before `subscribe` returns.
+    /// Subscribe with the id the hub reserved; answer `reply` once the
+    /// server confirmed (the handler stays in the hub all along).
     Subscribe {
+        /// The subscription id.
+        id: u32,
         /// The prefix.
         prefix: String,
         /// The caller's resume point.
         since: Option<u64>,
-        /// The handler.
-        handler: Handler,
-        /// Where the answer goes.
-        reply: SyncSender<Result<u32, (Error, Handler)>>,
-    },
-    /// End a subscription locally at once and tell the server.
-    Unsubscribe {
-        /// The subscription id.
-        id: u32,
         /// Where the answer goes.
         reply: SyncSender<Result<(), Error>>,
-        /// True when called on the dispatcher thread: answer directly,
-        /// because the caller cannot wait for the dispatcher queue.
-        from_dispatcher: bool,
+    },
+    /// The subscription ended on the client's side (unsubscribe, or a
+    /// subscribe the caller gave up on): tell the server, now or as soon as
+    /// its SUB is confirmed.
+    Forget {
+        /// The subscription id.
+        id: u32,
     },
     /// End every subscription, fail every pending request, stop.
     Close,
@@ -95,11 +92,14 @@ enum Pending {
     Subscribe {
         prefix: String,
         since: Option<u64>,
-        handler: Handler,
-        reply: SyncSender<Result<u32, (Error, Handler)>>,
+        reply: SyncSender<Result<(), Error>>,
     },
     /// A SUB re-sent after a reconnect.
     Resubscribe,
+    /// A SUB whose caller gave up: end it when confirmed.
+    Forgotten,
+    /// A keepalive PING.
+    Keepalive,
     /// A request nobody waits for (UNSUB).
     Ignore,
 }
@@ -127,8 +127,8 @@ type Connecting = Pin<Box<dyn Future<Output = Result<(Conn, ServerInfo), Error>>
 pub(crate) fn spawn(
     addr: Address,
     options: ClientOptions,
-    info: Arc<Mutex<ServerInfo>>,
-    dispatch: Sender<DispatchMsg>,
+    shared: Arc<Shared>,
+    hub: Arc<Hub>,
 ) -> Result<(std::thread::JoinHandle<()>, UnboundedSender<Command>), Error> {
     let (commands, command_rx) = tokio::sync::mpsc::unbounded_channel();
     let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
@@ -155,18 +155,21 @@ pub(crate) fn spawn(
                     }
                     Ok((conn, server)) => {
                         let encoder = ClientCodec::with_max_frame_length(server.max_frame);
-                        *info.lock().unwrap_or_else(PoisonError::into_inner) = server;
+                        *shared.info.lock().unwrap_or_else(PoisonError::into_inner) = server;
+                        shared.set_state(ConnState::Connected);
                         let _ = ready_tx.send(Ok(()));
                         let io = Io {
                             addr,
                             options,
-                            info,
-                            dispatch,
+                            shared,
+                            hub,
                             subs: BTreeMap::new(),
                             pending: HashMap::new(),
-                            next_id: 1,
+                            next_id: FIRST_REQUEST_ID,
                             encoder,
                             last_loss: String::new(),
+                            last_heard: Instant::now(),
+                            pinging: false,
                         };
                         io.run(command_rx, conn).await;
                     }
@@ -191,10 +194,10 @@ pub(crate) fn spawn(
 struct Io {
     addr: Address,
     options: ClientOptions,
-    /// Limits and name of the server, read by the public API.
-    info: Arc<Mutex<ServerInfo>>,
-    /// The dispatcher queue.
-    dispatch: Sender<DispatchMsg>,
+    /// Limits, name and connection state, read by the public API.
+    shared: Arc<Shared>,
+    /// Where subscription events go.
+    hub: Arc<Hub>,
     /// Active subscriptions by id, ordered so re-subscribing is deterministic.
     subs: BTreeMap<u32, SubState>,
     /// Requests sent on the current connection and not fully answered.
@@ -205,6 +208,10 @@ struct Io {
     encoder: ClientCodec,
     /// Why the last connection was lost, for fail-fast messages.
     last_loss: String,
+    /// When the server last sent anything (for the keepalive).
+    last_heard: Instant,
+    /// A keepalive PING is unanswered.
+    pinging: bool,
 }
 
 /// What woke the main loop.
@@ -214,6 +221,7 @@ enum Wake {
     WriterDone(String),
     Connected(Result<(Conn, ServerInfo), Error>),
     Retry,
+    Keepalive,
 }
 
 impl Io {
@@ -222,6 +230,7 @@ impl Io {
         let mut connecting: Option<Connecting> = None;
         let mut backoff = self.options.backoff_initial;
         let mut retry_at = Instant::now();
+        let keepalive = self.options.keepalive;
         loop {
             let wake = match conn.as_mut() {
                 Some(c) => tokio::select! {
@@ -232,6 +241,8 @@ impl Io {
                         Ok(Err(e)) => format!("write failed: {e}"),
                         Err(e) => format!("writer task failed: {e}"),
                     }),
+                    _ = tokio::time::sleep_until(self.last_heard + keepalive),
+                        if !keepalive.is_zero() => Wake::Keepalive,
                 },
                 None => {
                     let reconnect = self.options.reconnect;
@@ -250,7 +261,15 @@ impl Io {
                     return;
                 }
                 Wake::Command(Some(cmd)) => self.command(cmd, conn.as_mut()),
+                Wake::Keepalive => {
+                    if let Err(reason) = self.keepalive(conn.as_mut()) {
+                        conn = None;
+                        self.lost(reason);
+                        retry_at = Instant::now() + backoff;
+                    }
+                }
                 Wake::Frame(Some(Ok(frame))) => {
+                    self.last_heard = Instant::now();
                     if let Err(reason) = self.frame(frame, conn.as_mut()) {
                         conn = None;
                         self.lost(reason);
@@ -272,6 +291,7 @@ impl Io {
                     retry_at = Instant::now() + backoff;
                 }
                 Wake::Retry => {
+                    self.shared.set_state(ConnState::Connecting);
                     connecting = Some(Box::pin(connect(
                         self.addr.clone(),
                         self.options.name.clone(),
@@ -288,6 +308,7 @@ impl Io {
                         }
                         Err(e) => {
                             tracing::debug!(error = %e, "reconnect failed");
+                            self.shared.set_state(ConnState::Disconnected);
                             self.last_loss = e.to_string();
                             backoff = (backoff * 2).min(self.options.backoff_max);
                             retry_at = Instant::now() + backoff;
@@ -298,15 +319,38 @@ impl Io {
         }
     }
 
-    /// A request id not in use by a pending request or a subscription.
+    /// A request id not in use by a pending request: from the upper half
+    /// of the id space (subscription ids, from the hub, are below it).
     fn alloc_id(&mut self) -> u32 {
         loop {
             let id = self.next_id;
-            self.next_id = self.next_id.checked_add(1).unwrap_or(1);
-            if !self.pending.contains_key(&id) && !self.subs.contains_key(&id) {
+            self.next_id = self.next_id.checked_add(1).unwrap_or(FIRST_REQUEST_ID);
+            if !self.pending.contains_key(&id) {
                 return id;
             }
         }
+    }
+
+    /// Keepalive tick: the server has been silent for a keepalive interval.
+    /// Ask it something; if it stays silent for another one, give up on
+    /// the connection (a hung server, a peer that vanished).
+    fn keepalive(&mut self, conn: Option<&mut Conn>) -> Result<(), String> {
+        let Some(conn) = conn else {
+            return Ok(());
+        };
+        if self.pinging {
+            return Err(format!(
+                "no answer from the server for {:?} (keepalive)",
+                self.options.keepalive * 2
+            ));
+        }
+        let id = self.alloc_id();
+        if self.send(conn, id, Request::Ping).is_ok() {
+            self.pending.insert(id, Pending::Keepalive);
+            self.pinging = true;
+        }
+        self.last_heard = Instant::now();
+        Ok(())
     }
 
     /// Encodes and queues a frame.
@@ -327,20 +371,11 @@ impl Io {
         ))
     }
 
-    fn push(&self, msg: DispatchMsg) {
-        // Fails only when the dispatcher is gone, i.e. during shutdown.
-        let _ = self.dispatch.send(msg);
-    }
-
-    fn push_event(&self, id: u32, event: SubscriptionEvent) {
-        self.push(DispatchMsg::Event { id, event });
-    }
-
-    /// Ends subscription `id` on the handler's side: `Closed`, then drop.
+    /// Ends subscription `id` on the handler's side: `Closed`, then the
+    /// runner drops the handler.
     fn end_subscription(&mut self, id: u32, reason: String) {
         self.subs.remove(&id);
-        self.push_event(id, SubscriptionEvent::Closed { reason });
-        self.push(DispatchMsg::Remove { id, reply: None });
+        self.hub.end(id, reason);
     }
 
     fn command(&mut self, cmd: Command, conn: Option<&mut Conn>) {
@@ -362,16 +397,15 @@ impl Io {
                 }
             }
             Command::Subscribe {
+                id,
                 prefix,
                 since,
-                handler,
                 reply,
             } => {
                 let Some(conn) = conn else {
-                    let _ = reply.send(Err((self.not_connected(), handler)));
+                    let _ = reply.send(Err(self.not_connected()));
                     return;
                 };
-                let id = self.alloc_id();
                 let request = Request::Subscribe {
                     prefix: prefix.clone(),
                     since,
@@ -381,40 +415,26 @@ impl Io {
                         let pending = Pending::Subscribe {
                             prefix,
                             since,
-                            handler,
                             reply,
                         };
                         self.pending.insert(id, pending);
                     }
                     Err(e) => {
-                        let _ = reply.send(Err((e, handler)));
+                        let _ = reply.send(Err(e));
                     }
                 }
             }
-            Command::Unsubscribe {
-                id,
-                reply,
-                from_dispatcher,
-            } => {
-                let result = if self.subs.remove(&id).is_some() {
+            Command::Forget { id } => {
+                if let Some(pending) = self.pending.get_mut(&id) {
+                    if matches!(pending, Pending::Subscribe { .. } | Pending::Resubscribe) {
+                        // Ended when the server confirms it.
+                        *pending = Pending::Forgotten;
+                    }
+                }
+                if self.subs.remove(&id).is_some() {
                     if let Some(conn) = conn {
                         self.unsub_on_server(conn, id);
                     }
-                    Ok(())
-                } else {
-                    Err(Error::new(
-                        ErrorKind::NotFound,
-                        format!("no active subscription {id}"),
-                    ))
-                };
-                // Events of `id` still in flight from the server are dropped
-                // by `frame`, since `id` is no longer in `subs`.
-                if from_dispatcher {
-                    let _ = reply.send(result);
-                    self.push(DispatchMsg::Remove { id, reply: None });
-                } else {
-                    let reply = Some((reply, result));
-                    self.push(DispatchMsg::Remove { id, reply });
                 }
             }
             Command::Close => unreachable!("handled by run"),
@@ -489,28 +509,25 @@ impl Io {
             Pending::Subscribe {
                 prefix,
                 since,
-                handler,
                 reply,
             } => match response {
                 Response::SubOk => {
                     self.subs.insert(id, SubState::new(prefix, since));
-                    self.push(DispatchMsg::Register { id, handler });
-                    if reply.send(Ok(id)).is_err() {
-                        // The caller gave up waiting: nobody knows this id,
-                        // so end the subscription rather than leak it.
+                    if reply.send(Ok(())).is_err() || !self.hub.is_live(id) {
+                        // The caller gave up waiting (and dropped its
+                        // handler): end the subscription rather than leak it.
                         self.subs.remove(&id);
-                        self.push(DispatchMsg::Remove { id, reply: None });
                         if let Some(conn) = conn {
                             self.unsub_on_server(conn, id);
                         }
                     }
                 }
                 Response::Error(e) => {
-                    let _ = reply.send(Err((Error::from_wire(e), handler)));
+                    let _ = reply.send(Err(Error::from_wire(e)));
                 }
                 other => {
                     let e = protocol_error(&other, "SUB");
-                    let _ = reply.send(Err((e.clone(), handler)));
+                    let _ = reply.send(Err(e.clone()));
                     return Err(e.message);
                 }
             },
@@ -522,6 +539,12 @@ impl Io {
                 }
                 other => return Err(protocol_error(&other, "SUB").message),
             },
+            Pending::Forgotten => {
+                if let (Response::SubOk, Some(conn)) = (response, conn) {
+                    self.unsub_on_server(conn, id);
+                }
+            }
+            Pending::Keepalive => self.pinging = false,
             Pending::Ignore => {}
         }
         Ok(())
@@ -543,31 +566,33 @@ impl Io {
             return;
         }
         sub.observe(&event);
-        self.push_event(id, SubscriptionEvent::from_wire(event));
+        self.hub.push(id, SubscriptionEvent::from_wire(event));
     }
 
     /// The connection is gone: fail what waits on it, tell every handler.
     fn lost(&mut self, reason: String) {
         tracing::debug!(%reason, "connection lost");
+        self.shared.set_state(ConnState::Disconnected);
+        self.pinging = false;
         let error = Error::connection(format!("connection to {} lost: {reason}", self.addr));
         for (_, pending) in self.pending.drain() {
             match pending {
                 Pending::Request { reply, .. } => {
                     let _ = reply.send(Err(error.clone()));
                 }
-                Pending::Subscribe { handler, reply, .. } => {
-                    let _ = reply.send(Err((error.clone(), handler)));
+                Pending::Subscribe { reply, .. } => {
+                    let _ = reply.send(Err(error.clone()));
                 }
                 // Still in `subs`: re-sent on the next connection.
-                Pending::Resubscribe | Pending::Ignore => {}
+                Pending::Resubscribe
+                | Pending::Forgotten
+                | Pending::Keepalive
+                | Pending::Ignore => {}
             }
         }
         for (&id, sub) in self.subs.iter_mut() {
             sub.disconnected();
-            let _ = self.dispatch.send(DispatchMsg::Event {
-                id,
-                event: SubscriptionEvent::Disconnected,
-            });
+            self.hub.push(id, SubscriptionEvent::Disconnected);
         }
         if !self.options.reconnect {
             let ids: Vec<u32> = self.subs.keys().copied().collect();
@@ -582,13 +607,19 @@ impl Io {
     fn connected(&mut self, conn: &mut Conn, server: ServerInfo) {
         tracing::debug!(addr = %self.addr, "reconnected");
         self.encoder.set_max_frame_length(server.max_frame);
-        *self.info.lock().unwrap_or_else(PoisonError::into_inner) = server;
+        *self
+            .shared
+            .info
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = server;
+        self.shared.set_state(ConnState::Connected);
+        self.last_heard = Instant::now();
         let subs: Vec<(u32, SubState)> = self.subs.iter().map(|(&id, s)| (id, s.clone())).collect();
         for (id, sub) in subs {
             if sub.needs_reset() {
                 // The handler may hold part of a snapshot that a fresh one
                 // will not delete.
-                self.push_event(id, SubscriptionEvent::Reset);
+                self.hub.push(id, SubscriptionEvent::Reset);
             }
             let request = Request::Subscribe {
                 prefix: sub.prefix.clone(),
@@ -603,24 +634,25 @@ impl Io {
         }
     }
 
-    /// The client is closing: end everything, then stop the dispatcher.
+    /// The client is closing: fail what waits. (The hub ends every
+    /// subscription on the closing thread.)
     fn shutdown(&mut self) {
+        self.shared.set_state(ConnState::Closed);
         for (_, pending) in self.pending.drain() {
             match pending {
                 Pending::Request { reply, .. } => {
                     let _ = reply.send(Err(Error::closed()));
                 }
-                Pending::Subscribe { handler, reply, .. } => {
-                    let _ = reply.send(Err((Error::closed(), handler)));
+                Pending::Subscribe { reply, .. } => {
+                    let _ = reply.send(Err(Error::closed()));
                 }
-                Pending::Resubscribe | Pending::Ignore => {}
+                Pending::Resubscribe
+                | Pending::Forgotten
+                | Pending::Keepalive
+                | Pending::Ignore => {}
             }
         }
-        let ids: Vec<u32> = self.subs.keys().copied().collect();
-        for id in ids {
-            self.end_subscription(id, "the client was closed".to_owned());
-        }
-        self.push(DispatchMsg::Stop);
+        self.subs.clear();
     }
 }
 

@@ -19,22 +19,39 @@
 //!
 //! [`Client`] is `Send + Sync`; every method takes `&self` and may be called
 //! from many threads at once: requests are pipelined on one connection and
-//! each caller gets its own answer. Behind it run two threads:
+//! each caller gets its own answer. Behind it run:
 //!
-//! - the I/O thread (`client/io.rs`): a current-thread tokio runtime that owns the
-//!   socket, matches answers to requests and reconnects;
-//! - the dispatcher thread (`client/dispatch.rs`): runs every subscription handler,
-//!   one at a time, in event order.
+//! - the I/O thread (`client/io.rs`): a current-thread tokio runtime that
+//!   owns the socket, matches answers to requests, sends keepalives and
+//!   reconnects. It never runs user code.
+//! - the dispatcher thread (`client/hub.rs`), unless
+//!   [`ClientOptions::dispatch`] is [`DispatchMode::Manual`]: runs the
+//!   subscription handlers, one call at a time. In manual mode the program
+//!   runs them itself with [`Client::dispatch`] when [`Client::event_fd`]
+//!   becomes readable.
 //!
 //! # Subscription handlers
 //!
-//! A handler is called on the dispatcher thread for each event of its
-//! subscription and dropped exactly once, after its last call:
-//! [`Client::unsubscribe`] returns only once that has happened (except when
-//! called from a handler, where the drop happens right after the running
-//! handler call returns); [`Client::close`] sends every subscription a final
-//! [`SubscriptionEvent::Closed`] and then drops its handler.
+//! A handler is called with the subscription id and each event, never
+//! before [`Client::subscribe`] has returned that id, one call at a time
+//! per client, and dropped exactly once after its last call. Each
+//! subscription has its own queue; a slow handler makes its queue merge
+//! events of the same key once it holds [`ClientOptions::queue_limit`]
+//! events (the latest value wins, `coalesced` counts what was skipped on
+//! both sides), so memory stays bounded by the keys it covers.
 //!
+//! - [`Client::unsubscribe`] drops the subscription's queued events, waits
+//!   only for a running call of its own handler, and drops the handler on
+//!   the calling thread before it returns. Called from inside that same
+//!   handler, it returns at once and the handler is dropped right after the
+//!   call returns.
+//! - [`Client::close`] gives every subscription a final
+//!   [`SubscriptionEvent::Closed`] and drops its handler, on the closing
+//!   thread, before it returns (from inside a handler: right after that
+//!   handler returns, on the runner).
+//! - A failed [`Client::subscribe`] has dropped its handler, on the calling
+//!   thread, before it returns, whatever the failure (a timeout included).
+
 //! # Reconnecting
 //!
 //! With [`ClientOptions::reconnect`] (the default), a lost connection fails
@@ -53,12 +70,16 @@
 //! with [`ErrorKind::Connection`], and dropping the client there leaks it
 //! instead of touching the parent's threads.
 
-mod dispatch;
+mod deadline;
 mod error;
+mod hub;
 mod io;
+mod queue;
 pub mod subscription;
 
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, Sender};
+use std::os::fd::BorrowedFd;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::Duration;
@@ -66,14 +87,15 @@ use std::time::Duration;
 use bytes::Bytes;
 use tokio::sync::mpsc::UnboundedSender;
 
-pub use dispatch::Handler;
+pub use deadline::{clear_deadline, set_deadline};
 pub use error::{Error, ErrorKind};
+pub use hub::Handler;
 pub use subscription::SubscriptionEvent;
 
 use crate::addr::Address;
 use crate::key::{validate_key, validate_prefix};
 use crate::protocol::{Condition, Request, Response};
-use dispatch::{Cancelled, DispatchMsg};
+use hub::Hub;
 use io::{Answer, Command};
 
 /// How a [`Client`] behaves.
@@ -93,6 +115,26 @@ pub struct ClientOptions {
     /// The longest delay between reconnect attempts (the delay doubles
     /// after each failed attempt, up to this).
     pub backoff_max: Duration,
+    /// After this long without hearing from the server, the client sends
+    /// a PING; after twice this long it gives the connection up (and
+    /// reconnects): a hung server or a vanished peer is noticed.
+    /// `Duration::ZERO` turns it off.
+    pub keepalive: Duration,
+    /// Who runs subscription handlers.
+    pub dispatch: DispatchMode,
+    /// Events a subscription's queue holds before it merges events of the
+    /// same key.
+    pub queue_limit: usize,
+}
+
+/// Who runs subscription handlers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DispatchMode {
+    /// A dispatcher thread per client.
+    Thread,
+    /// The program, with [`Client::dispatch`] when [`Client::event_fd`] is
+    /// readable (for programs with their own event loop).
+    Manual,
 }
 
 impl Default for ClientOptions {
@@ -104,6 +146,46 @@ impl Default for ClientOptions {
             reconnect: true,
             backoff_initial: Duration::from_millis(50),
             backoff_max: Duration::from_secs(2),
+            keepalive: Duration::from_secs(15),
+            dispatch: DispatchMode::Thread,
+            queue_limit: 1024,
+        }
+    }
+}
+
+/// The state of a client's connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum ConnState {
+    /// Connected and handshaken.
+    Connected = 0,
+    /// The connection was lost; waiting before the next attempt.
+    Disconnected = 1,
+    /// A reconnect attempt is under way.
+    Connecting = 2,
+    /// The client is closed.
+    Closed = 3,
+}
+
+/// What the I/O thread publishes for the API: the server's limits and name,
+/// and the connection state.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    info: Mutex<ServerInfo>,
+    state: AtomicU8,
+}
+
+impl Shared {
+    fn set_state(&self, state: ConnState) {
+        self.state.store(state as u8, Ordering::Release);
+    }
+
+    fn state(&self) -> ConnState {
+        match self.state.load(Ordering::Acquire) {
+            0 => ConnState::Connected,
+            1 => ConnState::Disconnected,
+            2 => ConnState::Connecting,
+            _ => ConnState::Closed,
         }
     }
 }
@@ -150,25 +232,34 @@ pub struct ListEntry {
 }
 
 /// A connection to an nkv server. See the [module documentation](self).
+///
+/// [`Client::shutdown`] closes it through a shared reference, so a client
+/// shared between threads (an `Arc<Client>`, the C library's handle) can
+/// be closed while other calls are in flight: they fail with
+/// [`ErrorKind::Closed`].
 pub struct Client {
-    /// `None` once closed.
-    inner: Option<Inner>,
+    inner: Inner,
+    /// Set by the first `shutdown`.
+    closed: std::sync::atomic::AtomicBool,
 }
 
 struct Inner {
     /// Commands to the I/O thread.
     commands: UnboundedSender<Command>,
-    /// Written by the I/O thread at each handshake.
-    info: Arc<Mutex<ServerInfo>>,
-    /// Subscriptions cancelled from inside a handler.
-    cancelled: Arc<Cancelled>,
+    /// Written by the I/O thread.
+    shared: Arc<Shared>,
+    /// Subscription handlers and their queues.
+    hub: Arc<Hub>,
     /// The I/O thread; joined at close.
-    io_thread: JoinHandle<()>,
-    /// The dispatcher thread; joined at close unless closing on it.
-    dispatcher: JoinHandle<()>,
+    io_thread: Mutex<Option<JoinHandle<()>>>,
+    /// The dispatcher thread (none in manual mode); joined at close unless
+    /// closing on it.
+    dispatcher: Mutex<Option<JoinHandle<()>>>,
+    /// Manual dispatch mode.
+    manual: bool,
     /// Ids of both threads, to avoid waiting for (or joining) ourselves.
     io_thread_id: ThreadId,
-    dispatcher_id: ThreadId,
+    dispatcher_id: Option<ThreadId>,
     /// The process that made the client; other processes are forks.
     pid: u32,
     /// [`ClientOptions::timeout`] in milliseconds; changeable while in use
@@ -181,40 +272,76 @@ impl Client {
     /// connection's failure is reported here; later ones are handled by
     /// reconnecting.
     pub fn connect(addr: &Address, options: ClientOptions) -> Result<Client, Error> {
-        let info = Arc::new(Mutex::new(ServerInfo::default()));
-        let cancelled = Arc::new(Cancelled::default());
-        let (dispatch_tx, dispatch_rx): (Sender<DispatchMsg>, Receiver<DispatchMsg>) =
-            std::sync::mpsc::channel();
+        let shared = Arc::new(Shared {
+            info: Mutex::new(ServerInfo::default()),
+            state: AtomicU8::new(ConnState::Connecting as u8),
+        });
+        let manual = options.dispatch == DispatchMode::Manual;
+        let hub =
+            Arc::new(Hub::new(options.queue_limit, manual).map_err(|e| {
+                Error::connection(format!("cannot create the event descriptor: {e}"))
+            })?);
         let timeout = options.timeout;
         let (io_thread, commands) =
-            io::spawn(addr.clone(), options, Arc::clone(&info), dispatch_tx)?;
-        let dispatcher_cancelled = Arc::clone(&cancelled);
-        let dispatcher = match std::thread::Builder::new()
-            .name("nkv-client-dispatch".into())
-            .spawn(move || dispatch::run(dispatch_rx, dispatcher_cancelled))
-        {
-            Ok(thread) => thread,
-            Err(e) => {
-                let _ = commands.send(Command::Close);
-                let _ = io_thread.join();
-                return Err(Error::connection(format!(
-                    "cannot start the dispatcher thread: {e}"
-                )));
+            io::spawn(addr.clone(), options, Arc::clone(&shared), Arc::clone(&hub))?;
+        let dispatcher = if manual {
+            None
+        } else {
+            let hub = Arc::clone(&hub);
+            match std::thread::Builder::new()
+                .name("nkv-client-dispatch".into())
+                .spawn(move || hub.run_dispatcher())
+            {
+                Ok(thread) => Some(thread),
+                Err(e) => {
+                    let _ = commands.send(Command::Close);
+                    let _ = io_thread.join();
+                    return Err(Error::connection(format!(
+                        "cannot start the dispatcher thread: {e}"
+                    )));
+                }
             }
         };
         Ok(Client {
-            inner: Some(Inner {
+            inner: Inner {
                 commands,
-                info,
-                cancelled,
+                shared,
+                hub,
                 io_thread_id: io_thread.thread().id(),
-                dispatcher_id: dispatcher.thread().id(),
-                io_thread,
-                dispatcher,
+                dispatcher_id: dispatcher.as_ref().map(|d| d.thread().id()),
+                io_thread: Mutex::new(Some(io_thread)),
+                dispatcher: Mutex::new(dispatcher),
+                manual,
                 pid: std::process::id(),
                 timeout_ms: std::sync::atomic::AtomicU64::new(timeout.as_millis() as u64),
-            }),
+            },
+            closed: std::sync::atomic::AtomicBool::new(false),
         })
+    }
+
+    /// The connection's state now.
+    pub fn state(&self) -> ConnState {
+        match self.inner() {
+            Ok(inner) => inner.shared.state(),
+            Err(_) => ConnState::Closed,
+        }
+    }
+
+    /// In [`DispatchMode::Manual`]: a descriptor that is readable while
+    /// subscription events wait for [`Client::dispatch`]. `None` otherwise.
+    pub fn event_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.inner.hub.fd()
+    }
+
+    /// Runs up to `max` waiting handler calls on this thread and returns how
+    /// many ran (see [`DispatchMode::Manual`]; in thread mode the dispatcher
+    /// thread runs them and this returns 0). Returns 0 when called from
+    /// inside a handler. While the client closes, runs every final event.
+    pub fn dispatch(&self, max: usize) -> usize {
+        if !self.inner.manual || self.inner.pid != std::process::id() {
+            return 0;
+        }
+        self.inner.hub.dispatch(max)
     }
 
     /// The server's limits (of the current or last connection).
@@ -345,107 +472,139 @@ impl Client {
     /// Subscribes to `prefix` (`""` = every key) and returns the
     /// subscription id. The handler receives the snapshot (or, with
     /// `since`, only what changed after that revision), then
-    /// [`SubscriptionEvent::Synced`], then live events.
+    /// [`SubscriptionEvent::Synced`], then live events; never before this
+    /// returns.
     ///
-    /// On error the handler has been dropped when this returns. If the call
-    /// times out, the subscription is ended as soon as its confirmation
-    /// arrives (it may still see events in between).
+    /// On any error (a timeout included) the handler has been dropped, on
+    /// this thread, when this returns; a subscription the server confirms
+    /// after a timeout is ended at once.
     pub fn subscribe(
         &self,
         prefix: &str,
         since: Option<u64>,
         handler: Handler,
     ) -> Result<u32, Error> {
-        let inner = self.inner()?;
-        self.check_prefix(prefix)?;
+        let inner = match self.inner().and_then(|inner| {
+            self.check_prefix(prefix)?;
+            Ok(inner)
+        }) {
+            Ok(inner) => inner,
+            Err(e) => {
+                hub::drop_handler(handler);
+                return Err(e);
+            }
+        };
+        let id = inner.hub.reserve(handler);
         let (reply, answer) = sync_channel(1);
         let command = Command::Subscribe {
+            id,
             prefix: prefix.to_owned(),
             since,
-            handler,
             reply,
         };
-        if let Err(e) = inner.commands.send(command) {
-            // Drop the handler here, not wherever the channel goes.
-            drop(e.0);
-            return Err(Error::closed());
-        }
-        match wait(&answer, inner.timeout())? {
-            Ok(id) => Ok(id),
-            Err((e, handler)) => {
-                drop(handler);
+        let result = if inner.commands.send(command).is_err() {
+            Err(Error::closed())
+        } else {
+            wait(&answer, inner.timeout()).and_then(|r| r)
+        };
+        match result {
+            Ok(()) => {
+                inner.hub.activate(id);
+                Ok(id)
+            }
+            Err(e) => {
+                if let Some(handler) = inner.hub.abandon(id) {
+                    hub::drop_handler(handler);
+                }
+                // If the server confirms it late, the I/O thread ends it.
+                let _ = inner.commands.send(Command::Forget { id });
                 Err(e)
             }
         }
     }
 
-    /// Ends subscription `id`. When this returns, its handler is not
-    /// running, will not be called again and has been dropped; called from
-    /// a handler, the handler is dropped right after the running call
-    /// returns. [`ErrorKind::NotFound`] when `id` is not active (the server
-    /// ended it, or it was already unsubscribed).
+    /// Ends subscription `id`: its queued events are dropped, a running call
+    /// of its handler (on another thread) is waited for, and the handler is
+    /// dropped on this thread before this returns. Called from inside that
+    /// same handler, it returns at once and the handler is dropped right
+    /// after the call returns. [`ErrorKind::NotFound`] when `id` is not
+    /// active (the server ended it, or it was already unsubscribed).
     pub fn unsubscribe(&self, id: u32) -> Result<(), Error> {
         let inner = self.inner()?;
-        let from_dispatcher = std::thread::current().id() == inner.dispatcher_id;
-        if from_dispatcher {
-            // We are inside a handler: the dispatcher cannot run the drop
-            // for us to wait on, so make it skip and drop the handler instead.
-            inner.cancelled.insert(id);
-        }
-        let (reply, answer) = sync_channel(1);
-        let command = Command::Unsubscribe {
-            id,
-            reply,
-            from_dispatcher,
-        };
-        if inner.commands.send(command).is_err() {
-            return Err(Error::closed());
-        }
-        if from_dispatcher {
-            wait(&answer, inner.timeout())?
-        } else {
-            // No timeout: the promise is that the handler is gone when this
-            // returns, and only a handler that never returns delays that.
-            answer.recv().unwrap_or_else(|_| Err(Error::closed()))
+        match inner.hub.unsubscribe(id) {
+            Err(()) => Err(Error::new(
+                ErrorKind::NotFound,
+                format!("no active subscription {id}"),
+            )),
+            Ok(handler) => {
+                let _ = inner.commands.send(Command::Forget { id });
+                if let Some(handler) = handler {
+                    hub::drop_handler(handler);
+                }
+                Ok(())
+            }
         }
     }
 
     /// Closes the client: every subscription gets a final
-    /// [`SubscriptionEvent::Closed`] and its handler is dropped, requests in
-    /// flight fail with [`ErrorKind::Closed`], the threads stop. Dropping the
-    /// client does the same.
-    pub fn close(mut self) {
+    /// [`SubscriptionEvent::Closed`] and its handler is dropped (on this
+    /// thread, before this returns; from inside a handler, right after that
+    /// handler returns), requests in flight fail with
+    /// [`ErrorKind::Closed`], the threads stop. Dropping the client does
+    /// the same.
+    pub fn close(self) {
         self.shutdown();
     }
 
-    fn shutdown(&mut self) {
-        let Some(inner) = self.inner.take() else {
+    /// Closes the client like [`Client::close`], through a shared
+    /// reference; idempotent. Calls made afterwards (or still waiting) fail
+    /// with [`ErrorKind::Closed`].
+    pub fn shutdown(&self) {
+        if self.closed.swap(true, Ordering::AcqRel) {
             return;
-        };
+        }
+        let inner = &self.inner;
         if std::process::id() != inner.pid {
             // A forked child: the threads are the parent's (they do not
             // exist here); touching their channels could wake the parent's
-            // runtime through an inherited descriptor. Leak instead.
-            std::mem::forget(inner);
+            // runtime through an inherited descriptor. Do nothing.
             return;
         }
+        // No more events: stop the I/O thread first (it never waits for
+        // handlers, so joining it is safe from anywhere but itself).
         let _ = inner.commands.send(Command::Close);
         let current = std::thread::current().id();
-        // The I/O thread never waits for the dispatcher, so joining it is
-        // safe from anywhere but itself.
         if current != inner.io_thread_id {
-            let _ = inner.io_thread.join();
+            let thread = inner
+                .io_thread
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(thread) = thread {
+                let _ = thread.join();
+            }
         }
+        inner.hub.close("the client was closed");
         // On the dispatcher thread (a handler closed or dropped the client)
-        // the dispatcher finishes the queued Closed events and stops after
-        // the handler returns; joining would wait for ourselves.
-        if current != inner.dispatcher_id {
-            let _ = inner.dispatcher.join();
+        // the dispatcher delivers the final events after the handler
+        // returns, then stops; joining would wait for ourselves.
+        if Some(current) != inner.dispatcher_id {
+            let thread = inner
+                .dispatcher
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take();
+            if let Some(thread) = thread {
+                let _ = thread.join();
+            }
         }
     }
 
     fn inner(&self) -> Result<&Inner, Error> {
-        let inner = self.inner.as_ref().ok_or_else(Error::closed)?;
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::closed());
+        }
+        let inner = &self.inner;
         if std::process::id() != inner.pid {
             return Err(Error::connection(format!(
                 "this client belongs to process {}, the parent of this forked process; \
@@ -457,17 +616,17 @@ impl Client {
     }
 
     fn info(&self) -> ServerInfo {
-        match &self.inner {
-            // In a forked child the lock may have been held by a parent
-            // thread at the fork, and would then never be released.
-            Some(inner) if inner.pid != std::process::id() => ServerInfo::default(),
-            Some(inner) => inner
-                .info
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .clone(),
-            None => ServerInfo::default(),
+        // In a forked child the lock may have been held by a parent thread
+        // at the fork, and would then never be released.
+        if self.inner.pid != std::process::id() {
+            return ServerInfo::default();
         }
+        self.inner
+            .shared
+            .info
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn check_key(&self, key: &str) -> Result<(), Error> {
@@ -508,29 +667,28 @@ impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
             .field("server", &self.info().name)
-            .field("closed", &self.inner.is_none())
+            .field("closed", &self.closed.load(Ordering::Relaxed))
             .finish()
     }
 }
 
 impl Inner {
-    /// The current per-request timeout.
+    /// How long the next call may wait: the per-request timeout, or less if
+    /// this thread's deadline ([`set_deadline`]) comes first.
     fn timeout(&self) -> Duration {
-        Duration::from_millis(self.timeout_ms.load(std::sync::atomic::Ordering::Relaxed))
+        let timeout =
+            Duration::from_millis(self.timeout_ms.load(std::sync::atomic::Ordering::Relaxed));
+        deadline::limit(timeout)
     }
 }
 
 impl Client {
     /// Changes how long each later call waits for its answer.
     pub fn set_timeout(&self, timeout: Duration) {
-        if let Some(inner) = &self.inner {
-            let ms = u64::try_from(timeout.as_millis())
-                .unwrap_or(u64::MAX)
-                .max(1);
-            inner
-                .timeout_ms
-                .store(ms, std::sync::atomic::Ordering::Relaxed);
-        }
+        let ms = u64::try_from(timeout.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        self.inner.timeout_ms.store(ms, Ordering::Relaxed);
     }
 }
 

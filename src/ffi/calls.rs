@@ -1,24 +1,14 @@
-//! The exported request functions: connect, close, put, get, list, delete.
+//! The exported request functions: ping, put, get, list, delete, stats,
+//! compact, and the client's settings and state.
 
-use std::ffi::c_char;
+use std::ffi::{c_char, c_void};
 use std::time::Duration;
 
-use super::types::{nkv_client, nkv_entries, nkv_value, OwnedEntries, OwnedValue};
-use super::{bytes_arg, guard, invalid, nkv_status, text, Failure};
-use crate::addr::Address;
-use crate::client::{Client, ClientOptions};
+use super::handle::{acquire, nkv_client};
+use super::types::{nkv_conn_state, nkv_entries, nkv_stats, nkv_value, OwnedValue};
+use super::{bytes_arg, guard, invalid, key_arg, nkv_status, Failure};
+use crate::client::{ConnState, Error, ErrorKind};
 use crate::protocol::Condition;
-
-/// Borrows the client behind a handle.
-///
-/// # Safety
-/// `client` is NULL or a live pointer from `nkv_connect`.
-pub(super) unsafe fn client_ref<'a>(client: *const nkv_client) -> Result<&'a Client, Failure> {
-    // SAFETY: non-NULL handles are live by the caller's contract.
-    unsafe { client.as_ref() }
-        .map(|c| &c.client)
-        .ok_or_else(|| invalid("client is NULL"))
-}
 
 /// Writes `value` through `out` when `out` is not NULL.
 ///
@@ -40,57 +30,30 @@ fn expect(expected_revision: u64) -> Condition {
     }
 }
 
-/// Connects to `addr` (`"unix:PATH"` or `"tcp:HOST:PORT"`; NULL: the
-/// `NKV_ADDR` environment variable, else the default socket) and performs
-/// the handshake. On success `*out` holds a client to free with
-/// `nkv_close`.
+/// A write's outcome to C: the revision on success, and for a failed
+/// condition the key's current revision (0: absent) in the same output.
 ///
 /// # Safety
-/// `addr` is NULL or a NUL-terminated string; `out` is valid for writes.
-#[no_mangle]
-pub unsafe extern "C" fn nkv_connect(addr: *const c_char, out: *mut *mut nkv_client) -> nkv_status {
-    guard(|| {
-        if out.is_null() {
-            return Err(invalid("out is NULL"));
+/// `out_revision` is NULL or writable.
+unsafe fn written(result: Result<u64, Error>, out_revision: *mut u64) -> Result<(), Failure> {
+    match result {
+        Ok(revision) => {
+            // SAFETY: NULL or writable.
+            unsafe { store_opt(out_revision, revision) };
+            Ok(())
         }
-        let address = if addr.is_null() {
-            Address::from_env_or_default()
-        } else {
-            // SAFETY: non-NULL and NUL-terminated by contract.
-            unsafe { text(addr, "addr") }?.parse()
+        Err(e) => {
+            if e.kind == ErrorKind::ConditionFailed {
+                // SAFETY: NULL or writable.
+                unsafe { store_opt(out_revision, e.current_revision.unwrap_or(0)) };
+            }
+            Err(e.into())
         }
-        .map_err(|e| invalid(e.to_string()))?;
-        let options = ClientOptions {
-            name: concat!("libnkv ", env!("CARGO_PKG_VERSION")).into(),
-            ..ClientOptions::default()
-        };
-        let client = Client::connect(&address, options)?;
-        let handle = Box::into_raw(Box::new(nkv_client { client }));
-        // SAFETY: checked non-NULL above.
-        unsafe { *out = handle };
-        Ok(())
-    })
-}
-
-/// Closes the client: every subscription gets a final CLOSED event and its
-/// `free_user_data`; requests in flight fail with `NKV_ERR_CLOSED`. NULL is
-/// fine. The handle is invalid afterwards.
-///
-/// # Safety
-/// `client` is NULL or a pointer from `nkv_connect` not yet closed, and no
-/// other thread uses it during or after this call.
-#[no_mangle]
-pub unsafe extern "C" fn nkv_close(client: *mut nkv_client) {
-    if client.is_null() {
-        return;
     }
-    // SAFETY: a live handle from `nkv_connect`, closed once by contract.
-    let handle = unsafe { Box::from_raw(client) };
-    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handle.client.close()));
 }
 
-/// Sets how long each request waits for its answer before failing with
-/// `NKV_ERR_TIMEOUT` (default 10000 ms). 0 is refused.
+/// Sets how long each request of this client waits for its answer before
+/// failing with `NKV_ERR_TIMEOUT` (default 10000 ms). 0 is refused.
 ///
 /// # Safety
 /// `client` is NULL or a live handle.
@@ -98,11 +61,76 @@ pub unsafe extern "C" fn nkv_close(client: *mut nkv_client) {
 pub unsafe extern "C" fn nkv_set_timeout(client: *mut nkv_client, timeout_ms: u32) -> nkv_status {
     guard(|| {
         // SAFETY: contract of this function.
-        let client = unsafe { client_ref(client) }?;
+        let handle = unsafe { acquire(client) }?;
         if timeout_ms == 0 {
             return Err(invalid("timeout_ms must be positive"));
         }
-        client.set_timeout(Duration::from_millis(u64::from(timeout_ms)));
+        handle
+            .client
+            .set_timeout(Duration::from_millis(u64::from(timeout_ms)));
+        Ok(())
+    })
+}
+
+/// Gives every nkv call this thread makes from now on until
+/// `nkv_deadline_clear` at most `timeout_ms` from now, all together: a call
+/// still waiting when the deadline passes fails with `NKV_ERR_TIMEOUT`
+/// (a per-call timeout: set it just before the call). The client's own
+/// timeout still applies when it is shorter.
+#[no_mangle]
+pub extern "C" fn nkv_deadline_set(timeout_ms: u32) {
+    crate::client::set_deadline(Duration::from_millis(u64::from(timeout_ms)));
+}
+
+/// Removes this thread's deadline.
+#[no_mangle]
+pub extern "C" fn nkv_deadline_clear() {
+    crate::client::clear_deadline();
+}
+
+/// The state of the client's connection now; `NKV_STATE_CLOSED` for NULL.
+///
+/// # Safety
+/// `client` is NULL or a live handle.
+#[no_mangle]
+pub unsafe extern "C" fn nkv_state(client: *mut nkv_client) -> nkv_conn_state {
+    let mut state = nkv_conn_state::NKV_STATE_CLOSED;
+    let _ = guard(|| {
+        // SAFETY: contract of this function.
+        let handle = unsafe { acquire(client) }?;
+        state = match handle.client.state() {
+            ConnState::Connected => nkv_conn_state::NKV_STATE_CONNECTED,
+            ConnState::Disconnected => nkv_conn_state::NKV_STATE_DISCONNECTED,
+            ConnState::Connecting => nkv_conn_state::NKV_STATE_CONNECTING,
+            ConnState::Closed => nkv_conn_state::NKV_STATE_CLOSED,
+        };
+        Ok(())
+    });
+    state
+}
+
+/// The server's limits from its handshake (each output may be NULL):
+/// longest key, largest value, largest frame, in bytes.
+///
+/// # Safety
+/// `client` is NULL or a live handle; the outputs NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn nkv_server_limits(
+    client: *mut nkv_client,
+    out_max_key: *mut u32,
+    out_max_value: *mut u32,
+    out_max_frame: *mut u32,
+) -> nkv_status {
+    guard(|| {
+        // SAFETY: contract of this function.
+        let handle = unsafe { acquire(client) }?;
+        let limits = handle.client.server_limits();
+        // SAFETY: NULL or writable.
+        unsafe {
+            store_opt(out_max_key, limits.max_key);
+            store_opt(out_max_value, limits.max_value);
+            store_opt(out_max_frame, limits.max_frame);
+        }
         Ok(())
     })
 }
@@ -115,34 +143,48 @@ pub unsafe extern "C" fn nkv_set_timeout(client: *mut nkv_client, timeout_ms: u3
 pub unsafe extern "C" fn nkv_ping(client: *mut nkv_client) -> nkv_status {
     guard(|| {
         // SAFETY: contract of this function.
-        unsafe { client_ref(client) }?.ping()?;
+        unsafe { acquire(client) }?.client.ping()?;
         Ok(())
     })
 }
 
-/// Writes `len` bytes at `data` to `key`. On success `*out_revision` (if
-/// not NULL) holds the revision of the write, which is durable under the
-/// server's fsync policy.
+/// Writes `len` bytes at `data` to the key (`key_len` bytes at `key`, or
+/// `NKV_NUL` for a NUL-terminated key). On success `*out_revision` (if not
+/// NULL) holds the revision of the write, which is durable under the
+/// server's fsync policy. `NKV_ERR_TIMEOUT` means the answer did not come
+/// in time: the write may still have happened.
 ///
 /// # Safety
-/// `client` is NULL or a live handle; `key` NULL or NUL-terminated; `data`
-/// NULL (with `len` 0) or `len` readable bytes; `out_revision` NULL or
-/// writable.
+/// `client` is NULL or a live handle; `key` NULL or `key_len` readable bytes
+/// (NUL-terminated with `NKV_NUL`); `data` NULL (with `len` 0) or `len`
+/// readable bytes; `out_revision` NULL or writable.
 #[no_mangle]
 pub unsafe extern "C" fn nkv_put(
     client: *mut nkv_client,
     key: *const c_char,
-    data: *const u8,
+    key_len: usize,
+    data: *const c_void,
     len: usize,
     out_revision: *mut u64,
 ) -> nkv_status {
     // SAFETY: the same contract.
-    unsafe { put(client, key, data, len, Condition::None, out_revision) }
+    unsafe {
+        put(
+            client,
+            key,
+            key_len,
+            data,
+            len,
+            Condition::None,
+            out_revision,
+        )
+    }
 }
 
 /// Like `nkv_put`, but only if the key's current revision equals
 /// `expected_revision`, or, with 0, only if the key does not exist.
-/// Otherwise `NKV_ERR_CONDITION_FAILED` and nothing is written.
+/// Otherwise `NKV_ERR_CONDITION_FAILED`, nothing is written, and
+/// `*out_revision` holds the key's current revision (0: it does not exist).
 ///
 /// # Safety
 /// As `nkv_put`.
@@ -150,7 +192,8 @@ pub unsafe extern "C" fn nkv_put(
 pub unsafe extern "C" fn nkv_put_if(
     client: *mut nkv_client,
     key: *const c_char,
-    data: *const u8,
+    key_len: usize,
+    data: *const c_void,
     len: usize,
     expected_revision: u64,
     out_revision: *mut u64,
@@ -160,6 +203,7 @@ pub unsafe extern "C" fn nkv_put_if(
         put(
             client,
             key,
+            key_len,
             data,
             len,
             expect(expected_revision),
@@ -173,46 +217,45 @@ pub unsafe extern "C" fn nkv_put_if(
 unsafe fn put(
     client: *mut nkv_client,
     key: *const c_char,
-    data: *const u8,
+    key_len: usize,
+    data: *const c_void,
     len: usize,
     condition: Condition,
     out_revision: *mut u64,
 ) -> nkv_status {
     guard(|| {
         // SAFETY: the caller's contract covers every pointer.
-        let (client, key, value) = unsafe {
+        let (handle, key, value) = unsafe {
             (
-                client_ref(client)?,
-                text(key, "key")?,
-                bytes_arg(data, len)?,
+                acquire(client)?,
+                key_arg(key, key_len, "key")?,
+                bytes_arg(data.cast(), len)?,
             )
         };
-        let revision = client.put(key, value, condition)?;
         // SAFETY: NULL or writable.
-        unsafe { store_opt(out_revision, revision) };
-        Ok(())
+        unsafe { written(handle.client.put(key, value, condition), out_revision) }
     })
 }
 
-/// Reads `key`. On success `*out` holds the value, to free with
+/// Reads the key. On success `*out` holds the value, to free with
 /// `nkv_value_free`. A missing key gives `NKV_ERR_NOT_FOUND`.
 ///
 /// # Safety
-/// `client` is NULL or a live handle; `key` NULL or NUL-terminated; `out`
-/// writable.
+/// `client` is NULL or a live handle; `key` as in `nkv_put`; `out` writable.
 #[no_mangle]
 pub unsafe extern "C" fn nkv_get(
     client: *mut nkv_client,
     key: *const c_char,
+    key_len: usize,
     out: *mut *mut nkv_value,
 ) -> nkv_status {
     guard(|| {
         // SAFETY: contract of this function.
-        let (client, key) = unsafe { (client_ref(client)?, text(key, "key")?) };
+        let (handle, key) = unsafe { (acquire(client)?, key_arg(key, key_len, "key")?) };
         if out.is_null() {
             return Err(invalid("out is NULL"));
         }
-        let entry = client.get(key)?.ok_or_else(|| Failure {
+        let entry = handle.client.get(key)?.ok_or_else(|| Failure {
             status: nkv_status::NKV_ERR_NOT_FOUND,
             message: format!("key {key:?} does not exist"),
         })?;
@@ -222,48 +265,52 @@ pub unsafe extern "C" fn nkv_get(
     })
 }
 
-/// Lists every key under `prefix` (`""` = every key), sorted by key. On
+/// Lists every key under the prefix (`""` = every key), sorted by key. On
 /// success `*out` holds the listing, to free with `nkv_entries_free`.
 ///
 /// # Safety
-/// `client` is NULL or a live handle; `prefix` NULL or NUL-terminated;
+/// `client` is NULL or a live handle; `prefix` as a key in `nkv_put`;
 /// `out` writable.
 #[no_mangle]
 pub unsafe extern "C" fn nkv_list(
     client: *mut nkv_client,
     prefix: *const c_char,
+    prefix_len: usize,
     out: *mut *mut nkv_entries,
 ) -> nkv_status {
     guard(|| {
         // SAFETY: contract of this function.
-        let (client, prefix) = unsafe { (client_ref(client)?, text(prefix, "prefix")?) };
+        let (handle, prefix) =
+            unsafe { (acquire(client)?, key_arg(prefix, prefix_len, "prefix")?) };
         if out.is_null() {
             return Err(invalid("out is NULL"));
         }
-        let listing = client.list(prefix)?;
+        let listing = handle.client.list(prefix)?;
         // SAFETY: checked non-NULL above.
-        unsafe { *out = OwnedEntries::into_raw(listing) };
+        unsafe { *out = nkv_entries::into_raw(listing) };
         Ok(())
     })
 }
 
-/// Deletes `key`; `NKV_ERR_NOT_FOUND` when it does not exist.
+/// Deletes the key; `NKV_ERR_NOT_FOUND` when it does not exist.
 ///
 /// # Safety
-/// `client` is NULL or a live handle; `key` NULL or NUL-terminated;
+/// `client` is NULL or a live handle; `key` as in `nkv_put`;
 /// `out_revision` NULL or writable.
 #[no_mangle]
 pub unsafe extern "C" fn nkv_delete(
     client: *mut nkv_client,
     key: *const c_char,
+    key_len: usize,
     out_revision: *mut u64,
 ) -> nkv_status {
     // SAFETY: the same contract.
-    unsafe { delete(client, key, Condition::None, out_revision) }
+    unsafe { delete(client, key, key_len, Condition::None, out_revision) }
 }
 
-/// Deletes `key` only if its current revision equals `expected_revision`
-/// (which must not be 0); otherwise `NKV_ERR_CONDITION_FAILED`.
+/// Deletes the key only if its current revision equals `expected_revision`
+/// (which must not be 0); otherwise `NKV_ERR_CONDITION_FAILED` and
+/// `*out_revision` holds the key's current revision (0: it does not exist).
 ///
 /// # Safety
 /// As `nkv_delete`.
@@ -271,6 +318,7 @@ pub unsafe extern "C" fn nkv_delete(
 pub unsafe extern "C" fn nkv_delete_if(
     client: *mut nkv_client,
     key: *const c_char,
+    key_len: usize,
     expected_revision: u64,
     out_revision: *mut u64,
 ) -> nkv_status {
@@ -278,7 +326,15 @@ pub unsafe extern "C" fn nkv_delete_if(
         return guard(|| Err(invalid("expected_revision must not be 0")));
     }
     // SAFETY: the same contract.
-    unsafe { delete(client, key, expect(expected_revision), out_revision) }
+    unsafe {
+        delete(
+            client,
+            key,
+            key_len,
+            expect(expected_revision),
+            out_revision,
+        )
+    }
 }
 
 /// # Safety
@@ -286,42 +342,90 @@ pub unsafe extern "C" fn nkv_delete_if(
 unsafe fn delete(
     client: *mut nkv_client,
     key: *const c_char,
+    key_len: usize,
     condition: Condition,
     out_revision: *mut u64,
 ) -> nkv_status {
     guard(|| {
         // SAFETY: the caller's contract.
-        let (client, key) = unsafe { (client_ref(client)?, text(key, "key")?) };
-        let revision = client.delete(key, condition)?;
+        let (handle, key) = unsafe { (acquire(client)?, key_arg(key, key_len, "key")?) };
         // SAFETY: NULL or writable.
-        unsafe { store_opt(out_revision, revision) };
-        Ok(())
+        unsafe { written(handle.client.delete(key, condition), out_revision) }
     })
 }
 
-/// Deletes `prefix` and every key below it in one atomic write (`""` =
+/// Deletes the prefix and every key below it in one atomic write (`""` =
 /// every key). `*out_count` (if not NULL) gets the number of keys deleted,
 /// `*out_revision` the revision of the delete (the current revision when
 /// nothing matched).
 ///
 /// # Safety
-/// `client` is NULL or a live handle; `prefix` NULL or NUL-terminated; the
+/// `client` is NULL or a live handle; `prefix` as a key in `nkv_put`; the
 /// outputs NULL or writable.
 #[no_mangle]
 pub unsafe extern "C" fn nkv_delete_prefix(
     client: *mut nkv_client,
     prefix: *const c_char,
+    prefix_len: usize,
     out_revision: *mut u64,
     out_count: *mut u64,
 ) -> nkv_status {
     guard(|| {
         // SAFETY: contract of this function.
-        let (client, prefix) = unsafe { (client_ref(client)?, text(prefix, "prefix")?) };
-        let (revision, count) = client.delete_prefix(prefix)?;
+        let (handle, prefix) =
+            unsafe { (acquire(client)?, key_arg(prefix, prefix_len, "prefix")?) };
+        let (revision, count) = handle.client.delete_prefix(prefix)?;
         // SAFETY: NULL or writable.
         unsafe {
             store_opt(out_revision, revision);
             store_opt(out_count, u64::from(count));
+        }
+        Ok(())
+    })
+}
+
+/// The server's counters (protocol.md, "STATS names"). On success `*out`
+/// holds them, to free with `nkv_stats_free`.
+///
+/// # Safety
+/// `client` is NULL or a live handle; `out` writable.
+#[no_mangle]
+pub unsafe extern "C" fn nkv_stats(
+    client: *mut nkv_client,
+    out: *mut *mut nkv_stats,
+) -> nkv_status {
+    guard(|| {
+        // SAFETY: contract of this function.
+        let handle = unsafe { acquire(client) }?;
+        if out.is_null() {
+            return Err(invalid("out is NULL"));
+        }
+        let stats = handle.client.stats()?;
+        // SAFETY: checked non-NULL above.
+        unsafe { *out = nkv_stats::into_raw(stats) };
+        Ok(())
+    })
+}
+
+/// Asks the server to compact its store now; the bytes of its data files
+/// before and after go to the outputs (each may be NULL).
+///
+/// # Safety
+/// `client` is NULL or a live handle; the outputs NULL or writable.
+#[no_mangle]
+pub unsafe extern "C" fn nkv_compact(
+    client: *mut nkv_client,
+    out_bytes_before: *mut u64,
+    out_bytes_after: *mut u64,
+) -> nkv_status {
+    guard(|| {
+        // SAFETY: contract of this function.
+        let handle = unsafe { acquire(client) }?;
+        let (before, after) = handle.client.compact()?;
+        // SAFETY: NULL or writable.
+        unsafe {
+            store_opt(out_bytes_before, before);
+            store_opt(out_bytes_after, after);
         }
         Ok(())
     })

@@ -1,31 +1,52 @@
-//! The C ABI over [`crate::client`]: `libnkv.so`, `libnkv.a` and
-//! `include/nkv.h` (generated from this module by cbindgen).
+//! The C ABI over [`crate::client`]: `libnkv.so` (SONAME `libnkv.so.0`),
+//! `libnkv.a` and `include/nkv.h` (generated from this module by cbindgen).
 //!
 //! Conventions, as in every exported function:
 //! - every pointer is checked; NULL where a value is needed gives
 //!   `NKV_ERR_INVALID_ARGUMENT`;
-//! - output pointers are written only on success;
+//! - keys and prefixes come with their length (`NKV_NUL` for a
+//!   NUL-terminated string), so a key is never cut at an embedded NUL;
+//! - output pointers are written only on success (and, for a failed
+//!   condition, the key's current revision);
 //! - every function runs behind a panic boundary: a Rust panic becomes
 //!   `NKV_ERR_PANIC`, never an unwind into C;
 //! - a failing call leaves a detailed message for `nkv_last_error` on the
 //!   calling thread;
 //! - every `_free` and `nkv_close` accept NULL.
+//!
+//! Files: `handle` (the reference-counted client handle), `options`
+//! (`nkv_options`, connecting), `calls` (requests), `types` (the C data
+//! types and the allocations behind them), `subscribe` (callbacks and
+//! manual dispatch).
 
 #![allow(non_camel_case_types)] // C names are the contract
 
 mod calls;
+mod handle;
+mod options;
 mod subscribe;
 mod types;
 
 use std::cell::RefCell;
-use std::ffi::{c_char, CStr};
+use std::ffi::{c_char, c_int, CStr};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use crate::client::{Error, ErrorKind};
 
 pub use calls::*;
+pub use handle::*;
+pub use options::*;
 pub use subscribe::*;
 pub use types::*;
+
+/// The version of the C ABI this library implements (`NKV_ABI_VERSION` in
+/// the header, the number in the SONAME `libnkv.so.0`). It changes when a
+/// program built against an older header could no longer work with this
+/// library.
+pub const ABI_VERSION: u32 = 0;
+
+/// A key length meaning "the key is NUL-terminated" (`NKV_NUL`).
+pub const NUL_TERMINATED: usize = usize::MAX;
 
 /// Result of every fallible C function. The numbers equal the wire error
 /// codes where both exist, so a server's answer passes through unchanged.
@@ -38,15 +59,17 @@ pub enum nkv_status {
     NKV_ERR_NOT_FOUND = 1,
     /// The condition of a put or delete did not hold.
     NKV_ERR_CONDITION_FAILED = 2,
-    /// The key or prefix is not valid (see protocol.md, "Keys").
+    /// The key or prefix is not valid (see protocol.md, "Keys"); a key
+    /// holding a NUL byte is not valid either.
     NKV_ERR_INVALID_KEY = 3,
     /// The value is over the server's limit.
     NKV_ERR_TOO_LARGE = 4,
-    /// A NULL pointer, bad UTF-8 or another unusable argument.
+    /// A NULL pointer, a length too large, or another unusable argument.
     NKV_ERR_INVALID_ARGUMENT = 5,
     /// No connection to the server (down, restarting, or a forked child).
     NKV_ERR_CONNECTION = 6,
-    /// The server did not answer within the timeout.
+    /// No answer in time (the client's timeout, or this thread's
+    /// deadline). A write that timed out may still have been applied.
     NKV_ERR_TIMEOUT = 7,
     /// The server sent something this client cannot understand.
     NKV_ERR_PROTOCOL = 8,
@@ -65,11 +88,32 @@ pub enum nkv_status {
     NKV_ERR_LIMIT = 14,
     /// The server could not persist the write (disk full, I/O error).
     NKV_ERR_STORAGE = 15,
-    /// The server speaks no protocol version this client implements.
+    /// The server speaks no protocol version this client implements, or
+    /// the program was built for another ABI of this library.
     NKV_ERR_UNSUPPORTED_VERSION = 16,
 }
 
 impl nkv_status {
+    const ALL: [nkv_status; 17] = [
+        nkv_status::NKV_OK,
+        nkv_status::NKV_ERR_NOT_FOUND,
+        nkv_status::NKV_ERR_CONDITION_FAILED,
+        nkv_status::NKV_ERR_INVALID_KEY,
+        nkv_status::NKV_ERR_TOO_LARGE,
+        nkv_status::NKV_ERR_INVALID_ARGUMENT,
+        nkv_status::NKV_ERR_CONNECTION,
+        nkv_status::NKV_ERR_TIMEOUT,
+        nkv_status::NKV_ERR_PROTOCOL,
+        nkv_status::NKV_ERR_UNAUTHORIZED,
+        nkv_status::NKV_ERR_SERVER,
+        nkv_status::NKV_ERR_CLOSED,
+        nkv_status::NKV_ERR_PANIC,
+        nkv_status::NKV_ERR_UNSUPPORTED,
+        nkv_status::NKV_ERR_LIMIT,
+        nkv_status::NKV_ERR_STORAGE,
+        nkv_status::NKV_ERR_UNSUPPORTED_VERSION,
+    ];
+
     fn from_kind(kind: ErrorKind) -> nkv_status {
         use nkv_status::*;
         match kind {
@@ -132,11 +176,15 @@ impl From<Error> for Failure {
     }
 }
 
-fn invalid(message: impl Into<String>) -> Failure {
+fn failure(status: nkv_status, message: impl Into<String>) -> Failure {
     Failure {
-        status: nkv_status::NKV_ERR_INVALID_ARGUMENT,
+        status,
         message: message.into(),
     }
+}
+
+fn invalid(message: impl Into<String>) -> Failure {
+    failure(nkv_status::NKV_ERR_INVALID_ARGUMENT, message)
 }
 
 thread_local! {
@@ -149,38 +197,55 @@ fn set_last_error(message: String) {
 }
 
 /// Runs `body` behind the panic boundary and turns its result into a
-/// status, recording the message of a failure.
+/// status, recording the message of a failure (also inside the boundary).
 fn guard(body: impl FnOnce() -> Result<(), Failure>) -> nkv_status {
-    match catch_unwind(AssertUnwindSafe(body)) {
-        Ok(Ok(())) => nkv_status::NKV_OK,
-        Ok(Err(failure)) => {
+    let outcome = catch_unwind(AssertUnwindSafe(|| match body() {
+        Ok(()) => nkv_status::NKV_OK,
+        Err(failure) => {
             set_last_error(failure.message);
             failure.status
         }
-        Err(panic) => {
-            let what = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown panic".into());
-            set_last_error(format!("internal error (panic): {what}"));
-            nkv_status::NKV_ERR_PANIC
-        }
-    }
+    }));
+    outcome.unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "unknown panic".into());
+        // Even this may panic (out of memory): the boundary holds regardless.
+        let _ = catch_unwind(|| set_last_error(format!("internal error (panic): {what}")));
+        nkv_status::NKV_ERR_PANIC
+    })
 }
 
-/// Borrows a C string argument as UTF-8.
+/// Borrows a key or prefix argument: `len` bytes, or up to the NUL when
+/// `len` is `NKV_NUL`. Not UTF-8 is `NKV_ERR_INVALID_ARGUMENT`; an
+/// embedded NUL is kept, and the key rules then refuse it.
+///
+/// # Safety
+/// `ptr` is NULL, or points to `len` readable bytes (a NUL-terminated
+/// string when `len` is `NKV_NUL`) valid for `'a`.
+unsafe fn key_arg<'a>(ptr: *const c_char, len: usize, what: &str) -> Result<&'a str, Failure> {
+    if ptr.is_null() {
+        return Err(invalid(format!("{what} is NULL")));
+    }
+    let bytes = if len == NUL_TERMINATED {
+        // SAFETY: non-NULL and NUL-terminated by the caller's contract.
+        unsafe { CStr::from_ptr(ptr) }.to_bytes()
+    } else {
+        // SAFETY: the same contract, for `len` bytes.
+        unsafe { bytes_arg(ptr.cast(), len) }?
+    };
+    std::str::from_utf8(bytes).map_err(|_| invalid(format!("{what} is not valid UTF-8")))
+}
+
+/// Borrows a NUL-terminated text argument as UTF-8.
 ///
 /// # Safety
 /// `ptr` is NULL or points to a NUL-terminated string valid for `'a`.
 unsafe fn text<'a>(ptr: *const c_char, what: &str) -> Result<&'a str, Failure> {
-    if ptr.is_null() {
-        return Err(invalid(format!("{what} is NULL")));
-    }
-    // SAFETY: non-NULL and NUL-terminated by the caller's contract.
-    let c = unsafe { CStr::from_ptr(ptr) };
-    c.to_str()
-        .map_err(|_| invalid(format!("{what} is not valid UTF-8")))
+    // SAFETY: the same contract.
+    unsafe { key_arg(ptr, NUL_TERMINATED, what) }
 }
 
 /// Borrows a byte buffer argument; NULL is allowed only with length 0.
@@ -188,6 +253,9 @@ unsafe fn text<'a>(ptr: *const c_char, what: &str) -> Result<&'a str, Failure> {
 /// # Safety
 /// `data` is NULL or points to `len` readable bytes valid for `'a`.
 unsafe fn bytes_arg<'a>(data: *const u8, len: usize) -> Result<&'a [u8], Failure> {
+    if len > isize::MAX as usize {
+        return Err(invalid(format!("a length of {len} bytes is impossible")));
+    }
     if data.is_null() {
         return if len == 0 {
             Ok(&[])
@@ -195,15 +263,20 @@ unsafe fn bytes_arg<'a>(data: *const u8, len: usize) -> Result<&'a [u8], Failure
             Err(invalid("data is NULL but len is not 0"))
         };
     }
-    // SAFETY: the caller guarantees `len` readable bytes at `data`.
+    // SAFETY: the caller guarantees `len` readable bytes at `data`, and
+    // `len` fits in an isize (checked above).
     Ok(unsafe { std::slice::from_raw_parts(data, len) })
 }
 
-/// The name of a status as a static string, e.g. `"NKV_ERR_NOT_FOUND"`;
-/// never NULL.
+/// The name of a status, e.g. `"NKV_ERR_NOT_FOUND"`; any other integer
+/// gives `"NKV_ERR_UNKNOWN"`. Never NULL; the string is static.
 #[no_mangle]
-pub extern "C" fn nkv_status_str(status: nkv_status) -> *const c_char {
-    status.name().as_ptr()
+pub extern "C" fn nkv_status_str(status: c_int) -> *const c_char {
+    nkv_status::ALL
+        .iter()
+        .find(|s| **s as c_int == status)
+        .map_or(c"NKV_ERR_UNKNOWN", |s| s.name())
+        .as_ptr()
 }
 
 /// Copies this thread's last detailed error message into `buf` (at most
@@ -241,4 +314,27 @@ pub extern "C" fn nkv_version() -> *const c_char {
             Err(_) => panic!("the version has no NUL"),
         };
     VERSION.as_ptr()
+}
+
+/// The C ABI version this library implements (`NKV_ABI_VERSION` of the
+/// header it was built with). `nkv_connect` and `nkv_options_new` check it
+/// against the header the program was compiled with.
+#[no_mangle]
+pub extern "C" fn nkv_abi_version() -> u32 {
+    ABI_VERSION
+}
+
+/// Checks a program's `NKV_ABI_VERSION` against this library's.
+fn check_abi(abi: u32) -> Result<(), Failure> {
+    if abi == ABI_VERSION {
+        return Ok(());
+    }
+    Err(failure(
+        nkv_status::NKV_ERR_UNSUPPORTED_VERSION,
+        format!(
+            "the program was built for libnkv ABI {abi}, this library implements ABI \
+             {ABI_VERSION} (version {}); rebuild it against this library's nkv.h",
+            env!("CARGO_PKG_VERSION")
+        ),
+    ))
 }
