@@ -6,8 +6,8 @@ Run (from the repository root, after `cargo build --release`):
     NKV_LIB=target/release/libnkv.so PYTHONPATH=bindings/python \\
         python3 examples/watch.py net
 
-or, with the binding installed (`pip install ./bindings/python`) and the
-library found through NKV_LIB or the system library path:
+or, with the binding installed (`pip install ./bindings/python` builds
+libnkv with cargo and puts it inside the package):
 
     python3 examples/watch.py net [unix:/path/to/nkv.sock]
 

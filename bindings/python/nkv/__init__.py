@@ -12,7 +12,11 @@ this package, or the system library path)::
             ...
 
 Errors raise :class:`nkv.Error` subclasses named after the C statuses.
+:mod:`nkv.aio` is the asyncio client.
 """
+
+__version__ = "0.1.0"
+
 
 from .client import (
     Client,
@@ -25,11 +29,13 @@ from .client import (
     EventKind,
     InvalidArgument,
     InvalidKey,
+    Limits,
     LimitReached,
     NotFound,
     Panic,
     ProtocolError,
     ServerError,
+    State,
     Status,
     StorageError,
     Subscription,
@@ -42,8 +48,6 @@ from .client import (
     version,
 )
 
-__version__ = "0.1.0"
-
 __all__ = [
     "Client",
     "Closed",
@@ -55,11 +59,13 @@ __all__ = [
     "EventKind",
     "InvalidArgument",
     "InvalidKey",
+    "Limits",
     "LimitReached",
     "NotFound",
     "Panic",
     "ProtocolError",
     "ServerError",
+    "State",
     "Status",
     "StorageError",
     "Subscription",

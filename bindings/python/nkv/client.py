@@ -1,5 +1,8 @@
 """The Pythonic client over libnkv: :class:`Client`, :class:`Subscription`,
-:class:`Watch`, events and exceptions."""
+:class:`Watch`, events and exceptions.
+
+Keys go to C with their length, so a key is never cut at a NUL byte (a NUL
+in a key is refused as ``InvalidKey``, as by every client)."""
 
 from __future__ import annotations
 
@@ -11,12 +14,12 @@ import logging
 import queue
 import threading
 import weakref
-from ctypes import POINTER, byref, c_uint64, c_void_p
+from ctypes import POINTER, byref, c_size_t, c_uint32, c_uint64, c_void_p
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterator, List, Optional, Tuple, Union
 
 from . import _native
-from ._native import CALLBACK, FREE_USER_DATA, NkvEntries, NkvValue
+from ._native import CALLBACK, FREE_USER_DATA, NkvValue
 
 __all__ = [
     "Status",
@@ -43,6 +46,8 @@ __all__ = [
     "LimitReached",
     "StorageError",
     "UnsupportedVersion",
+    "State",
+    "Limits",
     "version",
 ]
 
@@ -71,6 +76,15 @@ class Status(enum.IntEnum):
     LIMIT = 14
     STORAGE = 15
     UNSUPPORTED_VERSION = 16
+
+
+class State(enum.IntEnum):
+    """``nkv_conn_state``: the state of a client's connection."""
+
+    CONNECTED = 0
+    DISCONNECTED = 1
+    CONNECTING = 2
+    CLOSED = 3
 
 
 class EventKind(enum.Enum):
@@ -117,7 +131,13 @@ class NotFound(Error):
 
 
 class ConditionFailed(Error):
-    """The ``expect`` condition of a put or delete did not hold."""
+    """The ``expect`` condition of a put or delete did not hold.
+
+    Attributes:
+        revision: the key's current revision (0: it does not exist).
+    """
+
+    revision: int = 0
 
 
 class InvalidKey(Error):
@@ -214,10 +234,29 @@ def _check(status: int) -> None:
         raise _error(status)
 
 
-def _key(key: str, what: str = "key") -> bytes:
+def _key(key: str, what: str = "key") -> Tuple[bytes, int]:
+    """A key as C takes it: the UTF-8 bytes and their length (embedded NULs
+    kept, for the key rules to refuse)."""
     if not isinstance(key, str):
         raise TypeError(f"{what} must be str, not {type(key).__name__}")
-    return key.encode("utf-8")
+    data = key.encode("utf-8")
+    return data, len(data)
+
+
+def _revision(expect: object) -> int:
+    """A revision for ``expect``: an int in 0 .. 2**64 - 1."""
+    if isinstance(expect, bool) or not isinstance(expect, int):
+        raise TypeError(f"expect must be an int revision, not {type(expect).__name__}")
+    if not 0 <= expect < 1 << 64:
+        raise ValueError(f"expect must be a revision between 0 and 2**64 - 1, not {expect}")
+    return expect
+
+
+def _millis(seconds: float, what: str) -> int:
+    ms = int(round(seconds * 1000))
+    if ms <= 0 or ms > 0xFFFFFFFF:
+        raise ValueError(f"{what} must be between 0.001 and 4294967 seconds")
+    return ms
 
 
 def _value(value: Bytes) -> bytes:
@@ -245,13 +284,23 @@ class Entry:
 
 
 @dataclass(frozen=True)
+class Limits:
+    """The server's limits, from its handshake (bytes)."""
+
+    max_key: int
+    max_value: int
+    max_frame: int
+
+
+@dataclass(frozen=True)
 class Event:
     """One subscription event.
 
     UPDATE: ``key``, ``value``, ``revision``, ``coalesced``. DELETE: ``key``,
     ``revision``, ``coalesced``. SYNCED: ``revision``. RESET, DISCONNECTED:
     nothing. CLOSED: ``reason``. ``coalesced`` counts earlier updates of the
-    key that were skipped because the subscriber was behind.
+    key that were skipped because the subscriber was behind. ``subscription``
+    is the id of the subscription the event belongs to.
     """
 
     kind: EventKind
@@ -260,19 +309,21 @@ class Event:
     revision: int = 0
     coalesced: int = 0
     reason: Optional[str] = None
+    subscription: int = 0
 
 
 def _event_from_c(ev: _native.NkvEvent) -> Event:
     kind = EventKind(ev.kind)
     data = ctypes.string_at(ev.data, ev.len) if ev.data and ev.len else b""
-    key = ev.key.decode("utf-8") if ev.key is not None else None
+    key = ctypes.string_at(ev.key, ev.key_len).decode("utf-8") if ev.key else None
+    sub = ev.subscription
     if kind is EventKind.UPDATE:
-        return Event(kind, key, data, ev.revision, ev.coalesced)
+        return Event(kind, key, data, ev.revision, ev.coalesced, subscription=sub)
     if kind is EventKind.DELETE:
-        return Event(kind, key, None, ev.revision, ev.coalesced)
+        return Event(kind, key, None, ev.revision, ev.coalesced, subscription=sub)
     if kind is EventKind.CLOSED:
-        return Event(kind, reason=data.decode("utf-8", "replace"))
-    return Event(kind, revision=ev.revision)
+        return Event(kind, reason=data.decode("utf-8", "replace"), subscription=sub)
+    return Event(kind, revision=ev.revision, subscription=sub)
 
 
 # ------------------------------------------------------------ callbacks
@@ -294,7 +345,6 @@ def _on_event(user_data: Optional[int], event_p: "ctypes._Pointer") -> None:
             sub = _handlers.get(user_data or 0)
         if sub is None:
             return
-        sub._client._dispatcher = threading.get_ident()
         sub._deliver(_event_from_c(event_p.contents))
     except BaseException:  # never let anything unwind into C
         log.exception("nkv: error while delivering an event")
@@ -337,44 +387,94 @@ class Client:
         addr: ``"unix:PATH"`` or ``"tcp:HOST:PORT"``; None: ``$NKV_ADDR``,
             else the default socket.
         timeout: seconds each request may wait for its answer (default 10).
+            A write that times out may still have been applied.
+        connect_timeout: seconds connecting may take (default 5).
+        name: the name the server's logs show for this client.
+        reconnect: re-establish a lost connection and resume subscriptions
+            (default True).
+        keepalive: seconds of silence from the server after which the
+            client pings it; after twice that it gives the connection up
+            (0 turns it off; default 15).
+        queue_limit: events a subscription holds for a slow callback before
+            it keeps only the latest per key (default 1024).
 
     Use as a context manager, or call :meth:`close`. Closing ends every
-    subscription (each callback gets a final CLOSED event). Do not close a
-    client from inside one of its own callbacks.
+    subscription (each callback gets a final CLOSED event). A client may be
+    closed from inside one of its own callbacks, and a client that is
+    garbage-collected is closed, on whatever thread that happens: keep a
+    reference to the client for as long as its subscriptions should run.
     """
 
-    def __init__(self, addr: Optional[str] = None, timeout: Optional[float] = None) -> None:
+    def __init__(
+        self,
+        addr: Optional[str] = None,
+        timeout: Optional[float] = None,
+        *,
+        connect_timeout: Optional[float] = None,
+        name: Optional[str] = None,
+        reconnect: bool = True,
+        keepalive: Optional[float] = None,
+        queue_limit: Optional[int] = None,
+        _manual: bool = False,
+    ) -> None:
         self._lib = _native.lib()
         self._handle: Optional[int] = None
         self._cond = threading.Condition()
         self._busy = 0
         self._closing = False
-        self._dispatcher: Optional[int] = None  # thread id of our callbacks
-        handle = c_void_p()
-        _check(self._lib.nkv_connect(None if addr is None else _key(addr, "addr"), byref(handle)))
+        opts = self._lib.nkv_options_new_abi(_native.ABI_VERSION)
+        if not opts:
+            raise _error(Status.UNSUPPORTED_VERSION)
+        try:
+            if name is not None:
+                _check(self._lib.nkv_options_set_name(opts, name.encode("utf-8")))
+            if timeout is not None:
+                _check(self._lib.nkv_options_set_request_timeout(opts, _millis(timeout, "timeout")))
+            if connect_timeout is not None:
+                _check(
+                    self._lib.nkv_options_set_connect_timeout(
+                        opts, _millis(connect_timeout, "connect_timeout")
+                    )
+                )
+            if not reconnect:
+                _check(self._lib.nkv_options_set_reconnect(opts, 0, 50, 2000))
+            if keepalive is not None:
+                ms = 0 if keepalive == 0 else _millis(keepalive, "keepalive")
+                _check(self._lib.nkv_options_set_keepalive(opts, ms))
+            if queue_limit is not None:
+                if queue_limit < 1:
+                    raise ValueError("queue_limit must be at least 1")
+                _check(self._lib.nkv_options_set_queue_limit(opts, queue_limit))
+            if _manual:
+                _check(self._lib.nkv_options_set_dispatch(opts, _native.DISPATCH_MANUAL))
+            handle = c_void_p()
+            addr_c = None if addr is None else addr.encode("utf-8")
+            _check(self._lib.nkv_connect_abi(_native.ABI_VERSION, addr_c, opts, byref(handle)))
+        finally:
+            self._lib.nkv_options_free(opts)
         self._handle = handle.value
         _open_clients.add(self)
-        if timeout is not None:
-            try:
-                self.set_timeout(timeout)
-            except BaseException:
-                self.close()
-                raise
 
     # -- lifetime
 
     def close(self) -> None:
-        """Closes the client; idempotent. Waits for calls in flight in other
-        threads (at most their timeout)."""
-        if self._dispatcher == threading.get_ident():
-            raise RuntimeError("a client cannot be closed from inside its own callback")
+        """Closes the client; idempotent, and allowed from inside a callback.
+
+        Every subscription gets a final CLOSED event. When no other thread
+        is inside a call on this client, that has happened when this
+        returns; otherwise the client closes as soon as those calls return
+        (calls started afterwards raise :class:`Closed`).
+        """
         with self._cond:
             if self._handle is None or self._closing:
                 return
             self._closing = True
-            while self._busy:
-                self._cond.wait()
+            if self._busy:
+                return  # the last call in flight closes it
             handle, self._handle = self._handle, None
+        self._release(handle)
+
+    def _release(self, handle: int) -> None:
         _open_clients.discard(self)
         self._lib.nkv_close(handle)
 
@@ -382,6 +482,29 @@ class Client:
     def closed(self) -> bool:
         """True once :meth:`close` was called."""
         return self._handle is None or self._closing
+
+    @property
+    def state(self) -> State:
+        """The state of the connection now."""
+        with self._cond:
+            handle = None if self._closing else self._handle
+        if handle is None:
+            return State.CLOSED
+        return State(self._lib.nkv_state(handle))
+
+    def _fd(self) -> int:
+        """The descriptor readable while callbacks wait (manual dispatch
+        mode only, see :mod:`nkv.aio`)."""
+        with self._cond:
+            handle = self._handle
+        fd = -1 if handle is None else self._lib.nkv_fd(handle)
+        if fd < 0:
+            raise Error(Status.INVALID_ARGUMENT, "not a manual-dispatch client")
+        return fd
+
+    def _dispatch(self) -> None:
+        """Runs the waiting callbacks on this thread (manual dispatch mode)."""
+        self._call(self._lib.nkv_dispatch, 0, None)
 
     def __enter__(self) -> "Client":
         return self
@@ -407,44 +530,57 @@ class Client:
             if status != Status.OK:
                 raise _error(status)
         finally:
+            release = None
             with self._cond:
                 self._busy -= 1
-                if self._busy == 0:
-                    self._cond.notify_all()
+                if self._busy == 0 and self._closing and self._handle is not None:
+                    release, self._handle = self._handle, None
+            if release is not None:
+                self._release(release)
 
     # -- requests
 
     def set_timeout(self, seconds: float) -> None:
         """Sets the per-request timeout in seconds (more than 0)."""
-        ms = int(round(seconds * 1000))
-        if ms <= 0 or ms > 0xFFFFFFFF:
-            raise ValueError("timeout must be between 0.001 and 4294967 seconds")
-        self._call(self._lib.nkv_set_timeout, ms)
+        self._call(self._lib.nkv_set_timeout, _millis(seconds, "timeout"))
 
     def ping(self) -> None:
         """Checks that the server answers; raises otherwise."""
         self._call(self._lib.nkv_ping)
 
+    @property
+    def limits(self) -> Limits:
+        """The server's limits (key, value and frame sizes)."""
+        key, value, frame = c_uint32(), c_uint32(), c_uint32()
+        self._call(self._lib.nkv_server_limits, byref(key), byref(value), byref(frame))
+        return Limits(key.value, value.value, frame.value)
+
     def put(self, key: str, value: Bytes, expect: Optional[int] = None) -> int:
         """Writes ``value`` to ``key``; returns the revision of the write.
 
         With ``expect=0`` the key must not exist; with ``expect=R`` its
-        revision must be R. Otherwise :class:`ConditionFailed` is raised and
-        nothing is written.
+        revision must be R. Otherwise :class:`ConditionFailed` is raised
+        (its ``revision`` is the key's current one) and nothing is written.
         """
         data = _value(value)
+        k, n = _key(key)
         rev = c_uint64()
         if expect is None:
-            self._call(self._lib.nkv_put, _key(key), data, len(data), byref(rev))
-        else:
-            self._call(self._lib.nkv_put_if, _key(key), data, len(data), expect, byref(rev))
+            self._call(self._lib.nkv_put, k, n, data, len(data), byref(rev))
+            return rev.value
+        expected = _revision(expect)
+        try:
+            self._call(self._lib.nkv_put_if, k, n, data, len(data), expected, byref(rev))
+        except ConditionFailed as e:
+            e.revision = rev.value
+            raise
         return rev.value
 
     def entry(self, key: str) -> Optional[Entry]:
         """The value of ``key`` with its revision, or None when it is absent."""
         out = POINTER(NkvValue)()
         try:
-            self._call(self._lib.nkv_get, _key(key), byref(out))
+            self._call(self._lib.nkv_get, *_key(key), byref(out))
         except NotFound:
             return None
         try:
@@ -462,33 +598,43 @@ class Client:
     def list(self, prefix: str = "") -> List[Tuple[str, bytes, int]]:
         """Every key under ``prefix`` (``""``: all) as ``(key, value,
         revision)``, sorted by key."""
-        out = POINTER(NkvEntries)()
-        self._call(self._lib.nkv_list, _key(prefix, "prefix"), byref(out))
+        out = c_void_p()
+        self._call(self._lib.nkv_list, *_key(prefix, "prefix"), byref(out))
+        lib = self._lib
         try:
-            entries = out.contents
             result = []
-            for i in range(entries.count):
-                it = entries.items[i]
-                data = ctypes.string_at(it.data, it.len) if it.len else b""
-                result.append((it.key.decode("utf-8"), data, it.revision))
+            size = c_size_t()
+            for i in range(lib.nkv_entries_count(out)):
+                key_p = lib.nkv_entries_key(out, i, byref(size))
+                key = ctypes.string_at(key_p, size.value).decode("utf-8")
+                data_p = lib.nkv_entries_value(out, i, byref(size))
+                data = ctypes.string_at(data_p, size.value) if size.value else b""
+                result.append((key, data, lib.nkv_entries_revision(out, i)))
             return result
         finally:
-            self._lib.nkv_entries_free(out)
+            lib.nkv_entries_free(out)
 
     def delete(self, key: str, expect: Optional[int] = None) -> bool:
         """Deletes ``key``; False when it did not exist.
 
         With ``expect=R`` the key's revision must be R, else
-        :class:`ConditionFailed` (also when the key does not exist: its
-        revision is then 0, as protocol.md says).
+        :class:`ConditionFailed` with the current ``revision`` (also when the
+        key does not exist: its revision is then 0, as protocol.md says).
         """
+        k, n = _key(key)
         try:
             if expect is None:
-                self._call(self._lib.nkv_delete, _key(key), None)
+                self._call(self._lib.nkv_delete, k, n, None)
             else:
-                if expect == 0:
+                expected = _revision(expect)
+                if expected == 0:
                     raise ValueError("expect must be a revision (> 0)")
-                self._call(self._lib.nkv_delete_if, _key(key), expect, None)
+                rev = c_uint64()
+                try:
+                    self._call(self._lib.nkv_delete_if, k, n, expected, byref(rev))
+                except ConditionFailed as e:
+                    e.revision = rev.value
+                    raise
         except NotFound:
             return False
         return True
@@ -497,8 +643,28 @@ class Client:
         """Deletes ``prefix`` and every key below it in one write (``""``:
         every key); returns how many keys were deleted."""
         count = c_uint64()
-        self._call(self._lib.nkv_delete_prefix, _key(prefix, "prefix"), None, byref(count))
+        self._call(self._lib.nkv_delete_prefix, *_key(prefix, "prefix"), None, byref(count))
         return count.value
+
+    def stats(self) -> Dict[str, int]:
+        """The server's counters (protocol.md, "STATS names")."""
+        out = c_void_p()
+        self._call(self._lib.nkv_stats, byref(out))
+        lib = self._lib
+        try:
+            return {
+                lib.nkv_stats_name(out, i).decode("utf-8"): lib.nkv_stats_value(out, i)
+                for i in range(lib.nkv_stats_count(out))
+            }
+        finally:
+            lib.nkv_stats_free(out)
+
+    def compact(self) -> Tuple[int, int]:
+        """Asks the server to compact its store now; returns the bytes of
+        its data files before and after."""
+        before, after = c_uint64(), c_uint64()
+        self._call(self._lib.nkv_compact, byref(before), byref(after))
+        return before.value, after.value
 
     # -- subscriptions
 
@@ -512,9 +678,10 @@ class Client:
         UPDATE per existing key, SYNCED, then every change (with ``since``:
         only changes after that revision, or RESET and a snapshot).
 
-        Callbacks run on the client's dispatcher thread, one at a time. One
-        that raises is logged (logger ``"nkv"``) and the next event still
-        comes. Returns a :class:`Subscription`; close it to stop.
+        Callbacks run on the client's dispatcher thread, one at a time, and
+        never before this has returned. One that raises is logged (logger
+        ``"nkv"``) and the next event still comes. Returns a
+        :class:`Subscription`; close it to stop.
         """
         if not callable(callback):
             raise TypeError("callback must be callable")
@@ -522,29 +689,27 @@ class Client:
         with _handlers_lock:
             _handlers[sub._token] = sub
         out = c_uint64()
+        k, n = _key(key, "prefix")
         try:
             if since is None:
                 self._call(
-                    self._lib.nkv_subscribe,
-                    _key(key, "prefix"),
-                    _C_ON_EVENT,
-                    sub._token,
-                    _C_ON_FREE,
-                    byref(out),
+                    self._lib.nkv_subscribe, k, n, _C_ON_EVENT, sub._token, _C_ON_FREE, byref(out)
                 )
             else:
                 self._call(
                     self._lib.nkv_subscribe_since,
-                    _key(key, "prefix"),
-                    since,
+                    k,
+                    n,
+                    _revision(since),
                     _C_ON_EVENT,
                     sub._token,
                     _C_ON_FREE,
                     byref(out),
                 )
         except BaseException:
-            # On failure C has already called free_user_data (or never got
-            # that far, e.g. a closed client): drop the entry either way.
+            # On failure C has already called free_user_data, on this
+            # thread (or never got that far, e.g. a closed client): drop the
+            # entry either way.
             with _handlers_lock:
                 _handlers.pop(sub._token, None)
             sub._ended.set()
@@ -575,11 +740,16 @@ class Subscription:
     """A live subscription (see :meth:`Client.subscribe`).
 
     :meth:`close` returns once the callback is not running and will not run
-    again; it may be called from inside the callback itself.
+    again (it waits only for a running call of this subscription's own
+    callback); it may be called from inside the callback itself, and then
+    takes effect when the callback returns.
     """
 
     def __init__(self, client: Client, callback: Callable[[Event], None]) -> None:
-        self._client = client
+        # Weak: a subscription must not keep its client alive, or a client
+        # the program dropped (with subscriptions still running) would never
+        # be closed.
+        self._client_ref = weakref.ref(client)
         self._callback = callback
         self._token = next(_tokens)
         self._ended = threading.Event()
@@ -598,10 +768,11 @@ class Subscription:
 
     def close(self) -> None:
         """Ends the subscription; idempotent."""
-        if self._ended.is_set() or self._client.closed:
+        client = self._client_ref()
+        if self._ended.is_set() or client is None or client.closed:
             return
         try:
-            self._client._call(self._client._lib.nkv_unsubscribe, self.id)
+            client._call(client._lib.nkv_unsubscribe, self.id)
         except (NotFound, Closed):
             pass  # already over
 

@@ -491,24 +491,24 @@ class TestSubscriptions(ServerTest):
             self.assertFalse(sub.active)
             sub.close()  # harmless after the client closed
 
-    def test_close_inside_callback_is_refused(self) -> None:
+    def test_close_inside_callback_closes_the_client(self) -> None:
         c = nkv.Client(self.server.addr)
         self.addCleanup(c.close)
-        errors: List[BaseException] = []
         done = threading.Event()
+        other = Recorder()
+        c.subscribe("y", other)
 
         def close_me(event: nkv.Event) -> None:
             if event.kind is EventKind.SYNCED:
-                try:
-                    c.close()
-                except RuntimeError as e:
-                    errors.append(e)
+                c.close()  # allowed: the handle outlives this callback
                 done.set()
 
         c.subscribe("z", close_me)
         self.assertTrue(done.wait(WAIT))
-        self.assertEqual(len(errors), 1)
-        c.ping()
+        other.wait_for(EventKind.CLOSED)
+        self.assertTrue(c.closed)
+        with self.assertRaises(nkv.Closed):
+            c.ping()
 
     def test_watch_iterator(self) -> None:
         c = self.client
@@ -552,6 +552,188 @@ class TestSubscriptions(ServerTest):
             self.assertEqual(updates[-1].value, f"v{n - 1}".encode())
             self.assertEqual(updates[-1].revision, last)
             self.assertEqual(sum(1 + e.coalesced for e in updates), n)
+
+
+class TestRegressions(ServerTest):
+    """Each of these failed with the binding of the previous release."""
+
+    def test_a_nul_in_a_key_is_refused_not_truncated(self) -> None:
+        c = self.client
+        c.put("keep.me", b"1")
+        with self.assertRaises(nkv.InvalidKey):
+            c.put("a\x00x", b"v")
+        self.assertIsNone(c.get("a"), "the key was cut at the NUL")
+        with self.assertRaises(nkv.InvalidKey):
+            c.delete_prefix("\x00x")  # used to delete every key
+        with self.assertRaises(nkv.InvalidKey):
+            c.get("keep\x00.me")
+        with self.assertRaises(nkv.InvalidKey):
+            c.subscribe("\x00", lambda e: None)
+        self.assertEqual(c.get("keep.me"), b"1")
+
+    def test_condition_failed_carries_the_current_revision(self) -> None:
+        c = self.client
+        rev = c.put("cf.k", b"1")
+        with self.assertRaises(nkv.ConditionFailed) as ctx:
+            c.put("cf.k", b"2", expect=rev + 5)
+        self.assertEqual(ctx.exception.revision, rev)
+        with self.assertRaises(nkv.ConditionFailed) as ctx:
+            c.put("cf.k", b"2", expect=0)
+        self.assertEqual(ctx.exception.revision, rev)
+        with self.assertRaises(nkv.ConditionFailed) as ctx:
+            c.put("cf.absent", b"2", expect=7)
+        self.assertEqual(ctx.exception.revision, 0)
+        with self.assertRaises(nkv.ConditionFailed) as ctx:
+            c.delete("cf.k", expect=rev + 1)
+        self.assertEqual(ctx.exception.revision, rev)
+        self.assertEqual(c.get("cf.k"), b"1")
+
+    def test_expect_must_be_a_revision(self) -> None:
+        c = self.client
+        for bad in (-1, 1 << 64):
+            with self.assertRaises(ValueError):
+                c.put("ex.k", b"v", expect=bad)
+        with self.assertRaises(TypeError):
+            c.put("ex.k", b"v", expect=True)  # type: ignore[arg-type]
+        with self.assertRaises(ValueError):
+            c.delete("ex.k", expect=-1)
+        self.assertIsNone(c.get("ex.k"))
+
+    @staticmethod
+    def _threads(prefix: str) -> set:
+        """Ids of this process's threads whose name starts with ``prefix``."""
+        found = set()
+        for tid in os.listdir("/proc/self/task"):
+            try:
+                with open(f"/proc/self/task/{tid}/comm") as f:
+                    if f.read().startswith(prefix):
+                        found.add(tid)
+            except OSError:
+                pass
+        return found
+
+    def _connections(self) -> int:
+        return self.client.stats()["connections"]
+
+    def test_a_client_dropped_on_its_dispatcher_thread_is_closed(self) -> None:
+        import gc
+
+        # By thread id, not name: a thread names itself after it started.
+        before = self._threads("")
+        holder = {"client": nkv.Client(self.server.addr)}
+        mine = self._threads("") - before
+        self.assertEqual(len(mine), 2, "an I/O and a dispatcher thread")
+        connections = self._connections()
+        done = threading.Event()
+
+        def drop_it(event: nkv.Event) -> None:
+            if event.kind is EventKind.SYNCED and "client" in holder:
+                del holder["client"]  # the last reference goes here
+                gc.collect()
+                done.set()
+
+        holder["client"].subscribe("gone", drop_it)
+        self.assertTrue(done.wait(WAIT))
+        deadline = time.monotonic() + WAIT
+        while mine & self._threads("") and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.assertEqual(mine & self._threads(""), set(), "its threads leaked")
+        self.assertEqual(self._connections(), connections - 1, "its connection leaked")
+
+    def test_keepalive_notices_a_hung_server(self) -> None:
+        c = nkv.Client(self.server.addr, keepalive=0.2, timeout=2)
+        self.addCleanup(c.close)
+        rec = Recorder()
+        c.subscribe("ka", rec)
+        rec.wait_for(EventKind.SYNCED)
+        self.assertIs(c.state, nkv.State.CONNECTED)
+        os.kill(self.server.proc.pid, signal.SIGSTOP)
+        try:
+            rec.wait_for(EventKind.DISCONNECTED, timeout=10)
+            self.assertIsNot(c.state, nkv.State.CONNECTED)
+        finally:
+            os.kill(self.server.proc.pid, signal.SIGCONT)
+        i = rec.wait_for(EventKind.SYNCED, start=1)
+        self.assertGreater(i, 0)
+        deadline = time.monotonic() + WAIT
+        while c.state is not nkv.State.CONNECTED and time.monotonic() < deadline:
+            time.sleep(0.02)
+        self.assertIs(c.state, nkv.State.CONNECTED)
+
+    def test_stats_limits_compact(self) -> None:
+        c = self.client
+        c.put("st.a", b"xy")
+        stats = c.stats()
+        self.assertEqual(stats["keys"], 1)
+        self.assertEqual(stats["bytes"], len("st.a") + 2)
+        self.assertEqual(c.limits, nkv.Limits(1024, 1 << 20, 2 << 20))
+        before, after = c.compact()
+        self.assertGreater(before, 0)
+        self.assertEqual(c.get("st.a"), b"xy")
+
+    def test_a_library_of_another_version_is_refused(self) -> None:
+        from nkv import _native
+
+        lib = _native.lib()
+        real = _native._package_version
+        _native._package_version = lambda: "9.9.9"  # type: ignore[assignment]
+        try:
+            with self.assertRaises(OSError) as ctx:
+                _native._check(lib, "libnkv.so")
+            self.assertIn("9.9.9", str(ctx.exception))
+        finally:
+            _native._package_version = real  # type: ignore[assignment]
+
+
+class TestAsyncio(ServerTest):
+    def test_requests_and_subscriptions(self) -> None:
+        import asyncio
+
+        import nkv.aio
+
+        addr = self.server.addr
+        self.client.put("aio.a", b"1")
+
+        async def main() -> list:
+            seen = []
+            async with await nkv.aio.AsyncClient.connect(addr) as client:
+                # no dispatcher thread: callbacks run on this loop's thread
+                self.assertEqual(await client.get("aio.a"), b"1")
+                loop_thread = threading.get_ident()
+                threads = set()
+                sub = await client.subscribe("aio")
+                orig = sub._push
+
+                def spy(event: nkv.Event) -> None:
+                    threads.add(threading.get_ident())
+                    orig(event)
+
+                sub._push = spy  # type: ignore[method-assign]
+                async for event in sub:
+                    seen.append((event.kind, event.key))
+                    if event.kind is EventKind.SYNCED:
+                        await client.put("aio.b", b"2")
+                    if event.key == "aio.b":
+                        break
+                self.assertEqual(threads - {loop_thread}, set())
+                await sub.aclose()
+                rest = [e async for e in sub]
+                self.assertEqual(rest, [])
+                other = await client.subscribe("aio")
+            # closing the client ends the other subscription's iteration
+            tail = [e.kind async for e in other]
+            self.assertEqual(tail[-1], EventKind.CLOSED)
+            return seen
+
+        seen = asyncio.run(main())
+        self.assertEqual(
+            seen,
+            [
+                (EventKind.UPDATE, "aio.a"),
+                (EventKind.SYNCED, None),
+                (EventKind.UPDATE, "aio.b"),
+            ],
+        )
 
 
 class TestThreads(ServerTest):
