@@ -30,7 +30,7 @@ WAIT = 20.0  # seconds; generous for slow machines
 class Server:
     """An nkv-server process on ``DIR/NAME.sock`` with data in ``DIR/data``."""
 
-    def __init__(self, directory: str, name: str = "nkv") -> None:
+    def __init__(self, directory: str, name: str = "nkv", *args: str) -> None:
         binary = os.environ.get("NKV_SERVER_BIN")
         if not binary:
             raise unittest.SkipTest("NKV_SERVER_BIN is not set")
@@ -39,13 +39,15 @@ class Server:
         self.socket = os.path.join(directory, name + ".sock")
         self.addr = "unix:" + self.socket
         self.proc: Optional[subprocess.Popen] = None
+        self.args = list(args)
         self.start()
 
     def start(self) -> None:
         env = dict(os.environ, RUST_LOG="warn")
         env.pop("NKV_ADDR", None)
         self.proc = subprocess.Popen(
-            [self.binary, "--listen", self.addr, "--data-dir", os.path.join(self.dir, "data")],
+            [self.binary, "--listen", self.addr, "--data-dir", os.path.join(self.dir, "data")]
+            + self.args,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             env=env,
@@ -659,6 +661,58 @@ class TestRegressions(ServerTest):
         while c.state is not nkv.State.CONNECTED and time.monotonic() < deadline:
             time.sleep(0.02)
         self.assertIs(c.state, nkv.State.CONNECTED)
+
+    def test_a_slow_callback_costs_memory_bounded_by_the_keys(self) -> None:
+        fast_dir = os.path.join(self.tmp.name, "fast")
+        os.mkdir(fast_dir)
+        fast = Server(fast_dir, "nkv", "--fsync", "never")
+        self.addCleanup(fast.stop)
+        c = nkv.Client(fast.addr)
+        self.addCleanup(c.close)
+        keys = 50
+
+        def rss_kib() -> int:
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1])
+            raise AssertionError("no VmRSS")
+
+        def slow(event: nkv.Event) -> None:
+            time.sleep(0.005)
+
+        rec = Recorder(hook=slow)
+        sub = c.subscribe("mem", rec)
+        self.addCleanup(sub.close)
+        rec.wait_for(EventKind.SYNCED)
+        before = rss_kib()
+        value = b"x" * 1000
+
+        def writer(w: int) -> None:
+            with nkv.Client(fast.addr) as wc:
+                for i in range(5000):
+                    wc.put(f"mem.k{(w * 5000 + i) % keys}", value + str(i).encode())
+
+        threads = [threading.Thread(target=writer, args=(w,)) for w in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        grown = rss_kib() - before
+        c.put("mem.end", b"end")
+        rec.wait_for(EventKind.UPDATE, "mem.end", timeout=60)
+        events = rec.snapshot()
+        # 20,000 events of 1 KB would be over 20 MiB waiting; merged per key
+        # the queue holds at most ~1,074 (1024 + 50 keys).
+        self.assertLess(grown, 12 * 1024, f"grew {grown} KiB while the callback lagged")
+        self.assertGreater(sum(e.coalesced for e in events), 0, "nothing was coalesced")
+        self.assertLess(len(events), 20_000)
+        final = {k: v for k, v, _ in c.list("mem")}
+        seen = {}
+        for e in events:
+            if e.kind is EventKind.UPDATE:
+                seen[e.key] = e.value
+        self.assertEqual(seen, final, "the callback did not end with the stored values")
 
     def test_stats_limits_compact(self) -> None:
         c = self.client
