@@ -41,7 +41,10 @@ const COVERED_ELSEWHERE: [(&str, &str); 5] = [
         "sed -e",
         "tests/examples.rs writes nkv.pc from nkv.pc.in the same way",
     ),
-    ("pip install", "tests/python_binding.rs"),
+    (
+        "pip install",
+        "tests/python_packaging.rs installs ./bindings/python into a fresh venv",
+    ),
     ("NKV_LIB=", "tests/examples.rs runs examples/watch.py"),
 ];
 
