@@ -130,6 +130,9 @@ fn the_wheel_script_makes_a_tagged_wheel_with_a_stripped_library() {
 
     // Installed into a fresh environment, it works.
     let bin = venv(&dir.path().join("venv"));
-    run(clean(bin.join("pip")).arg("install").arg(&wheel), "pip install the wheel");
+    run(
+        clean(bin.join("pip")).arg("install").arg(&wheel),
+        "pip install the wheel",
+    );
     use_installed(&bin, &server, &dir.path().join("venv"));
 }
