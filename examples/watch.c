@@ -32,17 +32,24 @@ static void on_signal(int sig) {
     stop = 1;
 }
 
-/* Runs on the client's dispatcher thread, one event at a time, in order.
- * The event's memory is only valid during the call. */
+/* Runs on the client's dispatcher thread, one event at a time, in order,
+ * never before nkv_subscribe has returned. The event's memory is only valid
+ * during the call. */
 static void on_event(void *user_data, const nkv_event *ev) {
     (void)user_data;
     switch (ev->kind) {
     case NKV_EVENT_UPDATE:
-        printf("UPDATE %s = %.*s (revision %llu)\n", ev->key, (int)ev->len,
+        printf("UPDATE %.*s = %.*s (revision %llu", (int)ev->key_len, ev->key, (int)ev->len,
                ev->data ? (const char *)ev->data : "", (unsigned long long)ev->revision);
+        if (ev->coalesced > 0) {
+            /* we were behind: the latest value, with the skipped updates counted */
+            printf(", %llu earlier updates skipped", (unsigned long long)ev->coalesced);
+        }
+        printf(")\n");
         break;
     case NKV_EVENT_DELETE:
-        printf("DELETE %s (revision %llu)\n", ev->key, (unsigned long long)ev->revision);
+        printf("DELETE %.*s (revision %llu)\n", (int)ev->key_len, ev->key,
+               (unsigned long long)ev->revision);
         break;
     case NKV_EVENT_SYNCED:
         printf("SYNCED at revision %llu\n", (unsigned long long)ev->revision);
@@ -79,7 +86,8 @@ int main(int argc, char **argv) {
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 
-    s = nkv_subscribe(client, prefix, on_event, NULL, NULL, NULL);
+    /* NKV_NUL: the prefix is a NUL-terminated string */
+    s = nkv_subscribe(client, prefix, NKV_NUL, on_event, NULL, NULL, NULL);
     if (s != NKV_OK) {
         char msg[256];
         nkv_last_error(msg, sizeof msg);
@@ -91,6 +99,6 @@ int main(int argc, char **argv) {
     while (!stop) {
         pause(); /* the callbacks run on the dispatcher thread meanwhile */
     }
-    nkv_close(client); /* the subscription gets a final CLOSED event */
+    nkv_close(client); /* the subscription gets a final CLOSED event before this returns */
     return 0;
 }

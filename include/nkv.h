@@ -13,7 +13,10 @@
  * Handles. One nkv_client may be used from many threads at once. It may be
  * closed (nkv_close) while other threads are inside calls on it (they fail
  * with NKV_ERR_CLOSED) and from inside one of its own callbacks. No call may
- * start after nkv_close returned.
+ * start after nkv_close returned, except from the client's own callbacks
+ * still to come (the CLOSED events that follow an nkv_close made inside a
+ * callback): the handle lives until they are done, and calls from them fail
+ * with NKV_ERR_CLOSED.
  *
  * Callbacks. A subscription's callback runs on the client's dispatcher
  * thread, or, with nkv_options_set_dispatch(NKV_DISPATCH_MANUAL), inside
@@ -250,7 +253,7 @@ typedef struct nkv_options nkv_options;
  * `nkv_stats_count`, `nkv_stats_name`, `nkv_stats_value` or
  * `nkv_stats_find`; free them with `nkv_stats_free`.
  */
-typedef struct nkv_stats nkv_stats;
+typedef struct nkv_stats_list nkv_stats_list;
 
 /**
  * A value read by `nkv_get`; free with `nkv_value_free`.
@@ -519,7 +522,7 @@ enum nkv_status nkv_delete_prefix(struct nkv_client *client,
  * # Safety
  * `client` is NULL or a live handle; `out` writable.
  */
-enum nkv_status nkv_stats(struct nkv_client *client, struct nkv_stats **out);
+enum nkv_status nkv_stats(struct nkv_client *client, struct nkv_stats_list **out);
 
 /**
  * Asks the server to compact its store now; the bytes of its data files
@@ -784,7 +787,7 @@ void nkv_entries_free(struct nkv_entries *entries);
  * # Safety
  * `stats` is NULL or a live pointer from `nkv_stats`.
  */
-size_t nkv_stats_count(const struct nkv_stats *stats);
+size_t nkv_stats_count(const struct nkv_stats_list *stats);
 
 /**
  * The name of counter `i` (NUL-terminated, valid until `nkv_stats_free`),
@@ -793,7 +796,7 @@ size_t nkv_stats_count(const struct nkv_stats *stats);
  * # Safety
  * `stats` is NULL or live.
  */
-const char *nkv_stats_name(const struct nkv_stats *stats, size_t i);
+const char *nkv_stats_name(const struct nkv_stats_list *stats, size_t i);
 
 /**
  * The value of counter `i` (0 when `i` is out of range).
@@ -801,7 +804,7 @@ const char *nkv_stats_name(const struct nkv_stats *stats, size_t i);
  * # Safety
  * `stats` is NULL or live.
  */
-uint64_t nkv_stats_value(const struct nkv_stats *stats, size_t i);
+uint64_t nkv_stats_value(const struct nkv_stats_list *stats, size_t i);
 
 /**
  * The value of the counter called `name` (see protocol.md, "STATS
@@ -810,7 +813,7 @@ uint64_t nkv_stats_value(const struct nkv_stats *stats, size_t i);
  * # Safety
  * `stats` is NULL or live; `name` NULL or NUL-terminated; `out` writable.
  */
-enum nkv_status nkv_stats_find(const struct nkv_stats *stats, const char *name, uint64_t *out);
+enum nkv_status nkv_stats_find(const struct nkv_stats_list *stats, const char *name, uint64_t *out);
 
 /**
  * Frees counters from `nkv_stats`. NULL is fine.
@@ -818,7 +821,7 @@ enum nkv_status nkv_stats_find(const struct nkv_stats *stats, const char *name, 
  * # Safety
  * `stats` is NULL or a pointer from `nkv_stats` not yet freed.
  */
-void nkv_stats_free(struct nkv_stats *stats);
+void nkv_stats_free(struct nkv_stats_list *stats);
 
 /**
  * The name of a connection state, e.g. `"NKV_STATE_CONNECTED"`; any other

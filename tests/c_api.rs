@@ -2,10 +2,28 @@
 //! `tests/cpp/` are compiled against `include/nkv.h` and the freshly built
 //! `libnkv.so`, then run against a live `nkv-server` (its address in
 //! `NKV_ADDR`, its pid in `NKV_SERVER_PID`). Each program also runs under
-//! valgrind (no invalid access, no definite leak).
+//! valgrind (no invalid access, no definite leak), with `NKV_TEST_VALGRIND=1`
+//! so that it can scale its heavy loops down (valgrind is 20 to 50 times
+//! slower).
 //!
 //! valgrind is required when `NKV_REQUIRE_VALGRIND` is set (`.ci/run` sets
 //! it); otherwise a machine without it skips those variants with a note.
+//!
+//! Which program checks what (each one's top comment says more):
+//! - `test_api`: every function, its status codes and outputs; key lengths
+//!   (embedded NUL, impossible lengths), unknown status names, ABI checks,
+//!   options, stats, server limits, per-thread deadlines, request timeouts.
+//! - `test_callbacks`: the callback contract: snapshot/SYNCED/live order,
+//!   one thread, unsubscribe (from anywhere, never waiting behind another
+//!   subscription), no callback before `nkv_subscribe` returned, `nkv_close`
+//!   from the main thread and from inside a callback.
+//! - `test_stopped_server`: a timed-out `nkv_subscribe` (freed before it
+//!   returns, nothing after a late answer), keepalive against a hung server.
+//! - `test_slow_consumer`: a slow callback costs bounded memory (the queue
+//!   coalesces).
+//! - `test_manual_dispatch`: `NKV_DISPATCH_MANUAL` with `poll()`.
+//! - `test_reconnect`, `test_threads`, `test_fork`: reconnect after a
+//!   `kill -9`, many threads on one client, a forked child.
 
 mod common;
 
@@ -128,16 +146,30 @@ struct Outcome {
     code: Option<i32>,
 }
 
+/// How a C test program is run.
+#[derive(Default)]
+struct Program {
+    /// `tests/c/NAME.c`.
+    name: &'static str,
+    /// Flags for its `nkv-server`.
+    server_args: &'static [&'static str],
+    /// Extra environment for the program.
+    env: &'static [(&'static str, &'static str)],
+}
+
 /// Runs `exe` (optionally under valgrind) against `server`, answering the
 /// reconnect test's KILL / RESTART requests (see tests/c/test_reconnect.c).
-fn run_program(exe: &Path, server: &mut TestServer, valgrind: bool) -> Outcome {
+fn run_program(exe: &Path, server: &mut TestServer, valgrind: bool, program: &Program) -> Outcome {
     let mut cmd = if valgrind {
         let mut c = Command::new(VALGRIND[0]);
-        c.args(&VALGRIND[1..]).arg(exe);
+        c.args(&VALGRIND[1..])
+            .arg(exe)
+            .env("NKV_TEST_VALGRIND", "1");
         c
     } else {
         Command::new(exe)
     };
+    cmd.envs(program.env.iter().copied());
     // cargo test sets LD_LIBRARY_PATH (to target/<profile> first), which
     // beats the rpath and may hold an older libnkv.so: drop it.
     cmd.env_remove("LD_LIBRARY_PATH")
@@ -247,16 +279,31 @@ fn start_side_server(server: &TestServer) -> (KillOnDrop, String) {
 }
 
 /// Compiles and runs one C test program; asserts it succeeded.
-fn c_test(name: &str, valgrind: bool) {
+fn c_test(name: &'static str, valgrind: bool) {
+    c_test_program(
+        &Program {
+            name,
+            ..Program::default()
+        },
+        valgrind,
+    );
+}
+
+/// Compiles and runs one C test program with its own server flags and
+/// environment; asserts it succeeded.
+fn c_test_program(program: &Program, valgrind: bool) {
     if valgrind && !valgrind_available() {
         return;
     }
+    let name = program.name;
     let dir = tempfile::tempdir().expect("temp dir");
     let exe = compile_c(name, dir.path());
-    let mut server = TestServer::start();
-    let outcome = run_program(&exe, &mut server, valgrind);
+    let mut server = TestServer::start_with(program.server_args);
+    let started = Instant::now();
+    let outcome = run_program(&exe, &mut server, valgrind, program);
+    let took = started.elapsed();
     let report = format!(
-        "{name}{}: exit {:?}\n--- stdout\n{}--- stderr\n{}",
+        "{name}{}: exit {:?} after {took:.1?}\n--- stdout\n{}--- stderr\n{}",
         if valgrind { " under valgrind" } else { "" },
         outcome.code,
         outcome.stdout,
@@ -277,14 +324,27 @@ fn c_test(name: &str, valgrind: bool) {
     eprintln!("{report}");
 }
 
+/// test_api checks that `nkv_server_limits` reports what the server was
+/// started with: limits other than the defaults, passed to it in the
+/// environment. (Its long-key and large-value checks fit them: a 1099-byte
+/// key and a 1 MiB + 1 value are refused, a 512 KiB value is stored.)
+const TEST_API: Program = Program {
+    name: "test_api",
+    server_args: &["--max-key", "1000", "--max-value", "1000000"],
+    env: &[
+        ("NKV_TEST_MAX_KEY", "1000"),
+        ("NKV_TEST_MAX_VALUE", "1000000"),
+    ],
+};
+
 #[test]
 fn c_every_function() {
-    c_test("test_api", false);
+    c_test_program(&TEST_API, false);
 }
 
 #[test]
 fn c_every_function_valgrind() {
-    c_test("test_api", true);
+    c_test_program(&TEST_API, true);
 }
 
 #[test]
@@ -329,6 +389,46 @@ fn c_forked_child_fails_fast_valgrind() {
     c_test("test_fork", true);
 }
 
+/// A timed-out subscribe and a hung server (SIGSTOP).
+#[test]
+fn c_stopped_server() {
+    c_test("test_stopped_server", false);
+}
+
+#[test]
+fn c_stopped_server_valgrind() {
+    c_test("test_stopped_server", true);
+}
+
+/// 20,000 updates to a slow callback: its queue coalesces, memory stays
+/// bounded. The server does not fsync: durability is not the point, and the
+/// writers should outrun the callback by far.
+const TEST_SLOW_CONSUMER: Program = Program {
+    name: "test_slow_consumer",
+    server_args: &["--fsync", "never"],
+    env: &[],
+};
+
+#[test]
+fn c_slow_consumer_memory_is_bounded() {
+    c_test_program(&TEST_SLOW_CONSUMER, false);
+}
+
+#[test]
+fn c_slow_consumer_memory_is_bounded_valgrind() {
+    c_test_program(&TEST_SLOW_CONSUMER, true);
+}
+
+#[test]
+fn c_manual_dispatch_with_poll() {
+    c_test("test_manual_dispatch", false);
+}
+
+#[test]
+fn c_manual_dispatch_with_poll_valgrind() {
+    c_test("test_manual_dispatch", true);
+}
+
 /// `nkv.h` compiles as strict C11 when included twice.
 #[test]
 fn header_compiles_as_c_included_twice() {
@@ -338,11 +438,16 @@ fn header_compiles_as_c_included_twice() {
         &src,
         "#include \"nkv.h\"\n#include \"nkv.h\"\n\
          int main(void) {\n\
-             nkv_event ev = {NKV_EVENT_SYNCED, 0, 0, 0, 1, 0};\n\
+             nkv_event ev = {.kind = NKV_EVENT_SYNCED, .subscription = 3, .revision = 1};\n\
              nkv_status s = NKV_OK;\n\
              nkv_callback cb = 0;\n\
-             (void)cb;\n\
-             return (int)s + (ev.revision == 1 ? 0 : 1) + (NKV_VERSION_MAJOR < 0);\n\
+             nkv_options *o = 0;\n\
+             nkv_entries *e = 0;\n\
+             nkv_stats_list *st = 0;\n\
+             size_t nul = NKV_NUL;\n\
+             (void)cb; (void)o; (void)e; (void)st;\n\
+             return (int)s + (ev.revision == 1 && ev.key == 0 ? 0 : 1) + (NKV_VERSION_MAJOR < 0)\n\
+                 + (NKV_ABI_VERSION < 0) + (nul == (size_t)-1 ? 0 : 1);\n\
          }\n",
     )
     .unwrap();

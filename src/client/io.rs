@@ -23,7 +23,7 @@ use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinHandle;
@@ -254,6 +254,16 @@ impl Io {
                             if reconnect && connecting.is_none() => Wake::Retry,
                     }
                 }
+            };
+            // `select!` picks among ready branches at random: a thread that
+            // woke late can see the keepalive timer beside the very answer it
+            // waits for. A frame already there wins.
+            let wake = match (wake, conn.as_mut()) {
+                (Wake::Keepalive, Some(c)) => match c.reader.next().now_or_never() {
+                    Some(frame) => Wake::Frame(frame),
+                    None => Wake::Keepalive,
+                },
+                (wake, _) => wake,
             };
             match wake {
                 Wake::Command(None | Some(Command::Close)) => {

@@ -484,11 +484,25 @@ impl Client {
         since: Option<u64>,
         handler: Handler,
     ) -> Result<u32, Error> {
-        let inner = match self.inner().and_then(|inner| {
+        self.subscribe_then(prefix, since, handler, &mut |_| {})
+    }
+
+    /// Like [`Client::subscribe`]; `before_activate` receives the id after
+    /// the server confirmed and before the handler can be called (the C API
+    /// stores `*out_subscription` there).
+    pub fn subscribe_then(
+        &self,
+        prefix: &str,
+        since: Option<u64>,
+        handler: Handler,
+        before_activate: &mut dyn FnMut(u32),
+    ) -> Result<u32, Error> {
+        let ready = self.inner().and_then(|inner| {
             self.check_prefix(prefix)?;
-            Ok(inner)
-        }) {
-            Ok(inner) => inner,
+            Ok((inner, inner.timeout()?))
+        });
+        let (inner, timeout) = match ready {
+            Ok(ready) => ready,
             Err(e) => {
                 hub::drop_handler(handler);
                 return Err(e);
@@ -505,10 +519,11 @@ impl Client {
         let result = if inner.commands.send(command).is_err() {
             Err(Error::closed())
         } else {
-            wait(&answer, inner.timeout()).and_then(|r| r)
+            wait(&answer, timeout).and_then(|r| r)
         };
         match result {
             Ok(()) => {
+                before_activate(id);
                 inner.hub.activate(id);
                 Ok(id)
             }
@@ -645,6 +660,7 @@ impl Client {
     /// Sends a request and waits for its answer.
     fn call(&self, request: Request) -> Result<Answer, Error> {
         let inner = self.inner()?;
+        let timeout = inner.timeout()?;
         let (reply, answer) = sync_channel(1);
         if inner
             .commands
@@ -653,7 +669,7 @@ impl Client {
         {
             return Err(Error::closed());
         }
-        wait(&answer, inner.timeout())?
+        wait(&answer, timeout)?
     }
 }
 
@@ -674,11 +690,19 @@ impl std::fmt::Debug for Client {
 
 impl Inner {
     /// How long the next call may wait: the per-request timeout, or less if
-    /// this thread's deadline ([`set_deadline`]) comes first.
-    fn timeout(&self) -> Duration {
+    /// this thread's deadline ([`set_deadline`]) comes first. A deadline
+    /// already past fails the call before anything is sent, so a caller
+    /// that ran out of time never changes the store.
+    fn timeout(&self) -> Result<Duration, Error> {
         let timeout =
             Duration::from_millis(self.timeout_ms.load(std::sync::atomic::Ordering::Relaxed));
-        deadline::limit(timeout)
+        match deadline::limit(timeout) {
+            left if left.is_zero() => Err(Error::new(
+                ErrorKind::Timeout,
+                "this thread's deadline has passed".to_owned(),
+            )),
+            left => Ok(left),
+        }
     }
 }
 

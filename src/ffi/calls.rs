@@ -5,7 +5,7 @@ use std::ffi::{c_char, c_void};
 use std::time::Duration;
 
 use super::handle::{acquire, nkv_client};
-use super::types::{nkv_conn_state, nkv_entries, nkv_stats, nkv_value, OwnedValue};
+use super::types::{nkv_conn_state, nkv_entries, nkv_stats_list, nkv_value, OwnedValue};
 use super::{bytes_arg, guard, invalid, key_arg, nkv_status, Failure};
 use crate::client::{ConnState, Error, ErrorKind};
 use crate::protocol::Condition;
@@ -392,7 +392,7 @@ pub unsafe extern "C" fn nkv_delete_prefix(
 #[no_mangle]
 pub unsafe extern "C" fn nkv_stats(
     client: *mut nkv_client,
-    out: *mut *mut nkv_stats,
+    out: *mut *mut nkv_stats_list,
 ) -> nkv_status {
     guard(|| {
         // SAFETY: contract of this function.
@@ -402,7 +402,7 @@ pub unsafe extern "C" fn nkv_stats(
         }
         let stats = handle.client.stats()?;
         // SAFETY: checked non-NULL above.
-        unsafe { *out = nkv_stats::into_raw(stats) };
+        unsafe { *out = nkv_stats_list::into_raw(stats) };
         Ok(())
     })
 }

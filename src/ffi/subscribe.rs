@@ -230,15 +230,19 @@ unsafe fn subscribe(
         };
         // On failure the client has dropped the handler (and so called
         // `free_user_data`) on this thread already.
-        let id = handle.client.subscribe(
+        // The id goes to `*out_subscription` before the subscription is
+        // activated: the first callback may run at once and read it there.
+        handle.client.subscribe_then(
             prefix,
             since,
             Box::new(move |id, event| handler.deliver(id, event)),
+            &mut |id| {
+                // SAFETY: NULL or writable.
+                if let Some(out) = unsafe { out_subscription.as_mut() } {
+                    *out = u64::from(id);
+                }
+            },
         )?;
-        // SAFETY: NULL or writable.
-        if let Some(out) = unsafe { out_subscription.as_mut() } {
-            *out = u64::from(id);
-        }
         Ok(())
     })
 }

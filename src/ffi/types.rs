@@ -2,7 +2,7 @@
 //!
 //! Growth rules for the ABI: structs C receives by pointer (`nkv_value`,
 //! `nkv_event`) may gain fields at their end; collections (`nkv_entries`,
-//! `nkv_stats`) are opaque and read through functions, so no struct is
+//! `nkv_stats_list`) are opaque and read through functions, so no struct is
 //! ever used as an array element.
 
 use std::ffi::{c_char, c_int, CStr, CString};
@@ -36,7 +36,7 @@ pub struct nkv_entries {
 /// Named counters from `nkv_stats` (opaque): read them with
 /// `nkv_stats_count`, `nkv_stats_name`, `nkv_stats_value` or
 /// `nkv_stats_find`; free them with `nkv_stats_free`.
-pub struct nkv_stats {
+pub struct nkv_stats_list {
     names: Vec<CString>,
     values: Vec<u64>,
 }
@@ -158,14 +158,14 @@ impl nkv_entries {
     }
 }
 
-impl nkv_stats {
+impl nkv_stats_list {
     /// Moves counters to the heap and returns the pointer C will hold.
-    pub(super) fn into_raw(stats: Vec<(String, u64)>) -> *mut nkv_stats {
+    pub(super) fn into_raw(stats: Vec<(String, u64)>) -> *mut nkv_stats_list {
         let (names, values) = stats
             .into_iter()
             .map(|(n, v)| (CString::new(n).unwrap_or_default(), v))
             .unzip();
-        Box::into_raw(Box::new(nkv_stats { names, values }))
+        Box::into_raw(Box::new(nkv_stats_list { names, values }))
     }
 }
 
@@ -276,7 +276,7 @@ pub unsafe extern "C" fn nkv_entries_free(entries: *mut nkv_entries) {
 /// # Safety
 /// `stats` is NULL or a live pointer from `nkv_stats`.
 #[no_mangle]
-pub unsafe extern "C" fn nkv_stats_count(stats: *const nkv_stats) -> usize {
+pub unsafe extern "C" fn nkv_stats_count(stats: *const nkv_stats_list) -> usize {
     // SAFETY: NULL or live by contract.
     unsafe { stats.as_ref() }.map_or(0, |s| s.names.len())
 }
@@ -287,7 +287,7 @@ pub unsafe extern "C" fn nkv_stats_count(stats: *const nkv_stats) -> usize {
 /// # Safety
 /// `stats` is NULL or live.
 #[no_mangle]
-pub unsafe extern "C" fn nkv_stats_name(stats: *const nkv_stats, i: usize) -> *const c_char {
+pub unsafe extern "C" fn nkv_stats_name(stats: *const nkv_stats_list, i: usize) -> *const c_char {
     // SAFETY: NULL or live by contract.
     unsafe { stats.as_ref() }
         .and_then(|s| s.names.get(i))
@@ -299,7 +299,7 @@ pub unsafe extern "C" fn nkv_stats_name(stats: *const nkv_stats, i: usize) -> *c
 /// # Safety
 /// `stats` is NULL or live.
 #[no_mangle]
-pub unsafe extern "C" fn nkv_stats_value(stats: *const nkv_stats, i: usize) -> u64 {
+pub unsafe extern "C" fn nkv_stats_value(stats: *const nkv_stats_list, i: usize) -> u64 {
     // SAFETY: NULL or live by contract.
     unsafe { stats.as_ref() }
         .and_then(|s| s.values.get(i).copied())
@@ -313,7 +313,7 @@ pub unsafe extern "C" fn nkv_stats_value(stats: *const nkv_stats, i: usize) -> u
 /// `stats` is NULL or live; `name` NULL or NUL-terminated; `out` writable.
 #[no_mangle]
 pub unsafe extern "C" fn nkv_stats_find(
-    stats: *const nkv_stats,
+    stats: *const nkv_stats_list,
     name: *const c_char,
     out: *mut u64,
 ) -> nkv_status {
@@ -342,11 +342,11 @@ pub unsafe extern "C" fn nkv_stats_find(
 /// # Safety
 /// `stats` is NULL or a pointer from `nkv_stats` not yet freed.
 #[no_mangle]
-pub unsafe extern "C" fn nkv_stats_free(stats: *mut nkv_stats) {
+pub unsafe extern "C" fn nkv_stats_free(stats: *mut nkv_stats_list) {
     if stats.is_null() {
         return;
     }
-    // SAFETY: from `nkv_stats::into_raw`, freed once by contract.
+    // SAFETY: from `nkv_stats_list::into_raw`, freed once by contract.
     let owned = unsafe { Box::from_raw(stats) };
     let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(owned)));
 }

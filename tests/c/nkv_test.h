@@ -7,7 +7,9 @@
  * is given, so that a test can wait for events and inspect them afterwards.
  *
  * The programs are run by tests/c_api.rs against a live nkv-server whose
- * address is in NKV_ADDR (and its pid in NKV_SERVER_PID).
+ * address is in NKV_ADDR (and its pid in NKV_SERVER_PID). Under valgrind the
+ * harness also sets NKV_TEST_VALGRIND=1, so that the heavy loops can scale
+ * down (see under_valgrind()).
  */
 #ifndef NKV_TEST_H
 #define NKV_TEST_H
@@ -16,11 +18,13 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -98,8 +102,111 @@ static inline nkv_client *test_connect(void) {
 
 static inline void put_str(nkv_client *c, const char *key, const char *value,
                            uint64_t *rev) {
-    nkv_status s = nkv_put(c, key, BYTES(value), strlen(value), rev);
+    nkv_status s = nkv_put(c, key, NKV_NUL, BYTES(value), strlen(value), rev);
     CHECK(s == NKV_OK, "nkv_put(%s) returned %s", key, nkv_status_str(s));
+}
+
+/* True when the harness runs this program under valgrind (which is 20 to 50
+ * times slower): heavy loops scale down, timing bounds widen. */
+static inline bool under_valgrind(void) {
+    const char *v = getenv("NKV_TEST_VALGRIND");
+    return v != NULL && v[0] == '1';
+}
+
+/* ------------------------------------------------------------- watchdog */
+
+/* What the program was doing when the watchdog fired. */
+static char nkv_test_watchdog_what[200];
+
+static void nkv_test_watchdog_fired(int sig) {
+    (void)sig;
+    /* async-signal-safe: write(2) and _exit(2) only */
+    static const char head[] = "FAILED: watchdog: still not done after the alarm: ";
+    ssize_t w = write(2, head, sizeof head - 1);
+    w = write(2, nkv_test_watchdog_what, strlen(nkv_test_watchdog_what));
+    w = write(2, "\n", 1);
+    (void)w;
+    _exit(3);
+}
+
+/* Arms a watchdog: if the program is still running `seconds` from now, it
+ * prints `what` and exits with 3, so that a deadlock fails the test instead
+ * of hanging it. watchdog(0, NULL) disarms it. */
+static inline void watchdog(unsigned seconds, const char *what) {
+    if (seconds == 0) {
+        alarm(0);
+        return;
+    }
+    snprintf(nkv_test_watchdog_what, sizeof nkv_test_watchdog_what, "%s", what);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = nkv_test_watchdog_fired;
+    sigaction(SIGALRM, &sa, NULL);
+    alarm(seconds);
+}
+
+/* The watchdog for a whole program: it fails before the harness's own
+ * deadline (150 s) would kill it without a word. */
+static inline void watchdog_program(const char *name) {
+    watchdog(under_valgrind() ? 140 : 100, name);
+}
+
+/* -------------------------------------------------------- stopped server */
+
+/* The server's pid (NKV_SERVER_PID), or 0 when the harness did not say. */
+static inline pid_t server_pid(void) {
+    const char *s = getenv("NKV_SERVER_PID");
+    return s != NULL && s[0] != '\0' ? (pid_t)atol(s) : 0;
+}
+
+/* kill() returns before the target stops: wait until /proc says it has. */
+static inline void wait_stopped(pid_t pid) {
+    char path[64], buf[512];
+    snprintf(path, sizeof path, "/proc/%ld/stat", (long)pid);
+    int64_t deadline = now_ms() + 5000;
+    for (;;) {
+        FILE *f = fopen(path, "r");
+        CHECK(f != NULL, "cannot open %s", path);
+        size_t n = fread(buf, 1, sizeof buf - 1, f);
+        fclose(f);
+        buf[n] = 0;
+        const char *paren = strrchr(buf, ')');
+        if (paren != NULL && paren[1] == ' ' && paren[2] == 'T') {
+            return;
+        }
+        CHECK(now_ms() < deadline, "the server did not stop after SIGSTOP");
+        sleep_ms(5);
+    }
+}
+
+/* Stops the server (SIGSTOP) and waits until it is stopped. */
+static inline void server_stop(pid_t pid) {
+    CHECK(kill(pid, SIGSTOP) == 0, "SIGSTOP to the server (pid %ld)", (long)pid);
+    wait_stopped(pid);
+}
+
+static inline void server_cont(pid_t pid) {
+    CHECK(kill(pid, SIGCONT) == 0, "SIGCONT to the server (pid %ld)", (long)pid);
+}
+
+/* ---------------------------------------------------------------- memory */
+
+/* A "Vm...:" line of /proc/self/status in KiB (e.g. "VmRSS:", "VmHWM:"). */
+static inline long proc_status_kib(const char *field) {
+    FILE *f = fopen("/proc/self/status", "r");
+    CHECK(f != NULL, "cannot open /proc/self/status");
+    char line[256];
+    long kib = -1;
+    size_t n = strlen(field);
+    while (fgets(line, sizeof line, f) != NULL) {
+        if (strncmp(line, field, n) == 0) {
+            kib = atol(line + n);
+            break;
+        }
+    }
+    fclose(f);
+    CHECK(kib >= 0, "no %s line in /proc/self/status", field);
+    return kib;
 }
 
 /* ------------------------------------------------------------- recorder */
@@ -107,6 +214,7 @@ static inline void put_str(nkv_client *c, const char *key, const char *value,
 /* One copied event. */
 typedef struct rec_event {
     nkv_event_kind kind;
+    uint64_t subscription; /* the event's subscription id */
     char *key;     /* NULL when the event had none */
     uint8_t *data; /* NUL-terminated copy; NULL when the event had none */
     size_t len;
@@ -114,8 +222,13 @@ typedef struct rec_event {
     uint64_t coalesced;
 } rec_event;
 
-/* Records every event of one subscription. Thread-safe. */
+/* Records every event of one subscription. Thread-safe.
+ *
+ * Pass &r->id as nkv_subscribe's out_subscription: nkv_subscribe stores the
+ * id there before returning and no callback runs before that, so every
+ * event must carry exactly r->id (counted in wrong_id otherwise). */
 typedef struct recorder {
+    uint64_t id;         /* the subscription id (nkv_subscribe writes it) */
     pthread_mutex_t mu;
     pthread_cond_t cv;
     rec_event *events;
@@ -126,9 +239,15 @@ typedef struct recorder {
     int overlap;         /* a callback started while another one ran */
     int after_free;      /* a callback ran after free_user_data */
     int free_during_cb;  /* free_user_data ran while a callback was running */
-    int thread_changed;  /* callbacks ran on more than one thread */
+    int thread_changed;  /* callbacks (CLOSED aside) ran on more than one thread */
+    int wrong_id;        /* events whose subscription was not r->id */
+    int bad_key_len;     /* events whose key_len was not strlen(key) */
+    bool have_free_thread;
+    pthread_t free_thread; /* the thread free_user_data ran on */
     bool have_thread;
     pthread_t thread;    /* the thread the first callback ran on */
+    bool have_closed_thread;
+    pthread_t closed_thread; /* the thread the CLOSED event ran on (nkv_close's) */
     int64_t delay_ms;    /* each callback sleeps this long (slow consumer) */
     /* optional hook, run after the event is recorded (outside the lock) */
     void (*hook)(struct recorder *r, const nkv_event *ev);
@@ -157,6 +276,7 @@ static inline void recorder_cb(void *user_data, const nkv_event *ev) {
     rec_event copy;
     memset(&copy, 0, sizeof copy);
     copy.kind = ev->kind;
+    copy.subscription = ev->subscription;
     copy.len = ev->len;
     copy.revision = ev->revision;
     copy.coalesced = ev->coalesced;
@@ -172,6 +292,12 @@ static inline void recorder_cb(void *user_data, const nkv_event *ev) {
     }
 
     pthread_mutex_lock(&r->mu);
+    if (ev->subscription != r->id) {
+        r->wrong_id++;
+    }
+    if (ev->key != NULL ? ev->key_len != strlen(ev->key) : ev->key_len != 0) {
+        r->bad_key_len++;
+    }
     if (r->in_callback > 0) {
         r->overlap++;
     }
@@ -179,7 +305,11 @@ static inline void recorder_cb(void *user_data, const nkv_event *ev) {
         r->after_free++;
     }
     r->in_callback++;
-    if (!r->have_thread) {
+    if (ev->kind == NKV_EVENT_CLOSED) {
+        /* nkv_close runs the final CLOSED events on the closing thread */
+        r->have_closed_thread = true;
+        r->closed_thread = pthread_self();
+    } else if (!r->have_thread) {
         r->have_thread = true;
         r->thread = pthread_self();
     } else if (!pthread_equal(r->thread, pthread_self())) {
@@ -215,8 +345,23 @@ static inline void recorder_free(void *user_data) {
         r->free_during_cb++;
     }
     r->freed++;
+    r->have_free_thread = true;
+    r->free_thread = pthread_self();
     pthread_cond_broadcast(&r->cv);
     pthread_mutex_unlock(&r->mu);
+}
+
+/* Subscribes `r` to `prefix` (NUL-terminated), storing the id in r->id. */
+static inline nkv_status recorder_subscribe(nkv_client *c, const char *prefix, recorder *r) {
+    return nkv_subscribe(c, prefix, NKV_NUL, recorder_cb, r, recorder_free, &r->id);
+}
+
+/* True when free_user_data ran (last) on the calling thread. */
+static inline bool recorder_freed_here(recorder *r) {
+    pthread_mutex_lock(&r->mu);
+    bool here = r->have_free_thread && pthread_equal(r->free_thread, pthread_self());
+    pthread_mutex_unlock(&r->mu);
+    return here;
 }
 
 static inline size_t recorder_count(recorder *r) {
@@ -315,21 +460,28 @@ static inline void recorder_dump(recorder *r, const char *title) {
     fprintf(stderr, "--- %s: %zu events\n", title, r->count);
     for (size_t i = 0; i < r->count; i++) {
         rec_event *e = &r->events[i];
-        fprintf(stderr, "  [%zu] %s key=%s value=%s rev=%llu coalesced=%llu\n", i,
-                kind_name(e->kind), e->key ? e->key : "(null)",
-                e->data ? (const char *)e->data : "(null)",
+        fprintf(stderr, "  [%zu] sub=%llu %s key=%s value=%s rev=%llu coalesced=%llu\n", i,
+                (unsigned long long)e->subscription, kind_name(e->kind),
+                e->key ? e->key : "(null)", e->data ? (const char *)e->data : "(null)",
                 (unsigned long long)e->revision, (unsigned long long)e->coalesced);
     }
     pthread_mutex_unlock(&r->mu);
 }
 
 /* Checks the invariants every recorder must keep (one dispatcher thread,
- * no overlapping callbacks, nothing after free_user_data). */
+ * no overlapping callbacks, nothing after free_user_data, every event
+ * carrying the id nkv_subscribe stored in r->id, key_len right). */
 static inline void recorder_check_invariants(recorder *r, const char *name) {
     pthread_mutex_lock(&r->mu);
     int overlap = r->overlap, after_free = r->after_free, during = r->free_during_cb;
-    int changed = r->thread_changed;
+    int changed = r->thread_changed, wrong_id = r->wrong_id, bad_len = r->bad_key_len;
+    uint64_t id = r->id;
     pthread_mutex_unlock(&r->mu);
+    CHECK(wrong_id == 0,
+          "%s: %d events did not carry the subscription id %llu that nkv_subscribe stored "
+          "(a callback before nkv_subscribe returned?)",
+          name, wrong_id, (unsigned long long)id);
+    CHECK(bad_len == 0, "%s: %d events had a key_len other than strlen(key)", name, bad_len);
     CHECK(overlap == 0, "%s: %d callbacks started while another one was running", name,
           overlap);
     CHECK(after_free == 0, "%s: %d callbacks ran after free_user_data", name, after_free);

@@ -39,23 +39,23 @@ static void child_uses_inherited_client(nkv_client *c, uint64_t sub) {
     alarm(20); /* a hang ends in SIGALRM, which the parent reports */
     int64_t t0 = now_ms();
     uint64_t rev = 777;
-    nkv_status s = nkv_put(c, "f.child", BYTES("x"), 1, &rev);
+    nkv_status s = nkv_put(c, "f.child", NKV_NUL, BYTES("x"), 1, &rev);
     CHILD_CHECK(s == NKV_ERR_CONNECTION, 10, "nkv_put in the child returned %s",
                 nkv_status_str(s));
     CHILD_CHECK(rev == 777, 11, "failed put wrote *out_revision");
     nkv_value *v = NULL;
-    s = nkv_get(c, "f.parent", &v);
+    s = nkv_get(c, "f.parent", NKV_NUL, &v);
     CHILD_CHECK(s == NKV_ERR_CONNECTION, 12, "nkv_get in the child returned %s",
                 nkv_status_str(s));
     nkv_entries *e = NULL;
-    s = nkv_list(c, "", &e);
+    s = nkv_list(c, "", NKV_NUL, &e);
     CHILD_CHECK(s == NKV_ERR_CONNECTION, 13, "nkv_list in the child returned %s",
                 nkv_status_str(s));
     s = nkv_ping(c);
     CHILD_CHECK(s == NKV_ERR_CONNECTION, 14, "nkv_ping in the child returned %s",
                 nkv_status_str(s));
     uint64_t sub2 = 0;
-    s = nkv_subscribe(c, "f", recorder_cb, NULL, NULL, &sub2);
+    s = nkv_subscribe(c, "f", NKV_NUL, recorder_cb, NULL, NULL, &sub2);
     CHILD_CHECK(s == NKV_ERR_CONNECTION, 15, "nkv_subscribe in the child returned %s",
                 nkv_status_str(s));
     s = nkv_unsubscribe(c, sub);
@@ -105,7 +105,8 @@ int main(void) {
     recorder r;
     recorder_init(&r);
     uint64_t sub = 0;
-    CHECK_OK(nkv_subscribe(c, "f", recorder_cb, &r, recorder_free, &sub));
+    CHECK_OK(recorder_subscribe(c, "f", &r));
+    sub = r.id;
     CHECK(recorder_wait_for(&r, 0, NKV_EVENT_SYNCED, NULL, WAIT_MS) == 1, "snapshot + SYNCED");
 
     run_child(child_uses_inherited_client, c, sub, "child using the client");
@@ -113,7 +114,7 @@ int main(void) {
 
     /* the child may not have written through the parent's connection */
     nkv_value *v = NULL;
-    CHECK_STATUS(nkv_get(c, "f.child", &v), NKV_ERR_NOT_FOUND);
+    CHECK_STATUS(nkv_get(c, "f.child", NKV_NUL, &v), NKV_ERR_NOT_FOUND);
 
     /* the parent is unaffected: requests and the subscription still work */
     uint64_t rev = 0;
@@ -125,7 +126,7 @@ int main(void) {
     CHECK(i == 2, "parent's subscription: f.after is event %ld, expected 2 (nothing between)",
           i);
     CHECK(recorder_get(&r, 2).revision == rev, "wrong revision");
-    CHECK_OK(nkv_get(c, "f.after", &v));
+    CHECK_OK(nkv_get(c, "f.after", NKV_NUL, &v));
     nkv_value_free(v);
 
     nkv_close(c);

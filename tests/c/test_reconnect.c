@@ -85,29 +85,33 @@ static void view_apply(struct view *v, recorder *r, size_t from, size_t to) {
 /* The view equals what the server lists under `prefix`. */
 static void view_check(struct view *v, nkv_client *c, const char *prefix) {
     nkv_entries *e = NULL;
-    CHECK_OK(nkv_list(c, prefix, &e));
-    CHECK((int)e->count == v->n, "server has %zu keys under %s, the callback's view has %d",
-          e->count, prefix, v->n);
-    for (size_t i = 0; i < e->count; i++) {
+    CHECK_OK(nkv_list(c, prefix, NKV_NUL, &e));
+    size_t n = nkv_entries_count(e);
+    CHECK((int)n == v->n, "server has %zu keys under %s, the callback's view has %d", n, prefix,
+          v->n);
+    for (size_t i = 0; i < n; i++) {
+        const char *key = nkv_entries_key(e, i, NULL);
+        size_t len = 0;
+        const uint8_t *data = nkv_entries_value(e, i, &len);
+        uint64_t rev = nkv_entries_revision(e, i);
         bool found = false;
         for (int j = 0; j < v->n; j++) {
-            if (strcmp(v->keys[j], e->items[i].key) == 0) {
+            if (strcmp(v->keys[j], key) == 0) {
                 found = true;
-                CHECK(strlen(v->vals[j]) == e->items[i].len &&
-                          memcmp(v->vals[j], e->items[i].data, e->items[i].len) == 0,
+                CHECK(strlen(v->vals[j]) == len && memcmp(v->vals[j], data, len) == 0,
                       "view has %s=%s, server differs", v->keys[j], v->vals[j]);
-                CHECK(v->revs[j] == e->items[i].revision, "view has %s at %llu, server at %llu",
-                      v->keys[j], (unsigned long long)v->revs[j],
-                      (unsigned long long)e->items[i].revision);
+                CHECK(v->revs[j] == rev, "view has %s at %llu, server at %llu", v->keys[j],
+                      (unsigned long long)v->revs[j], (unsigned long long)rev);
             }
         }
-        CHECK(found, "the callback's view lacks %s", e->items[i].key);
+        CHECK(found, "the callback's view lacks %s", key);
     }
     nkv_entries_free(e);
 }
 
 int main(void) {
     setvbuf(stdout, NULL, _IONBF, 0);
+    watchdog_program("test_reconnect");
     nkv_client *c = test_connect();
     CHECK_OK(nkv_set_timeout(c, 3000));
     put_str(c, "r.a", "1", NULL);
@@ -116,8 +120,7 @@ int main(void) {
 
     recorder r;
     recorder_init(&r);
-    uint64_t sub = 0;
-    CHECK_OK(nkv_subscribe(c, "r", recorder_cb, &r, recorder_free, &sub));
+    CHECK_OK(recorder_subscribe(c, "r", &r));
     CHECK(recorder_wait_for(&r, 0, NKV_EVENT_SYNCED, NULL, WAIT_MS) == 3, "snapshot of 3 keys");
     put_str(c, "r.a", "1b", NULL);
     CHECK(recorder_wait_for(&r, 4, NKV_EVENT_UPDATE, "r.a", WAIT_MS) == 4, "live r.a");
@@ -139,7 +142,7 @@ int main(void) {
     /* requests fail fast while the server is away */
     uint64_t rev = 12345;
     int64_t t0 = now_ms();
-    nkv_status s = nkv_put(c, "r.during", BYTES("x"), 1, &rev);
+    nkv_status s = nkv_put(c, "r.during", NKV_NUL, BYTES("x"), 1, &rev);
     int64_t took = now_ms() - t0;
     CHECK(s == NKV_ERR_CONNECTION, "put during the outage returned %s, expected NKV_ERR_CONNECTION",
           nkv_status_str(s));
@@ -151,13 +154,13 @@ int main(void) {
     CHECK(s == NKV_ERR_CONNECTION && now_ms() - t0 < 2000, "ping during the outage: %s",
           nkv_status_str(s));
     nkv_value *v = NULL;
-    CHECK_STATUS(nkv_get(c, "r.a", &v), NKV_ERR_CONNECTION);
+    CHECK_STATUS(nkv_get(c, "r.a", NKV_NUL, &v), NKV_ERR_CONNECTION);
 
     /* change the data while the client cannot see it */
     nkv_client *other = NULL;
     CHECK_OK(nkv_connect(side_addr, &other));
     put_str(other, "r.a", "after", NULL);
-    CHECK_OK(nkv_delete(other, "r.b", NULL));
+    CHECK_OK(nkv_delete(other, "r.b", NKV_NUL, NULL));
     put_str(other, "r.d", "new", NULL);
     put_str(other, "q.x", "not covered", NULL);
     nkv_close(other);

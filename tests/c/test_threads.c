@@ -31,7 +31,7 @@ static void *writer_main(void *arg) {
         snprintf(key, sizeof key, "th.%d.%d", w->id, k);
         snprintf(val, sizeof val, "t%d-r%d", w->id, i);
         uint64_t rev = 0;
-        nkv_status s = nkv_put(w->c, key, BYTES(val), strlen(val), &rev);
+        nkv_status s = nkv_put(w->c, key, NKV_NUL, BYTES(val), strlen(val), &rev);
         if (s != NKV_OK) {
             snprintf(w->error, sizeof w->error, "put %s: %s", key, nkv_status_str(s));
             return NULL;
@@ -45,7 +45,7 @@ static void *writer_main(void *arg) {
         w->last_rev[k] = rev;
 
         nkv_value *v = NULL;
-        s = nkv_get(w->c, key, &v);
+        s = nkv_get(w->c, key, NKV_NUL, &v);
         if (s != NKV_OK) {
             snprintf(w->error, sizeof w->error, "get %s: %s", key, nkv_status_str(s));
             return NULL;
@@ -63,15 +63,15 @@ static void *writer_main(void *arg) {
             char prefix[32];
             snprintf(prefix, sizeof prefix, "th.%d", w->id);
             nkv_entries *e = NULL;
-            s = nkv_list(w->c, prefix, &e);
+            s = nkv_list(w->c, prefix, NKV_NUL, &e);
             if (s != NKV_OK) {
                 snprintf(w->error, sizeof w->error, "list: %s", nkv_status_str(s));
                 return NULL;
             }
-            for (size_t j = 0; j < e->count; j++) {
-                if (strncmp(e->items[j].key, prefix, strlen(prefix)) != 0) {
-                    snprintf(w->error, sizeof w->error, "list %s returned %s", prefix,
-                             e->items[j].key);
+            for (size_t j = 0; j < nkv_entries_count(e); j++) {
+                const char *k = nkv_entries_key(e, j, NULL);
+                if (strncmp(k, prefix, strlen(prefix)) != 0) {
+                    snprintf(w->error, sizeof w->error, "list %s returned %s", prefix, k);
                     nkv_entries_free(e);
                     return NULL;
                 }
@@ -98,7 +98,8 @@ static void *churner_main(void *arg) {
         recorder r;
         recorder_init(&r);
         uint64_t sub = 0;
-        nkv_status s = nkv_subscribe(ch->c, "th", recorder_cb, &r, recorder_free, &sub);
+        nkv_status s = recorder_subscribe(ch->c, "th", &r);
+        sub = r.id;
         if (s != NKV_OK) {
             snprintf(ch->error, sizeof ch->error, "subscribe: %s", nkv_status_str(s));
             recorder_destroy(&r);
@@ -118,7 +119,7 @@ static void *churner_main(void *arg) {
                      recorder_freed(&r));
             return NULL;
         }
-        if (r.after_free || r.overlap || r.free_during_cb) {
+        if (r.after_free || r.overlap || r.free_during_cb || r.wrong_id || r.bad_key_len) {
             snprintf(ch->error, sizeof ch->error, "callback contract broken under churn");
             return NULL;
         }
@@ -130,12 +131,14 @@ static void *churner_main(void *arg) {
 
 int main(void) {
     setvbuf(stdout, NULL, _IONBF, 0);
+    watchdog_program("test_threads");
     nkv_client *c = test_connect();
 
     recorder watch;
     recorder_init(&watch);
     uint64_t wsub = 0;
-    CHECK_OK(nkv_subscribe(c, "th", recorder_cb, &watch, recorder_free, &wsub));
+    CHECK_OK(recorder_subscribe(c, "th", &watch));
+    wsub = watch.id;
     CHECK(recorder_wait_for(&watch, 0, NKV_EVENT_SYNCED, NULL, WAIT_MS) == 0, "watch: SYNCED");
 
     struct writer w[THREADS];
