@@ -714,6 +714,61 @@ class TestRegressions(ServerTest):
                 seen[e.key] = e.value
         self.assertEqual(seen, final, "the callback did not end with the stored values")
 
+    def test_closing_a_subscription_does_not_wait_for_another_callback(self) -> None:
+        c = self.client
+        gate, entered = threading.Event(), threading.Event()
+
+        def blocked(event: nkv.Event) -> None:
+            if event.key == "busy.block":
+                entered.set()
+                gate.wait(WAIT)
+
+        busy = Recorder(hook=blocked)
+        busy_sub = c.subscribe("busy", busy)
+        self.addCleanup(busy_sub.close)
+        busy.wait_for(EventKind.SYNCED)
+        other = Recorder()
+        other_sub = c.subscribe("idle", other)
+        other.wait_for(EventKind.SYNCED)
+        c.put("busy.block", b"v")
+        self.assertTrue(entered.wait(WAIT))
+        for i in range(200):  # queued behind the blocked callback
+            c.put(f"busy.k{i}", b"v")
+        closer = threading.Thread(target=other_sub.close)
+        closer.start()
+        closer.join(WAIT)
+        still_waiting = closer.is_alive()
+        gate.set()
+        closer.join()
+        self.assertFalse(
+            still_waiting, "closing one subscription waited for another's running callback"
+        )
+        self.assertFalse(other_sub.active)
+
+    def test_a_timed_out_subscribe_never_calls_back(self) -> None:
+        c = nkv.Client(self.server.addr, timeout=0.3)
+        self.addCleanup(c.close)
+        calls: List[nkv.Event] = []
+        assert self.server.proc is not None
+        pid = self.server.proc.pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            wait_stopped(pid)
+            with self.assertRaises(nkv.Timeout):
+                c.subscribe("late", calls.append)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        # The server now answers the SUB: the client must cancel it, not
+        # start calling a callback whose subscribe already failed.
+        c.set_timeout(10)
+        self.client.put("late.k", b"v")
+        deadline = time.monotonic() + WAIT
+        while self.client.stats()["subscriptions"] != 0:
+            self.assertLess(time.monotonic(), deadline, "the late subscription was not cancelled")
+            time.sleep(0.05)
+        c.ping()
+        self.assertEqual(calls, [])
+
     def test_stats_limits_compact(self) -> None:
         c = self.client
         c.put("st.a", b"xy")
