@@ -20,5 +20,9 @@ fn header_abi_version_is_the_librarys() {
     let committed = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/include/nkv.h"))
         .expect("include/nkv.h is committed");
     let line = format!("#define NKV_ABI_VERSION {}\n", nkv::ffi::ABI_VERSION);
-    assert!(committed.contains(&line), "include/nkv.h lacks `{}`", line.trim());
+    assert!(
+        committed.contains(&line),
+        "include/nkv.h lacks `{}`",
+        line.trim()
+    );
 }

@@ -7,8 +7,8 @@
 //!
 //! let client = Client::connect(&Address::from_env_or_default()?, ClientOptions::default())?;
 //! let revision = client.put("net.eth0.state", b"up", Condition::None)?;
-//! let id = client.subscribe("net", None, Box::new(|event: &SubscriptionEvent| {
-//!     println!("{event:?}");
+//! let id = client.subscribe("net", None, Box::new(|id: u32, event: &SubscriptionEvent| {
+//!     println!("subscription {id}: {event:?}");
 //! }))?;
 //! client.unsubscribe(id)?;
 //! client.close();
