@@ -13,8 +13,17 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use common::TestServer;
+
+/// setuptools builds inside the source tree (`bindings/python/build`), so
+/// two builds at once copy and strip each other's files: one at a time.
+static SOURCE_TREE: Mutex<()> = Mutex::new(());
+
+fn build_lock() -> MutexGuard<'static, ()> {
+    SOURCE_TREE.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -83,6 +92,7 @@ fn pip_install_builds_and_bundles_the_library() {
     let server = TestServer::start();
     let dir = tempfile::tempdir().unwrap();
     let bin = venv(&dir.path().join("venv"));
+    let _tree = build_lock();
     // The README's command, from the repository root.
     run(
         clean(bin.join("pip")).args(["install", "./bindings/python"]),
@@ -96,6 +106,7 @@ fn the_wheel_script_makes_a_tagged_wheel_with_a_stripped_library() {
     let server = TestServer::start();
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("dist");
+    let tree = build_lock();
     let out = run(
         clean("python3")
             .arg("bindings/python/build_wheel.py")
@@ -103,6 +114,7 @@ fn the_wheel_script_makes_a_tagged_wheel_with_a_stripped_library() {
             .arg(&out_dir),
         "build_wheel.py",
     );
+    drop(tree);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let wheel = PathBuf::from(stdout.lines().last().expect("the wheel's path").trim());
     let name = wheel.file_name().unwrap().to_string_lossy().into_owned();
