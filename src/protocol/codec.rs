@@ -29,11 +29,13 @@
 //! The client-side decoder trusts nothing it cannot check either, but a
 //! server that sends a bad frame is broken, so every problem is fatal there.
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
 
 use super::error::{ErrorCode, FrameError};
-use super::frame::{ClientFrame, Condition, ErrorFrame, Event, Request, Response, ServerFrame};
+use super::frame::{
+    bytes32_len, ClientFrame, Condition, ErrorFrame, Event, Request, Response, ServerFrame,
+};
 use super::wire::{
     condition, del_flags, frame_type as ft, sub_flags, CONNECTION_ID, DEFAULT_MAX_FRAME,
     LENGTH_SIZE, MAGIC, MIN_FRAME_LENGTH,
@@ -119,6 +121,31 @@ macro_rules! max_frame_methods {
 
 max_frame_methods!(ServerCodec);
 max_frame_methods!(ClientCodec);
+
+impl ServerCodec {
+    /// Encodes GET_OK from a borrowed value: the same bytes as encoding
+    /// [`Response::GetOk`], without first copying the value into a
+    /// [`Bytes`] (a GET's value is read from a memory map).
+    pub fn encode_get_ok(
+        &self,
+        id: u32,
+        revision: u64,
+        value: &[u8],
+        dst: &mut BytesMut,
+    ) -> Result<(), FrameError> {
+        if id == CONNECTION_ID {
+            return Err(FrameError::ZeroId {
+                frame_type: ft::GET_OK,
+            });
+        }
+        let len = 8 + bytes32_len("value", value)?;
+        put_frame(dst, self.max_frame, ft::GET_OK, id, len, |d| {
+            d.put_u64(revision);
+            d.put_u32(value.len() as u32);
+            d.put_slice(value);
+        })
+    }
+}
 
 impl Decoder for ServerCodec {
     type Item = Inbound;

@@ -563,7 +563,7 @@ fn str16_len(field: &'static str, s: &str) -> Result<usize, FrameError> {
     Ok(2 + s.len())
 }
 
-fn bytes32_len(field: &'static str, b: &[u8]) -> Result<usize, FrameError> {
+pub(super) fn bytes32_len(field: &'static str, b: &[u8]) -> Result<usize, FrameError> {
     if u32::try_from(b.len()).is_err() {
         return Err(FrameError::FieldTooLong {
             field,

@@ -15,7 +15,7 @@ use std::sync::Arc;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::connection::Connection;
-use crate::engine::{EngineError, Outcome, Reply};
+use crate::engine::{EngineError, Outcome, Reply, Ticket};
 use crate::notify::{ChangeKind, Mailbox, PendingEvent};
 use crate::protocol::{ErrorCode, ErrorFrame, Event, Response, ServerFrame};
 use crate::store::{Key, StoreError, View, ViewEntry};
@@ -39,8 +39,8 @@ pub(super) struct Entry {
 
 /// What a queued request still needs.
 pub(super) enum Work {
-    /// Waiting for the engine's reply.
-    Engine(EngineOp),
+    /// Waiting for the engine's answer to this ticket.
+    Engine(EngineOp, Ticket),
     /// PING.
     Pong,
     /// GET of this key.
@@ -108,7 +108,11 @@ impl Connection {
             };
             let id = head.id;
             let work = match &mut head.work {
-                Work::Engine(_) if self.arrived.is_empty() => break,
+                Work::Engine(_, ticket)
+                    if self.arrived.front().is_none_or(|(t, _)| t != ticket) =>
+                {
+                    break
+                }
                 Work::Walk(_) => {
                     // Taken out while it runs: failing may queue more work.
                     let mut entry = self.queue.pop_front().expect("a head");
@@ -129,7 +133,7 @@ impl Connection {
                     let prefix = std::mem::take(prefix);
                     self.shared.ops.list.fetch_add(1, Ordering::Relaxed);
                     head.work = Work::Walk(Walk {
-                        view: self.shared.published.load(),
+                        view: self.shared.engine.view(),
                         prefix,
                         after: None,
                         since: None,
@@ -145,8 +149,8 @@ impl Connection {
                 }
             };
             match work {
-                Work::Engine(op) => {
-                    let reply = self.arrived.pop_front().expect("checked above");
+                Work::Engine(op, _) => {
+                    let (_, reply) = self.arrived.pop_front().expect("checked above");
                     self.answer_engine(id, op, reply);
                 }
                 Work::Pong => self.respond(id, Response::Pong),
@@ -189,11 +193,20 @@ impl Connection {
 
     fn answer_get(&mut self, id: u32, key: &str) {
         self.shared.ops.get.fetch_add(1, Ordering::Relaxed);
-        let response = match self.shared.published.load().get(key) {
-            Ok(Some(entry)) => Response::GetOk {
-                revision: entry.revision,
-                value: entry.value,
-            },
+        // The value goes from the store's map into the output directly.
+        let (codec, output) = (&self.codec, &mut self.output);
+        let encoded = self.shared.engine.get_with(key, |revision, value| {
+            codec.encode_get_ok(id, revision, value, output)
+        });
+        let response = match encoded {
+            Ok(Some(Ok(()))) => return,
+            Ok(Some(Err(e))) => {
+                tracing::error!(connection = self.id, error = %e, "cannot encode an answer");
+                Response::Error(ErrorFrame::new(
+                    ErrorCode::Server,
+                    format!("answer too large: {e}"),
+                ))
+            }
             Ok(None) => Response::Error(ErrorFrame::new(ErrorCode::NotFound, "key not found")),
             Err(e) => Response::Error(error_frame(&EngineError::Store(e))),
         };
@@ -356,14 +369,12 @@ impl Connection {
                     crate::engine::Command::Unsubscribe { subscription: id },
                     EngineOp::Silent,
                 );
-                if let Work::Engine(_) = work {
-                    self.queue.push_back(Entry {
-                        id,
-                        held: 0,
-                        _budget: None,
-                        work,
-                    });
-                }
+                self.queue.push_back(Entry {
+                    id,
+                    held: 0,
+                    _budget: None,
+                    work,
+                });
             }
         }
         walk.failed = true;

@@ -26,7 +26,6 @@
 
 use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -38,7 +37,7 @@ use tokio_util::codec::{Decoder, Encoder};
 use super::answer::{Entry, Work};
 use super::stream::Stream;
 use super::{Phase, Shared};
-use crate::engine::{Command, Job, Reply};
+use crate::engine::{Command, Reply, ReplyTo, Ticket};
 use crate::notify::Mailbox;
 use crate::protocol::{
     wire, ErrorCode, ErrorFrame, FrameError, Response, ServerCodec, ServerFrame,
@@ -65,7 +64,6 @@ pub(super) struct Connection {
     pub(super) id: u64,
     pub(super) shared: Arc<Shared>,
     pub(super) stream: Stream,
-    pub(super) jobs: Sender<Job>,
     /// Bytes read and not yet decoded.
     pub(super) input: BytesMut,
     pub(super) codec: ServerCodec,
@@ -83,10 +81,18 @@ pub(super) struct Connection {
     pub(super) large_wanted: u32,
     /// Requests in order, awaiting (or streaming) their answer.
     pub(super) queue: VecDeque<Entry>,
-    /// Engine replies received, in the order the jobs were sent.
-    pub(super) arrived: VecDeque<Reply>,
-    pub(super) replies: mpsc::UnboundedReceiver<Reply>,
-    pub(super) reply_tx: mpsc::UnboundedSender<Reply>,
+    /// Commands decoded and not yet handed to the engine, which takes them
+    /// together once the input read so far is decoded.
+    pub(super) batch: Vec<(Ticket, Command)>,
+    /// The ticket of the next command.
+    pub(super) next_ticket: Ticket,
+    /// Engine answers not yet used, by ticket (ascending).
+    pub(super) arrived: VecDeque<(Ticket, Reply)>,
+    /// Answers the engine gives later (writes waiting for their fsync).
+    pub(super) replies: mpsc::UnboundedReceiver<(Ticket, Reply)>,
+    pub(super) reply_tx: ReplyTo,
+    /// Scratch for the engine's immediate answers.
+    answers: Vec<(Ticket, Reply)>,
     /// Bytes of the requests in `queue`.
     pub(super) held_input: usize,
     /// Subscriptions whose SYNCED was sent, draining their mailboxes.
@@ -116,13 +122,12 @@ enum End {
 }
 
 impl Connection {
-    pub(super) fn new(stream: Stream, id: u64, shared: Arc<Shared>, jobs: Sender<Job>) -> Self {
+    pub(super) fn new(stream: Stream, id: u64, shared: Arc<Shared>) -> Self {
         let (reply_tx, replies) = mpsc::unbounded_channel();
         let now = Instant::now();
         Connection {
             id,
             stream,
-            jobs,
             input: BytesMut::new(),
             codec: ServerCodec::with_max_frame_length(wire::PRE_HELLO_MAX_FRAME),
             output: BytesMut::new(),
@@ -132,9 +137,12 @@ impl Connection {
             large_permit: None,
             large_wanted: 0,
             queue: VecDeque::new(),
+            batch: Vec::new(),
+            next_ticket: 0,
             arrived: VecDeque::new(),
             replies,
             reply_tx,
+            answers: Vec::new(),
             held_input: 0,
             active: BTreeMap::new(),
             next_sub: 0,
@@ -193,6 +201,7 @@ impl Connection {
             }
             // Produce, write, and produce again while writing made room.
             loop {
+                self.run_batch();
                 self.advance();
                 let before = self.output.len();
                 self.write_now()?;
@@ -224,7 +233,7 @@ impl Connection {
                 reply = self.replies.recv() => {
                     // The sender lives in `self`, so the channel never closes here.
                     if let Some(reply) = reply {
-                        self.arrived.push_back(reply);
+                        self.arrive(reply);
                     }
                 }
                 _ = self.waker.notified(), if !self.active.is_empty() => {}
@@ -242,8 +251,34 @@ impl Connection {
     /// Moves every engine reply already sent into `arrived`.
     pub(super) fn take_replies(&mut self) {
         while let Ok(reply) = self.replies.try_recv() {
-            self.arrived.push_back(reply);
+            self.arrive(reply);
         }
+    }
+
+    /// Files an engine answer by ticket. Answers come mostly in order, so
+    /// the search from the back is short.
+    fn arrive(&mut self, reply: (Ticket, Reply)) {
+        let at = self
+            .arrived
+            .iter()
+            .rposition(|(ticket, _)| *ticket < reply.0)
+            .map_or(0, |i| i + 1);
+        self.arrived.insert(at, reply);
+    }
+
+    /// Hands the decoded commands to the engine; files its answers.
+    pub(super) fn run_batch(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let mut answers = std::mem::take(&mut self.answers);
+        self.shared
+            .engine
+            .submit(self.id, &mut self.batch, &self.reply_tx, &mut answers);
+        for answer in answers.drain(..) {
+            self.arrive(answer);
+        }
+        self.answers = answers;
     }
 
     /// True when another request may be read now.
@@ -472,12 +507,7 @@ impl Drop for Connection {
         if n > 0 {
             self.shared.subscriptions.fetch_sub(n, Ordering::Relaxed);
         }
-        let (reply, _) = mpsc::unbounded_channel();
-        let _ = self.jobs.send(Job {
-            connection: self.id,
-            command: Command::Disconnect,
-            reply,
-        });
+        self.shared.engine.disconnect(self.id);
         self.shared.connections.fetch_sub(1, Ordering::SeqCst);
         self.shared.closed.fetch_add(1, Ordering::Relaxed);
     }

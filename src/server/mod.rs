@@ -11,8 +11,8 @@
 //!    and close; the others stop reading, answer what they have queued,
 //!    send CLOSED to each subscription and close;
 //! 3. after `shutdown_grace`, whatever is still open is dropped;
-//! 4. the engine, whose last job sender is then gone, syncs the store and
-//!    ends. [`run`] fails if that last sync failed.
+//! 4. the engine syncs the store one last time. [`run`] fails if that last
+//!    sync failed.
 
 mod answer;
 mod connection;
@@ -26,7 +26,6 @@ mod stream;
 use std::future::Future;
 use std::io;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::Sender;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,7 +35,7 @@ use tokio_util::task::TaskTracker;
 pub use listener::Listener;
 pub use stream::Stream;
 
-use crate::engine::{self, Job, Published};
+use crate::engine::Engine;
 use crate::protocol::{wire, ErrorCode, ErrorFrame, Response, ServerCodec, ServerFrame};
 use crate::store::Store;
 
@@ -134,8 +133,8 @@ pub(crate) struct Shared {
     next_connection: AtomicU64,
     /// Operation counters.
     pub ops: OpCounters,
-    /// The engine's latest view, for reads.
-    pub published: Arc<Published>,
+    /// The engine: writes go through it, reads come from it.
+    pub engine: Arc<Engine>,
     /// The large-frame budget, in KiB.
     pub large_frames: Arc<Semaphore>,
 }
@@ -149,7 +148,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let (max_key, max_value) = (store.options().max_key_len, store.options().max_value_len);
-    let engine = engine::spawn(store)?;
+    let engine = Engine::start(store)?;
     let budget_kib = (config.large_frame_budget / 1024)
         .max(2 * config.max_frame as usize / 1024 + 1)
         .min(Semaphore::MAX_PERMITS);
@@ -162,7 +161,7 @@ pub async fn run(
         subscriptions: AtomicUsize::new(0),
         next_connection: AtomicU64::new(1),
         ops: OpCounters::default(),
-        published: engine.published.clone(),
+        engine: engine.clone(),
         large_frames: Arc::new(Semaphore::new(budget_kib)),
     });
     let (phase_tx, phase) = watch::channel(Phase::Running);
@@ -174,13 +173,11 @@ pub async fn run(
         accepting.spawn(accept_loop(
             listener,
             shared.clone(),
-            engine.jobs.clone(),
             tracker.clone(),
             phase.clone(),
             stop_accepting.subscribe(),
         ));
     }
-    drop(engine.jobs);
 
     let trimmer = tokio::spawn(memory::give_back_after_bursts(shared.clone()));
     shutdown.await;
@@ -200,13 +197,11 @@ pub async fn run(
         tracker.wait().await;
     }
 
-    // Every job sender is gone now, so the engine drains, syncs and ends.
-    let thread = engine.thread;
-    let (store, synced) = tokio::task::spawn_blocking(move || thread.join())
+    // No connection is left: sync one last time.
+    drop(shared);
+    let synced = tokio::task::spawn_blocking(move || engine.close())
         .await
-        .map_err(io::Error::other)?
-        .map_err(|_| io::Error::other("the engine thread panicked"))?;
-    drop(store);
+        .map_err(|_| io::Error::other("the final sync panicked"))?;
     synced.map_err(|e| io::Error::other(format!("the final sync failed: {e}")))?;
     tracing::info!("store synced; bye");
     Ok(())
@@ -216,7 +211,6 @@ pub async fn run(
 async fn accept_loop(
     listener: Listener,
     shared: Arc<Shared>,
-    jobs: Sender<Job>,
     tracker: TaskTracker,
     phase: watch::Receiver<Phase>,
     mut stop: watch::Receiver<bool>,
@@ -251,7 +245,7 @@ async fn accept_loop(
             continue;
         }
         let id = shared.next_connection.fetch_add(1, Ordering::Relaxed);
-        let connection = connection::Connection::new(stream, id, shared.clone(), jobs.clone());
+        let connection = connection::Connection::new(stream, id, shared.clone());
         tracker.spawn(connection.serve(phase.clone()));
     }
     drop(listener);

@@ -10,7 +10,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::answer::{EngineOp, Entry, Work};
 use super::connection::Connection;
-use crate::engine::{Command, Job};
+use crate::engine::Command;
 use crate::key;
 use crate::notify::Mailbox;
 use crate::protocol::{
@@ -177,20 +177,12 @@ impl Connection {
         }
     }
 
-    /// Sends a job to the engine; its answer comes back in order.
+    /// Queues a command for the engine (see [`Connection::run_batch`]).
     pub(super) fn submit(&mut self, command: Command, op: EngineOp) -> Work {
-        let job = Job {
-            connection: self.id,
-            command,
-            reply: self.reply_tx.clone(),
-        };
-        if self.jobs.send(job).is_err() {
-            return Work::Error(ErrorFrame::new(
-                ErrorCode::ShuttingDown,
-                "the server is shutting down",
-            ));
-        }
-        Work::Engine(op)
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        self.batch.push((ticket, command));
+        Work::Engine(op, ticket)
     }
 
     /// The first frame: HELLO, answered with HELLO_OK or an ERROR that

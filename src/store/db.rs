@@ -65,6 +65,30 @@ pub struct Store {
     pub(super) compaction_hold: Option<super::autocompact::Hold>,
     /// The last measurement of the filesystem's free space.
     pub(super) free_seen: Option<FreeSeen>,
+    /// Inside [`Store::begin_batch`]: records are buffered, not written.
+    batching: bool,
+}
+
+/// The state to make durable with one fdatasync, taken from the store and
+/// synced without it (so writers and readers go on meanwhile); the result
+/// goes back through [`Store::synced`].
+#[derive(Debug)]
+pub struct SyncPoint {
+    file: Arc<File>,
+    path: PathBuf,
+    /// Every write up to this revision is in `file` or in a segment synced
+    /// when it was sealed.
+    pub revision: u64,
+    taken: Instant,
+}
+
+impl SyncPoint {
+    /// The fdatasync itself; returns how long it took.
+    pub fn sync(&self) -> std::io::Result<std::time::Duration> {
+        let started = Instant::now();
+        io::sync_data(&self.file)?;
+        Ok(started.elapsed())
+    }
 }
 
 /// A measurement of the free space of the data directory's filesystem.
@@ -181,6 +205,7 @@ impl Store {
             durable_revision: rec.revision,
             compaction_hold: None,
             free_seen: None,
+            batching: false,
         })
     }
 
@@ -393,7 +418,11 @@ impl Store {
             key,
             value,
         );
-        let appended = self.active.append(&buf);
+        let appended = if self.batching {
+            self.active.append_buffered(&buf)
+        } else {
+            self.active.append(&buf)
+        };
         if buf.capacity() <= 1 << 16 {
             self.scratch = buf;
         }
@@ -405,6 +434,34 @@ impl Store {
         self.revision = revision;
         self.unsynced_since.get_or_insert_with(Instant::now);
         Ok((revision, self.active.header.id, offset))
+    }
+
+    /// Starts a batch: records appended until [`Store::end_batch`] wait in
+    /// memory and are written with one `pwrite` at its end. Reads of the
+    /// store see them meanwhile; views and syncs come after the batch.
+    /// Space is still reserved record by record, so a full disk refuses
+    /// the one write that does not fit and nothing else.
+    pub fn begin_batch(&mut self) {
+        self.batching = true;
+    }
+
+    /// Writes the batch's records. A failure poisons the store: the index
+    /// already points at records that are not in the file.
+    pub fn end_batch(&mut self) -> Result<(), StoreError> {
+        self.batching = false;
+        self.flush_batch()
+    }
+
+    /// Writes buffered records now (before anything that needs them in the
+    /// file: a seal, a sync, a compaction, a view).
+    pub(super) fn flush_batch(&mut self) -> Result<(), StoreError> {
+        if self.active.buffer.is_empty() {
+            return Ok(());
+        }
+        match self.active.flush() {
+            Ok(()) => Ok(()),
+            Err(e) => Err(self.poison(format!("write failed: {e}"))),
+        }
     }
 
     /// Seals the active segment (fsync, map, hint file) and starts a new one.
@@ -456,6 +513,7 @@ impl Store {
     /// Trims the active segment's preallocated zeros and fsyncs its final
     /// size, before a segment with a higher id can exist (roll, compaction).
     pub(super) fn seal_active_tail(&mut self) -> Result<(), StoreError> {
+        self.flush_batch()?;
         if let Err(e) = self.active.trim() {
             let ctx = format!("trimming {}", self.active.path.display());
             return Err(StoreError::io(ctx, e));
@@ -471,6 +529,7 @@ impl Store {
         if self.unsynced_since.is_none() {
             return Ok(());
         }
+        self.flush_batch()?;
         let started = Instant::now();
         if let Err(e) = io::sync_data(&self.active.file) {
             let reason = format!("fdatasync of {} failed: {e}", self.active.path.display());
@@ -497,6 +556,56 @@ impl Store {
         }
         self.maybe_compact(false);
         Ok(())
+    }
+
+    /// What an fdatasync now would make durable, for a sync run without
+    /// holding the store (see [`SyncPoint`]); `None` when every write is
+    /// durable already.
+    pub fn sync_point(&self) -> Option<SyncPoint> {
+        debug_assert!(self.active.buffer.is_empty(), "a sync point inside a batch");
+        self.unsynced_since.map(|_| SyncPoint {
+            file: self.active.file.clone(),
+            path: self.active.path.clone(),
+            revision: self.revision,
+            taken: Instant::now(),
+        })
+    }
+
+    /// Records the outcome of [`SyncPoint::sync`]: on success every write
+    /// up to its revision is durable; a failure poisons the store (the
+    /// kernel may have dropped the dirty pages) and returns the error.
+    pub fn synced(
+        &mut self,
+        point: &SyncPoint,
+        outcome: std::io::Result<std::time::Duration>,
+    ) -> Result<(), StoreError> {
+        match outcome {
+            Ok(took) => {
+                let micros = took.as_micros() as u64;
+                self.syncs += 1;
+                self.last_sync_micros = micros;
+                self.max_sync_micros = self.max_sync_micros.max(micros);
+                self.durable_revision = self.durable_revision.max(point.revision);
+                if self.revision == point.revision {
+                    self.unsynced_since = None;
+                } else if self.unsynced_since.is_some() {
+                    // The writes left came after the point was taken.
+                    self.unsynced_since = Some(point.taken);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                let reason = format!("fdatasync of {} failed: {e}", point.path.display());
+                Err(self.poison(reason))
+            }
+        }
+    }
+
+    /// Runs an automatic compaction if the dead-byte thresholds say so (see
+    /// `autocompact`); its failure is logged and put on hold, never
+    /// returned, because the writes that led to it are already in place.
+    pub fn autocompact(&mut self) {
+        self.maybe_compact(false);
     }
 
     /// Forces an fdatasync now (the interval timer, shutdown).
@@ -560,7 +669,7 @@ impl Drop for Store {
     fn drop(&mut self) {
         // A poisoned store leaves the files exactly as the failure left
         // them, like a crash would; open copes with the zeros.
-        if self.poisoned.is_none() {
+        if self.poisoned.is_none() && self.flush_batch().is_ok() {
             let _ = self.active.trim();
         }
     }

@@ -30,7 +30,7 @@ mod segment;
 
 pub use autocompact::CompactionHold;
 pub use compaction::CompactionReport;
-pub use db::Store;
+pub use db::{Store, SyncPoint};
 pub use error::StoreError;
 pub use index::Key;
 #[doc(hidden)]

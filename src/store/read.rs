@@ -14,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use memmap2::Mmap;
 
 use crate::key::{validate_key, validate_prefix};
 
@@ -32,69 +33,166 @@ pub(super) struct Source<'a> {
     pub active_salt: u64,
     pub active_path: &'a Path,
     pub active_file: &'a File,
+    /// The active segment's map (`None`: read it with `pread`).
+    pub active_map: Option<&'a Arc<Mmap>>,
+    /// End of the active segment's records in the file.
+    pub active_written: u64,
+    /// Records of the store's current batch, from `active_written` on
+    /// (always empty for a view).
+    pub active_buffer: &'a [u8],
 }
 
-/// A byte range of a sealed segment, owning the segment (so a value can be
-/// handed out without copying it).
-struct SealedSlice {
-    segment: Arc<Sealed>,
+/// What keeps the bytes of a value alive, so it is handed out without a
+/// copy.
+enum Owner {
+    Sealed(Arc<Sealed>),
+    Map(Arc<Mmap>),
+}
+
+/// A byte range of a segment's bytes, owning them.
+struct OwnedSlice {
+    owner: Owner,
     start: usize,
     end: usize,
 }
 
-impl AsRef<[u8]> for SealedSlice {
+impl AsRef<[u8]> for OwnedSlice {
     fn as_ref(&self) -> &[u8] {
-        &self.segment.bytes()[self.start..self.end]
+        let bytes: &[u8] = match &self.owner {
+            Owner::Sealed(segment) => segment.bytes(),
+            Owner::Map(map) => map,
+        };
+        &bytes[self.start..self.end]
     }
 }
 
-impl Source<'_> {
+/// A record's bytes, found by [`Source::record`].
+struct Found<'a> {
+    /// The record (borrowed from a map or the batch buffer, or read).
+    bytes: std::borrow::Cow<'a, [u8]>,
+    /// For a borrowed record in a segment's bytes: what owns them and
+    /// where the record starts in them.
+    owner: Option<(Owner, usize)>,
+    salt: u64,
+    path: &'a Path,
+}
+
+impl<'a> Source<'a> {
+    /// The bytes of the record at `loc`, without a copy where possible.
+    fn record(&self, loc: Loc) -> Result<Found<'a>, StoreError> {
+        let rec_len = loc.rec_len as usize;
+        if loc.segment != self.active_id {
+            let seg = self.sealed.get(&loc.segment).ok_or_else(|| {
+                StoreError::corrupt(
+                    &segment_path(self.dir, loc.segment),
+                    loc.offset,
+                    format!("segment {} is missing", loc.segment),
+                )
+            })?;
+            let start = loc.offset as usize;
+            let bytes = seg.bytes().get(start..start + rec_len).ok_or_else(|| {
+                StoreError::corrupt(&seg.path, loc.offset, "record beyond end of file")
+            })?;
+            return Ok(Found {
+                bytes: bytes.into(),
+                owner: Some((Owner::Sealed(seg.clone()), start)),
+                salt: seg.header.salt,
+                path: &seg.path,
+            });
+        }
+        let (salt, path) = (self.active_salt, self.active_path);
+        let end = loc.offset + rec_len as u64;
+        if loc.offset >= self.active_written {
+            // A record of the batch being written.
+            let at = (loc.offset - self.active_written) as usize;
+            let bytes = self
+                .active_buffer
+                .get(at..at + rec_len)
+                .ok_or_else(|| StoreError::corrupt(path, loc.offset, "record beyond its batch"))?;
+            return Ok(Found {
+                bytes: bytes.into(),
+                owner: None,
+                salt,
+                path,
+            });
+        }
+        if end > self.active_written {
+            return Err(StoreError::corrupt(path, loc.offset, "record beyond end of file"));
+        }
+        if let Some(map) = self.active_map {
+            let start = loc.offset as usize;
+            return Ok(Found {
+                bytes: map[start..start + rec_len].into(),
+                owner: Some((Owner::Map(map.clone()), start)),
+                salt,
+                path,
+            });
+        }
+        let mut buf = vec![0u8; rec_len];
+        self.active_file
+            .read_exact_at(&mut buf, loc.offset)
+            .map_err(|e| StoreError::io(format!("reading {}", path.display()), e))?;
+        Ok(Found {
+            bytes: buf.into(),
+            owner: None,
+            salt,
+            path,
+        })
+    }
+
+    /// Checks the record at `loc` and calls `f` with its value, borrowed
+    /// (no copy, no allocation for records in a map).
+    pub fn with_value<R>(
+        &self,
+        key: &str,
+        revision: u64,
+        loc: Loc,
+        f: impl FnOnce(&[u8]) -> R,
+    ) -> Result<R, StoreError> {
+        let found = self.record(loc)?;
+        check(&found.bytes, found.salt, found.path, key, revision, loc)?;
+        let value = found
+            .bytes
+            .get(loc.value_offset as usize..(loc.value_offset + loc.value_len) as usize)
+            .ok_or_else(|| beyond(found.path, loc))?;
+        Ok(f(value))
+    }
+
     /// Reads and verifies the record at `loc`, returning the value.
     pub fn read_entry(&self, key: &str, revision: u64, loc: Loc) -> Result<Entry, StoreError> {
-        let rec_len = loc.rec_len as usize;
+        let found = self.record(loc)?;
+        check(&found.bytes, found.salt, found.path, key, revision, loc)?;
         let (value_start, value_end) = (
             loc.value_offset as usize,
             loc.value_offset as usize + loc.value_len as usize,
         );
-        if loc.segment == self.active_id {
-            let mut buf = vec![0u8; rec_len];
-            self.active_file
-                .read_exact_at(&mut buf, loc.offset)
-                .map_err(|e| {
-                    StoreError::io(format!("reading {}", self.active_path.display()), e)
-                })?;
-            check(&buf, self.active_salt, self.active_path, key, revision, loc)?;
-            if value_end > buf.len() {
-                return Err(beyond(self.active_path, loc));
-            }
-            let mut value = Bytes::from(buf);
-            value.truncate(value_end);
-            return Ok(Entry {
-                value: value.slice(value_start..),
-                revision,
-            });
+        if value_end > found.bytes.len() {
+            return Err(beyond(found.path, loc));
         }
-        let seg = self.sealed.get(&loc.segment).ok_or_else(|| {
-            StoreError::corrupt(
-                &segment_path(self.dir, loc.segment),
-                loc.offset,
-                format!("segment {} is missing", loc.segment),
-            )
-        })?;
-        let start = loc.offset as usize;
-        let record = seg.bytes().get(start..start + rec_len).ok_or_else(|| {
-            StoreError::corrupt(&seg.path, loc.offset, "record beyond end of file")
-        })?;
-        check(record, seg.header.salt, &seg.path, key, revision, loc)?;
-        if value_end > record.len() {
-            return Err(beyond(&seg.path, loc));
-        }
-        let value = Bytes::from_owner(SealedSlice {
-            segment: seg.clone(),
-            start: start + value_start,
-            end: start + value_end,
-        });
+        let value = match found.owner {
+            Some((owner, start)) => Bytes::from_owner(OwnedSlice {
+                owner,
+                start: start + value_start,
+                end: start + value_end,
+            }),
+            None => Bytes::copy_from_slice(&found.bytes[value_start..value_end]),
+        };
         Ok(Entry { value, revision })
+    }
+}
+
+/// One index lookup, then the value borrowed from where it lies.
+fn get_with<R>(
+    index: &Index,
+    source: &Source<'_>,
+    key: &str,
+    f: impl FnOnce(u64, &[u8]) -> R,
+) -> Result<Option<R>, StoreError> {
+    match index.get(key) {
+        Some(&Slot::Live { revision, loc }) => source
+            .with_value(key, revision, loc, |value| f(revision, value))
+            .map(Some),
+        _ => Ok(None),
     }
 }
 
@@ -167,6 +265,8 @@ struct ViewState {
     active_salt: u64,
     active_path: PathBuf,
     active_file: Arc<File>,
+    active_map: Option<Arc<Mmap>>,
+    active_written: u64,
     revision: u64,
     floor: u64,
     max_key_len: usize,
@@ -191,6 +291,9 @@ impl View {
             active_salt: s.active_salt,
             active_path: &s.active_path,
             active_file: &s.active_file,
+            active_map: s.active_map.as_ref(),
+            active_written: s.active_written,
+            active_buffer: &[],
         }
     }
 
@@ -225,6 +328,17 @@ impl View {
             }
             _ => Ok(None),
         }
+    }
+
+    /// Calls `f` with the revision and value of `key`, if it exists,
+    /// without copying the value.
+    pub fn get_with<R>(
+        &self,
+        key: &str,
+        f: impl FnOnce(u64, &[u8]) -> R,
+    ) -> Result<Option<R>, StoreError> {
+        validate_key(key, self.0.max_key_len)?;
+        get_with(&self.0.index, &self.source(), key, f)
     }
 
     /// Walks the keys covered by `prefix` in key order, starting after the
@@ -273,13 +387,17 @@ impl Store {
             active_salt: self.active.header.salt,
             active_path: &self.active.path,
             active_file: &self.active.file,
+            active_map: self.active.map.as_ref(),
+            active_written: self.active.written,
+            active_buffer: &self.active.buffer,
         }
     }
 
     /// A consistent view of everything written so far, for readers on
     /// other threads. Take it after `commit` so it shows only durable
-    /// writes.
+    /// writes, and outside a batch (a view reads only written records).
     pub fn view(&self) -> View {
+        debug_assert!(self.active.buffer.is_empty(), "a view taken inside a batch");
         View(Arc::new(ViewState {
             index: self.index.clone(),
             dir: self.dir.clone(),
@@ -288,6 +406,8 @@ impl Store {
             active_salt: self.active.header.salt,
             active_path: self.active.path.clone(),
             active_file: self.active.file.clone(),
+            active_map: self.active.map.clone(),
+            active_written: self.active.written,
             revision: self.revision,
             floor: self.floor,
             max_key_len: self.options.max_key_len,
@@ -303,6 +423,17 @@ impl Store {
             }
             _ => Ok(None),
         }
+    }
+
+    /// Calls `f` with the revision and value of `key`, if it exists,
+    /// without copying the value.
+    pub fn get_with<R>(
+        &self,
+        key: &str,
+        f: impl FnOnce(u64, &[u8]) -> R,
+    ) -> Result<Option<R>, StoreError> {
+        validate_key(key, self.options.max_key_len)?;
+        get_with(&self.index, &self.source(), key, f)
     }
 
     /// Every live key covered by `prefix` (segment boundaries: `net` covers

@@ -289,13 +289,7 @@ pub(super) fn recover(dir: &Path, max_len: usize) -> Result<Recovered, StoreErro
             io::set_len(&file, at as u64).map_err(|e| StoreError::io(ctx(), e))?;
             io::sync_data(&file).map_err(|e| StoreError::io(ctx(), e))?;
         }
-        active = Some(Active {
-            header,
-            path,
-            file: std::sync::Arc::new(file),
-            len: w.end as u64,
-            allocated: w.end as u64,
-        });
+        active = Some(Active::reopen(path, file, header, w.end as u64)?);
     }
     let active = match active {
         Some(a) => a,

@@ -1,17 +1,21 @@
-//! Segment files: naming, the append-only active segment, and sealed
-//! segments read through read-only memory maps.
+//! Segment files: naming, the append-only active segment, and read-only
+//! memory maps to read records without a system call.
 //!
 //! Writes only ever go through `pwrite` on the active segment, and only into
 //! space already allocated for real (zeros written ahead, see
 //! [`Active::append`]), so a full disk fails a write before any byte of it
-//! lands and never after. A map is taken only once a segment is sealed
-//! (synced and never written again), only of a file without holes, and no
-//! mapped file is ever truncated, so a map can never fault with SIGBUS.
+//! lands and never after. Maps are read-only and only of files without
+//! holes; a reader touches only bytes below the end of what was written,
+//! and a file is truncated only beyond that (trimming the active segment's
+//! preallocated zeros), so a map never faults with SIGBUS. The active
+//! segment is mapped too, beyond its current end: pages past the end of the
+//! file are in the map but never touched.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use memmap2::Mmap;
+use memmap2::{Mmap, MmapOptions};
 
 use super::error::{is_disk_full, StoreError};
 use super::format::{SegmentHeader, HEADER_LEN, HINT_SUFFIX, SEGMENT_SUFFIX, TEMP_SUFFIX};
@@ -153,31 +157,64 @@ impl Sealed {
 
 /// The segment being appended to.
 ///
-/// Invariant: `len <= allocated <= file length`, every block below
-/// `allocated` is allocated on disk (written, never a hole), and the bytes
-/// `len..allocated` are zeros. So a record write goes only into space the
-/// filesystem already gave us, and a full disk shows up while reserving
-/// space, before any byte of the record is written.
+/// Invariant: `written <= len <= allocated <= file length`, every block
+/// below `allocated` is allocated on disk (written, never a hole), and the
+/// bytes `written..allocated` of the file are zeros. So a record write goes
+/// only into space the filesystem already gave us, and a full disk shows up
+/// while reserving space, before any byte of the record is written. In a
+/// batch, records `written..len` wait in `buffer` and go to the file with
+/// one write at its end.
 pub(crate) struct Active {
     /// Its header.
     pub header: SegmentHeader,
     /// Its path.
     pub path: PathBuf,
     /// Open for reading and writing; written only with `pwrite`. Shared
-    /// with views, which read committed records from it with `pread`.
-    pub file: std::sync::Arc<File>,
-    /// Offset where the next record goes (= valid length of the file).
+    /// with views, which read committed records through `map` (or with
+    /// `pread` when there is no map).
+    pub file: Arc<File>,
+    /// Offset where the next record goes (buffered records included).
     pub len: u64,
+    /// End of the records in the file; `buffer` holds `written..len`.
+    pub written: u64,
+    /// Records of the current batch not yet written.
+    pub buffer: Vec<u8>,
     /// End of the space written ahead with zeros. Overwriting already
     /// written blocks lets `fdatasync` skip the journal commit that every
     /// file-size change costs, which roughly halves its latency. Zeros never
     /// validate as a record (the CRC is salted and the length field would
     /// be 0).
     pub allocated: u64,
+    /// A read-only map of the file covering at least `allocated`, so reads
+    /// of committed records need no system call. `None` for a segment found
+    /// with holes at open (read with `pread` then).
+    pub map: Option<Arc<Mmap>>,
 }
 
 /// Zeros written ahead of the active segment's end at a time.
 pub(crate) const PREALLOCATE_CHUNK: u64 = 1 << 20;
+
+/// The active segment's first map covers this much; it doubles as needed.
+const FIRST_MAP_LEN: u64 = 8 << 20;
+
+/// A read-only map of `len` bytes of `file`, which may be longer than the
+/// file: pages past its end are never touched (see the module docs).
+fn map_ahead(path: &Path, file: &File, len: u64) -> Result<Arc<Mmap>, StoreError> {
+    let len = usize::try_from(len).map_err(|_| {
+        StoreError::io(
+            format!("mapping {}", path.display()),
+            std::io::Error::other("segment too large to map"),
+        )
+    })?;
+    // SAFETY: the map is read-only and readers touch only bytes below the
+    // active segment's `written` end, which lie in blocks written for real
+    // (no hole, so no page fault needs a new block) and inside the file
+    // (it is truncated only beyond them); nothing else writes or truncates
+    // the file (the directory lock keeps other nkv processes out).
+    let map = unsafe { MmapOptions::new().len(len).map(file) }
+        .map_err(|e| StoreError::io(format!("mapping {}", path.display()), e))?;
+    Ok(Arc::new(map))
+}
 
 impl Active {
     /// Creates a new segment with `header`: writes and syncs the header,
@@ -191,17 +228,56 @@ impl Active {
         let written = io::write_at(&file, &header.encode(), 0)
             .and_then(|_| io::sync_data(&file))
             .and_then(|_| io::sync_dir(dir));
-        if let Err(e) = written {
-            drop(file);
-            let _ = io::remove_file(&path);
-            return Err(StoreError::io(ctx(), e));
-        }
+        let map = written
+            .map_err(|e| StoreError::io(ctx(), e))
+            .and_then(|()| map_ahead(&path, &file, FIRST_MAP_LEN));
+        let map = match map {
+            Ok(map) => map,
+            Err(e) => {
+                drop(file);
+                let _ = io::remove_file(&path);
+                return Err(e);
+            }
+        };
         Ok(Active {
             header,
             path,
-            file: std::sync::Arc::new(file),
+            file: Arc::new(file),
             len: HEADER_LEN as u64,
+            written: HEADER_LEN as u64,
+            buffer: Vec::new(),
             allocated: HEADER_LEN as u64,
+            map: Some(map),
+        })
+    }
+
+    /// The active segment found at open, `len` bytes of valid records
+    /// (the file has been cut there). Mapped unless it has holes.
+    pub fn reopen(
+        path: PathBuf,
+        file: File,
+        header: SegmentHeader,
+        len: u64,
+    ) -> Result<Active, StoreError> {
+        let map = match io::first_hole(&file, len) {
+            Some(hole) => {
+                tracing::warn!(
+                    "{} has a hole at offset {hole}; reading it with pread",
+                    path.display()
+                );
+                None
+            }
+            None => Some(map_ahead(&path, &file, FIRST_MAP_LEN.max(2 * len))?),
+        };
+        Ok(Active {
+            header,
+            path,
+            file: Arc::new(file),
+            len,
+            written: len,
+            buffer: Vec::new(),
+            allocated: len,
+            map,
         })
     }
 
@@ -211,6 +287,7 @@ impl Active {
     /// open would cut a torn record there anyway) and the valid length is
     /// unchanged: the write is rolled back.
     pub fn append(&mut self, buf: &[u8]) -> Result<u64, StoreError> {
+        debug_assert!(self.buffer.is_empty(), "append during a batch");
         let at = self.len;
         let end = at + buf.len() as u64;
         if end > self.allocated {
@@ -224,13 +301,54 @@ impl Active {
             ));
         }
         self.len = end;
+        self.written = end;
         Ok(at)
+    }
+
+    /// Appends `record` to the batch buffer and returns its offset. Space
+    /// is reserved first, exactly as for [`Active::append`], so a full disk
+    /// refuses this record with nothing buffered.
+    pub fn append_buffered(&mut self, record: &[u8]) -> Result<u64, StoreError> {
+        let at = self.len;
+        let end = at + record.len() as u64;
+        if end > self.allocated {
+            self.reserve(end)?;
+        }
+        self.buffer.extend_from_slice(record);
+        self.len = end;
+        Ok(at)
+    }
+
+    /// Writes the buffered records with one `pwrite`. On failure zeros are
+    /// put back (best effort) and the buffered records are dropped: the
+    /// caller must treat them as never written.
+    pub fn flush(&mut self) -> Result<(), StoreError> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let result = io::write_at(&self.file, &self.buffer, self.written);
+        if let Err(e) = result {
+            let _ = io::write_at(&self.file, &vec![0u8; self.buffer.len()], self.written);
+            self.len = self.written;
+            self.buffer.clear();
+            return Err(StoreError::io(
+                format!("writing {}", self.path.display()),
+                e,
+            ));
+        }
+        self.written = self.len;
+        self.buffer.clear();
+        if self.buffer.capacity() > 4 << 20 {
+            self.buffer = Vec::new();
+        }
+        Ok(())
     }
 
     /// Writes zeros from the allocated end to past `end`: a whole chunk
     /// ahead if the disk has room, else exactly up to `end`. A failed
-    /// attempt is cut off again (the file is not mapped, and nothing past
-    /// `allocated` holds data), so the file is as it was.
+    /// attempt is cut off again (nothing past `allocated` holds data or is
+    /// read through the map), so the file is as it was. The map grows with
+    /// the allocated space.
     fn reserve(&mut self, end: u64) -> Result<(), StoreError> {
         let ctx = || format!("reserving space in {}", self.path.display());
         for target in [end + PREALLOCATE_CHUNK, end] {
@@ -238,7 +356,7 @@ impl Active {
             match io::write_at(&self.file, &zeros, self.allocated) {
                 Ok(()) => {
                     self.allocated = target;
-                    return Ok(());
+                    return self.map_to(target);
                 }
                 Err(e) => {
                     let _ = io::set_len(&self.file, self.allocated);
@@ -251,10 +369,23 @@ impl Active {
         Err(StoreError::DiskFull)
     }
 
+    /// Makes the map cover `end` (a new, larger map; readers holding the
+    /// old one go on using it for the bytes it covers).
+    fn map_to(&mut self, end: u64) -> Result<(), StoreError> {
+        match &self.map {
+            Some(map) if (map.len() as u64) < end => {
+                self.map = Some(map_ahead(&self.path, &self.file, (2 * end).max(FIRST_MAP_LEN))?);
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
     /// Cuts the preallocated zeros off, so the file ends at its last record
-    /// (before sealing, and when the store is dropped). The file is not
-    /// mapped, so truncating it is safe.
+    /// (before sealing, and when the store is dropped). Readers never touch
+    /// the bytes cut off, so truncating a mapped file is safe here.
     pub fn trim(&mut self) -> std::io::Result<()> {
+        debug_assert!(self.buffer.is_empty(), "trim during a batch");
         if self.allocated > self.len {
             io::set_len(&self.file, self.len)?;
             self.allocated = self.len;

@@ -1,0 +1,551 @@
+//! The engine: the one place where writes are ordered, shared by every
+//! connection without a thread hop.
+//!
+//! A connection hands the engine the writes it decoded in one go
+//! ([`Engine::submit`]); the engine applies them under one write lock, in
+//! order, appends their records with one `pwrite`, and answers. Reads
+//! ([`Engine::get_with`], [`Engine::view`]) take the read lock on the
+//! connection's own task: a GET is one index lookup and a read from a
+//! memory map. So a request costs the connection's task its own socket
+//! reads and writes and nothing else: no channel, no other thread.
+//!
+//! Durability. Under `--fsync always` a write is answered, seen by readers
+//! and told to subscribers only once it is on disk: a submission's writes
+//! wait in `pending` while the sync thread ([`sync`]) runs one fdatasync
+//! for everything written so far (group commit) without holding the lock,
+//! then answers them through the connections' reply channels, publishes
+//! their events and lets readers see them. Meanwhile readers see `durable`,
+//! the newest state whose writes are all on disk. Under `interval` and
+//! `never` writes are answered at once and the sync thread syncs on the
+//! interval (or never).
+//!
+//! Ordering. The write lock orders writes; the registry lock is taken
+//! before the write lock is released and held while the events are
+//! delivered (lock coupling), so subscribers receive events in revision
+//! order, and a subscription registered under both locks sees each write
+//! either in its snapshot or as an event, never both, never neither.
+
+mod sync;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use bytes::Bytes;
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::notify::{ChangeKind, KeyEvent, Mailbox, Registry, SubscriptionKey};
+use crate::store::{
+    CompactionReport, Condition, FsyncPolicy, Store, StoreError, StoreStats, View,
+};
+
+/// Numbers a connection gives its requests to the engine, increasing, so
+/// answers that come later (through the reply channel) find their request.
+pub type Ticket = u64;
+
+/// Where the engine sends answers it gives after [`Engine::submit`]
+/// returned (writes waiting for their fsync).
+pub type ReplyTo = UnboundedSender<(Ticket, Reply)>;
+
+/// What a connection asks of the engine.
+#[derive(Debug)]
+pub enum Command {
+    /// Write one key.
+    Put {
+        /// The key.
+        key: String,
+        /// The new value.
+        value: Bytes,
+        /// The compare-and-swap condition.
+        condition: Condition,
+    },
+    /// Delete one key.
+    Delete {
+        /// The key.
+        key: String,
+        /// The compare-and-swap condition.
+        condition: Condition,
+    },
+    /// Delete a key and its whole subtree in one atomic write.
+    DeletePrefix {
+        /// The prefix ("" for everything).
+        prefix: String,
+    },
+    /// Register a subscription; the answer carries the view to snapshot.
+    Subscribe {
+        /// The client's id for the subscription.
+        subscription: u32,
+        /// The covered prefix.
+        prefix: String,
+        /// Where the live events go.
+        mailbox: Arc<Mailbox>,
+    },
+    /// End a subscription.
+    Unsubscribe {
+        /// The client's id for the subscription.
+        subscription: u32,
+    },
+    /// Report the store's counters and every subscription's backlog.
+    Stats,
+    /// Compact the store now (an operator's request).
+    Compact,
+}
+
+/// The answer to one command.
+pub type Reply = Result<Outcome, EngineError>;
+
+/// A successful result.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The revision of a write.
+    Written(u64),
+    /// A delete: its revision (the current one when nothing was deleted)
+    /// and how many keys went.
+    Deleted {
+        /// Revision of the delete record, or the current revision.
+        revision: u64,
+        /// Number of keys deleted.
+        count: u32,
+    },
+    /// The subscription is registered; events after `view` go to its
+    /// mailbox.
+    Subscribed {
+        /// The store as of the registration: the snapshot to send.
+        view: View,
+    },
+    /// The subscription is gone; no event of it follows.
+    Unsubscribed,
+    /// Counters.
+    Stats(Box<EngineStats>),
+    /// What a compaction did.
+    Compacted(CompactionReport),
+}
+
+/// Why a command failed.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The store refused or failed.
+    Store(StoreError),
+    /// The write could not be made durable.
+    CommitFailed(String),
+    /// The subscription id is already in use on this connection.
+    DuplicateSubscription(u32),
+    /// No such subscription on this connection.
+    UnknownSubscription(u32),
+}
+
+impl std::fmt::Display for EngineError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EngineError::Store(e) => write!(f, "{e}"),
+            EngineError::CommitFailed(why) => write!(f, "write not durable: {why}"),
+            EngineError::DuplicateSubscription(id) => {
+                write!(f, "subscription {id} already exists on this connection")
+            }
+            EngineError::UnknownSubscription(id) => {
+                write!(f, "no subscription {id} on this connection")
+            }
+        }
+    }
+}
+
+impl std::error::Error for EngineError {}
+
+/// One subscription's backlog, for STATS.
+#[derive(Debug, Clone)]
+pub struct SubscriptionStats {
+    /// Which subscription.
+    pub key: SubscriptionKey,
+    /// Keys with an event not yet taken by the connection.
+    pub pending: usize,
+    /// Updates skipped since the subscription began.
+    pub coalesced: u64,
+}
+
+/// Everything the engine can report.
+#[derive(Debug, Clone)]
+pub struct EngineStats {
+    /// The store's own numbers.
+    pub store: StoreStats,
+    /// Batches of writes applied.
+    pub commits: u64,
+    /// Each live subscription.
+    pub subscriptions: Vec<SubscriptionStats>,
+}
+
+/// Writes of one submission waiting for their fsync (policy `Always`).
+struct Pending {
+    /// The revision of the last of them.
+    revision: u64,
+    /// Their events, in order.
+    events: Vec<KeyEvent>,
+    /// Their answers, and where to send them.
+    replies: Vec<(Ticket, Reply)>,
+    to: ReplyTo,
+}
+
+/// The state behind the write lock.
+struct Core {
+    store: Store,
+    /// Under `Always`: submissions written but not yet durable, oldest first.
+    pending: VecDeque<Pending>,
+    /// What readers see while `pending` is not empty (or for good after a
+    /// failed fsync): the newest state whose writes are all durable.
+    durable: Option<View>,
+    /// Batches of writes applied.
+    commits: u64,
+}
+
+impl Core {
+    /// What a reader may see now.
+    fn readable(&self) -> Result<&View, &Store> {
+        self.durable.as_ref().ok_or(&self.store)
+    }
+}
+
+/// Writes of one submission between two cuts (see [`Engine::submit`]).
+#[derive(Default)]
+struct Batch {
+    events: Vec<KeyEvent>,
+    replies: Vec<(Ticket, Reply)>,
+}
+
+/// The engine (see the module docs). Shared by every connection.
+pub struct Engine {
+    core: RwLock<Core>,
+    registry: Mutex<Registry>,
+    policy: FsyncPolicy,
+    sync: sync::Syncer,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("policy", &self.policy)
+            .finish()
+    }
+}
+
+impl Engine {
+    /// Wraps an open store and starts the sync thread.
+    pub fn start(store: Store) -> std::io::Result<Arc<Engine>> {
+        let policy = store.options().fsync;
+        let engine = Arc::new(Engine {
+            core: RwLock::new(Core {
+                store,
+                pending: VecDeque::new(),
+                durable: None,
+                commits: 0,
+            }),
+            registry: Mutex::new(Registry::new()),
+            policy,
+            sync: sync::Syncer::default(),
+        });
+        sync::spawn(&engine)?;
+        Ok(engine)
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Core> {
+        // A panic under the lock leaves the store as consistent as a
+        // failed write does (each step is complete or rolled back).
+        self.core.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Core> {
+        self.core.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn registry(&self) -> MutexGuard<'_, Registry> {
+        self.registry.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Calls `f` with the revision and value of `key` as readers may see it
+    /// now, without copying the value.
+    pub fn get_with<R>(
+        &self,
+        key: &str,
+        f: impl FnOnce(u64, &[u8]) -> R,
+    ) -> Result<Option<R>, StoreError> {
+        match self.read().readable() {
+            Ok(view) => view.get_with(key, f),
+            Err(store) => store.get_with(key, f),
+        }
+    }
+
+    /// A consistent view of what readers may see now (for LIST).
+    pub fn view(&self) -> View {
+        match self.read().readable() {
+            Ok(view) => view.clone(),
+            Err(store) => store.view(),
+        }
+    }
+
+    /// Runs `commands` of `connection` in order. Answers ready now go to
+    /// `out`; writes that wait for their fsync are answered later through
+    /// `to`. Every answer carries its command's ticket.
+    pub fn submit(
+        &self,
+        connection: u64,
+        commands: &mut Vec<(Ticket, Command)>,
+        to: &ReplyTo,
+        out: &mut Vec<(Ticket, Reply)>,
+    ) {
+        let mut guard = self.write();
+        let core = &mut *guard;
+        if self.policy == FsyncPolicy::Always && core.pending.is_empty() {
+            // Readers keep seeing this state until the writes below are on
+            // disk.
+            core.durable.get_or_insert_with(|| core.store.view());
+        }
+        // The interval timer starts with the first unsynced write.
+        let idle = matches!(self.policy, FsyncPolicy::Interval(_))
+            && core.store.next_sync_deadline().is_none();
+        let mut batch = Batch::default();
+        let mut wrote = false;
+        core.store.begin_batch();
+        for (ticket, command) in commands.drain(..) {
+            match command {
+                Command::Put {
+                    key,
+                    value,
+                    condition,
+                } => {
+                    let reply = put(&mut core.store, key, value, condition, &mut batch.events);
+                    wrote |= reply.is_ok();
+                    batch.replies.push((ticket, reply));
+                }
+                Command::Delete { key, condition } => {
+                    let reply = delete(&mut core.store, key, condition, &mut batch.events);
+                    wrote |= reply.is_ok();
+                    batch.replies.push((ticket, reply));
+                }
+                Command::DeletePrefix { prefix } => {
+                    let reply = delete_prefix(&mut core.store, &prefix, &mut batch.events);
+                    wrote |= reply.is_ok();
+                    batch.replies.push((ticket, reply));
+                }
+                Command::Subscribe {
+                    subscription,
+                    prefix,
+                    mailbox,
+                } => {
+                    // Writes before it in this submission come first: in
+                    // its snapshot, or (not yet durable) as events.
+                    self.cut(core, &mut batch, to, out);
+                    let view = match core.readable() {
+                        Ok(view) => view.clone(),
+                        Err(store) => store.view(),
+                    };
+                    let key = SubscriptionKey {
+                        connection,
+                        subscription,
+                    };
+                    let reply = if self.registry().register(key, &prefix, mailbox) {
+                        Ok(Outcome::Subscribed { view })
+                    } else {
+                        Err(EngineError::DuplicateSubscription(subscription))
+                    };
+                    out.push((ticket, reply));
+                    core.store.begin_batch();
+                }
+                Command::Unsubscribe { subscription } => {
+                    let key = SubscriptionKey {
+                        connection,
+                        subscription,
+                    };
+                    let reply = if self.registry().unregister(key) {
+                        Ok(Outcome::Unsubscribed)
+                    } else {
+                        Err(EngineError::UnknownSubscription(subscription))
+                    };
+                    out.push((ticket, reply));
+                }
+                Command::Stats => {
+                    let stats = self.stats_of(core);
+                    out.push((ticket, Ok(Outcome::Stats(Box::new(stats)))));
+                }
+                Command::Compact => {
+                    self.cut(core, &mut batch, to, out);
+                    let reply = core
+                        .store
+                        .compact_if_room()
+                        .map(Outcome::Compacted)
+                        .map_err(EngineError::Store);
+                    out.push((ticket, reply));
+                    core.store.begin_batch();
+                }
+            }
+        }
+        if wrote {
+            core.commits += 1;
+        }
+        let registry = self.end(core, &mut batch, to, out);
+        if wrote {
+            core.store.autocompact();
+        }
+        if idle && core.store.next_sync_deadline().is_some() {
+            self.sync.wake();
+        }
+        drop(guard);
+        if let Some((registry, events)) = registry {
+            for event in &events {
+                registry.publish(event);
+            }
+        }
+    }
+
+    /// Ends the batch in the middle of a submission (before a subscription
+    /// or a compaction): writes it, and publishes or queues its events.
+    fn cut(
+        &self,
+        core: &mut Core,
+        batch: &mut Batch,
+        to: &ReplyTo,
+        out: &mut Vec<(Ticket, Reply)>,
+    ) {
+        if let Some((registry, events)) = self.end(core, batch, to, out) {
+            for event in &events {
+                registry.publish(event);
+            }
+        }
+    }
+
+    /// Writes the batch's records. Under `Always` its answers and events
+    /// wait for the sync thread; otherwise its answers go to `out`, and the
+    /// registry (locked while the write lock is still held) is returned with
+    /// the events to publish.
+    fn end(
+        &self,
+        core: &mut Core,
+        batch: &mut Batch,
+        to: &ReplyTo,
+        out: &mut Vec<(Ticket, Reply)>,
+    ) -> Option<(MutexGuard<'_, Registry>, Vec<KeyEvent>)> {
+        let written = core.store.end_batch();
+        let events = std::mem::take(&mut batch.events);
+        let replies = std::mem::take(&mut batch.replies);
+        if let Err(e) = written {
+            tracing::error!(error = %e, "writing a batch failed; not acknowledged");
+            out.extend(replies.into_iter().map(|(ticket, reply)| {
+                let reply = match reply {
+                    Ok(_) => Err(EngineError::CommitFailed(e.to_string())),
+                    failed => failed,
+                };
+                (ticket, reply)
+            }));
+            return None;
+        }
+        if self.policy == FsyncPolicy::Always && !events.is_empty() {
+            let (done, failed): (Vec<_>, Vec<_>) =
+                replies.into_iter().partition(|(_, reply)| reply.is_ok());
+            out.extend(failed);
+            core.pending.push_back(Pending {
+                revision: core.store.revision(),
+                events,
+                replies: done,
+                to: to.clone(),
+            });
+            self.sync.wake();
+            return None;
+        }
+        out.extend(replies);
+        if self.policy == FsyncPolicy::Always && core.pending.is_empty() {
+            // Nothing waits for a sync: readers see the store itself again.
+            if core.store.poisoned().is_none() {
+                core.durable = None;
+            }
+        }
+        if events.is_empty() {
+            return None;
+        }
+        Some((self.registry(), events))
+    }
+
+    /// The connection is gone: drops its subscriptions.
+    pub fn disconnect(&self, connection: u64) {
+        self.registry().unregister_connection(connection);
+    }
+
+    fn stats_of(&self, core: &Core) -> EngineStats {
+        let registry = self.registry();
+        let mut subscriptions: Vec<_> = registry
+            .iter()
+            .map(|(key, _, mailbox)| SubscriptionStats {
+                key,
+                pending: mailbox.pending(),
+                coalesced: mailbox.coalesced_total(),
+            })
+            .collect();
+        drop(registry);
+        subscriptions.sort_by_key(|s| s.key);
+        EngineStats {
+            store: core.store.stats(),
+            commits: core.commits,
+            subscriptions,
+        }
+    }
+
+    /// Stops the sync thread and syncs the store one last time (shutdown,
+    /// once no connection is left). Returns whether that sync worked.
+    pub fn close(&self) -> Result<(), StoreError> {
+        self.sync.stop();
+        let mut core = self.write();
+        let synced = core.store.sync();
+        if let Err(e) = &synced {
+            tracing::error!(error = %e, "final sync at shutdown failed");
+        }
+        synced
+    }
+}
+
+fn put(
+    store: &mut Store,
+    key: String,
+    value: Bytes,
+    condition: Condition,
+    events: &mut Vec<KeyEvent>,
+) -> Reply {
+    let revision = store
+        .put(&key, &value, condition)
+        .map_err(EngineError::Store)?;
+    // Values are never logged, only their sizes.
+    tracing::trace!(%key, bytes = value.len(), revision, "put");
+    events.push(KeyEvent {
+        key: key.into(),
+        revision,
+        kind: ChangeKind::Update(value),
+    });
+    Ok(Outcome::Written(revision))
+}
+
+fn delete(
+    store: &mut Store,
+    key: String,
+    condition: Condition,
+    events: &mut Vec<KeyEvent>,
+) -> Reply {
+    let revision = store.delete(&key, condition).map_err(EngineError::Store)?;
+    events.push(KeyEvent {
+        key: key.into(),
+        revision,
+        kind: ChangeKind::Delete,
+    });
+    Ok(Outcome::Deleted { revision, count: 1 })
+}
+
+fn delete_prefix(store: &mut Store, prefix: &str, events: &mut Vec<KeyEvent>) -> Reply {
+    let deletion = store.delete_prefix(prefix).map_err(EngineError::Store)?;
+    let Some(revision) = deletion.revision else {
+        return Ok(Outcome::Deleted {
+            revision: store.revision(),
+            count: 0,
+        });
+    };
+    let count = u32::try_from(deletion.keys.len()).unwrap_or(u32::MAX);
+    events.extend(deletion.keys.into_iter().map(|key| KeyEvent {
+        key,
+        revision,
+        kind: ChangeKind::Delete,
+    }));
+    Ok(Outcome::Deleted { revision, count })
+}
