@@ -8,13 +8,19 @@
 //! costs memory bounded by the number of keys it covers, not by the write
 //! rate, and it never slows a writer.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
 use tokio::sync::Notify;
 
 use crate::key::SEPARATOR;
+use crate::protocol::EncodedChange;
+use crate::store::Key;
+
+/// Hashes keys a client chose: fast, and seeded per process so colliding
+/// keys cannot be precomputed.
+type Hasher = foldhash::fast::RandomState;
 
 /// What happened to a key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,24 +31,55 @@ pub enum ChangeKind {
     Delete,
 }
 
-/// One committed change of one key.
+/// One committed change of one key, as the engine reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyEvent {
     /// The key that changed.
-    pub key: crate::store::Key,
+    pub key: String,
     /// The revision of the write that changed it.
     pub revision: u64,
     /// The new value, or a deletion.
     pub kind: ChangeKind,
 }
 
+/// A change as subscribers receive it: made (and its frame encoded) once,
+/// when the first subscriber covering it is found, and shared by all.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Change {
+    /// The key that changed.
+    pub key: Key,
+    /// The frame, but for the subscription id and coalesced count.
+    pub encoded: EncodedChange,
+}
+
+impl Change {
+    /// The change of `event`; `None` if it cannot be framed (a key or value
+    /// over the wire format's limits, which the store refuses anyway).
+    fn of(event: &KeyEvent) -> Option<Arc<Change>> {
+        let encoded = match &event.kind {
+            ChangeKind::Update(value) => EncodedChange::update(event.revision, &event.key, value),
+            ChangeKind::Delete => EncodedChange::delete(event.revision, &event.key),
+        };
+        match encoded {
+            Ok(encoded) => Some(Arc::new(Change {
+                key: Key::from(event.key.as_str()),
+                encoded,
+            })),
+            Err(e) => {
+                tracing::error!(key = %event.key, error = %e, "cannot frame a change");
+                None
+            }
+        }
+    }
+}
+
 /// An event waiting in a mailbox, with the number of earlier updates of the
 /// same key that were folded into it because the subscriber was behind.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingEvent {
-    /// The latest event for its key.
-    pub event: KeyEvent,
-    /// How many earlier events for this key were skipped.
+    /// The latest change of its key.
+    pub change: Arc<Change>,
+    /// How many earlier changes of this key were skipped.
     pub coalesced: u32,
 }
 
@@ -58,8 +95,8 @@ pub struct SubscriptionKey {
 /// The pending events of one subscription: at most one per key.
 #[derive(Debug)]
 pub struct Mailbox {
-    /// The pending events; a std mutex because it is held only for a map
-    /// operation and never across an `.await`.
+    /// The pending events; a std mutex because it is held only for a few
+    /// map operations and never across an `.await`.
     state: Mutex<MailboxState>,
     /// Wakes the connection that drains this mailbox. Shared by every
     /// subscription of one connection, so one task can wait on all of them.
@@ -68,13 +105,13 @@ pub struct Mailbox {
 
 #[derive(Debug, Default)]
 struct MailboxState {
-    /// Keys with a pending event, by the sequence number of their latest
-    /// event. Pushes arrive in revision order, so draining by sequence
-    /// delivers events in revision order across keys too, and "every change
-    /// up to the last revision delivered" is a sound resume point.
-    order: BTreeMap<u64, crate::store::Key>,
-    /// The pending event of each key in `order`, with its sequence number.
-    pending: HashMap<crate::store::Key, (u64, PendingEvent)>,
+    /// Changes in arrival order, which is revision order, with their
+    /// sequence numbers. An entry whose sequence number is not its key's
+    /// latest (in `latest`) was replaced and is skipped when drained.
+    order: VecDeque<(u64, Arc<Change>)>,
+    /// For each key with a pending change: the sequence number of its
+    /// latest change and how many earlier ones were folded into it.
+    latest: HashMap<Key, (u64, u32), Hasher>,
     /// The next sequence number.
     next_seq: u64,
     /// Every update skipped over the subscription's life, for STATS.
@@ -91,55 +128,80 @@ impl Mailbox {
     }
 
     fn lock(&self) -> MutexGuard<'_, MailboxState> {
-        // A panic while holding this lock leaves the map consistent (every
-        // operation is a single insert or removal), so poisoning is ignored.
+        // A panic while holding this lock leaves the state consistent
+        // enough (at worst a stale entry, skipped when drained).
         self.state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Queues `event`, replacing (and counting) any pending event of the
+    /// Queues `change`, replacing (and counting) any pending change of the
     /// same key; the key moves to the back of the queue.
-    pub fn push(&self, event: KeyEvent) {
+    pub fn push(&self, change: Arc<Change>) {
         {
             let mut state = self.lock();
             let state = &mut *state;
             let seq = state.next_seq;
             state.next_seq += 1;
-            let coalesced = match state.pending.remove(&event.key) {
-                Some((old_seq, old)) => {
-                    state.order.remove(&old_seq);
+            match state.latest.get_mut(&change.key) {
+                Some(latest) => {
+                    *latest = (seq, latest.1.saturating_add(1));
                     state.coalesced_total += 1;
-                    old.coalesced.saturating_add(1)
                 }
-                None => 0,
-            };
-            state.order.insert(seq, event.key.clone());
-            state
-                .pending
-                .insert(event.key.clone(), (seq, PendingEvent { event, coalesced }));
+                None => {
+                    state.latest.insert(change.key.clone(), (seq, 0));
+                }
+            }
+            state.order.push_back((seq, change));
+            // Replaced entries are dropped once they are half the queue,
+            // so the queue stays within twice the keys pending.
+            if state.order.len() > 2 * state.latest.len() + 32 {
+                let latest = &state.latest;
+                state
+                    .order
+                    .retain(|(seq, change)| latest.get(&change.key).map(|l| l.0) == Some(*seq));
+            }
         }
         self.waker.notify_one();
     }
 
-    /// Takes up to `max` pending events, oldest first.
-    pub fn drain(&self, max: usize) -> Vec<PendingEvent> {
+    /// Moves up to `max` pending events, oldest first, into `out`.
+    pub fn drain_into(&self, max: usize, out: &mut Vec<PendingEvent>) {
         let mut state = self.lock();
-        let mut out = Vec::with_capacity(max.min(state.order.len()));
-        while out.len() < max {
-            let Some((_, key)) = state.order.pop_first() else {
+        let state = &mut *state;
+        let mut taken = 0;
+        while taken < max {
+            let Some((seq, change)) = state.order.pop_front() else {
                 break;
             };
-            if let Some((_, pending)) = state.pending.remove(&key) {
-                out.push(pending);
+            match state.latest.remove(&change.key) {
+                Some((latest, coalesced)) if latest == seq => {
+                    out.push(PendingEvent { change, coalesced });
+                    taken += 1;
+                }
+                // Replaced by a later change of the key: skip it.
+                Some(newer) => {
+                    state.latest.insert(change.key.clone(), newer);
+                }
+                None => {}
             }
         }
+        if state.order.is_empty() && state.order.capacity() > 1024 {
+            state.order = VecDeque::new();
+            state.latest = HashMap::default();
+        }
+    }
+
+    /// Takes up to `max` pending events, oldest first.
+    pub fn drain(&self, max: usize) -> Vec<PendingEvent> {
+        let mut out = Vec::new();
+        self.drain_into(max, &mut out);
         out
     }
 
     /// Number of keys with a pending event.
     pub fn pending(&self) -> usize {
-        self.lock().order.len()
+        self.lock().latest.len()
     }
 
     /// Number of updates skipped since the subscription began.
@@ -163,8 +225,8 @@ struct Subscriber {
 /// subscriptions.
 #[derive(Debug, Default)]
 pub struct Registry {
-    by_prefix: HashMap<String, Vec<Subscriber>>,
-    prefixes: HashMap<SubscriptionKey, String>,
+    by_prefix: HashMap<String, Vec<Subscriber>, Hasher>,
+    prefixes: HashMap<SubscriptionKey, String, Hasher>,
 }
 
 impl Registry {
@@ -241,12 +303,24 @@ impl Registry {
     }
 
     /// Delivers `event` to every subscription whose prefix covers its key.
+    /// The change is framed once, and only if someone receives it.
     pub fn publish(&self, event: &KeyEvent) {
+        if self.by_prefix.is_empty() {
+            return;
+        }
+        let mut change: Option<Arc<Change>> = None;
         for prefix in ancestors(&event.key) {
-            if let Some(subs) = self.by_prefix.get(prefix) {
-                for sub in subs {
-                    sub.mailbox.push(event.clone());
-                }
+            let Some(subs) = self.by_prefix.get(prefix) else {
+                continue;
+            };
+            if change.is_none() {
+                change = Change::of(event);
+            }
+            let Some(change) = &change else {
+                return;
+            };
+            for sub in subs {
+                sub.mailbox.push(change.clone());
             }
         }
     }
@@ -266,12 +340,16 @@ fn ancestors(key: &str) -> impl Iterator<Item = &str> {
 mod tests {
     use super::*;
 
-    fn update(key: &str, revision: u64, value: &'static [u8]) -> KeyEvent {
+    fn event(key: &str, revision: u64, value: &'static [u8]) -> KeyEvent {
         KeyEvent {
             key: key.into(),
             revision,
             kind: ChangeKind::Update(Bytes::from_static(value)),
         }
+    }
+
+    fn update(key: &str, revision: u64, value: &'static [u8]) -> Arc<Change> {
+        Change::of(&event(key, revision, value)).unwrap()
     }
 
     #[test]
@@ -292,12 +370,16 @@ mod tests {
         assert_eq!(mailbox.pending(), 2);
         let got = mailbox.drain(10);
         assert_eq!(got.len(), 2);
-        assert_eq!(got[0].event, update("b", 2, b"2"));
+        assert_eq!(got[0].change, update("b", 2, b"2"));
         assert_eq!(got[0].coalesced, 0);
-        assert_eq!(got[1].event, update("a", 4, b"4"));
+        assert_eq!(got[1].change, update("a", 4, b"4"));
         assert_eq!(got[1].coalesced, 2);
         assert_eq!(mailbox.coalesced_total(), 2);
         assert!(mailbox.drain(10).is_empty());
+        // After a drain a key starts over.
+        mailbox.push(update("a", 5, b"5"));
+        let got = mailbox.drain(10);
+        assert_eq!((got[0].change.encoded.revision(), got[0].coalesced), (5, 0));
     }
 
     #[test]
@@ -309,16 +391,18 @@ mod tests {
                 revision,
                 b"v",
             ));
+            let state = mailbox.lock();
+            assert!(state.order.len() <= 2 * state.latest.len() + 33);
         }
         assert_eq!(mailbox.pending(), 2);
         let got = mailbox.drain(1);
-        assert_eq!(got[0].event.revision, 9_998);
+        assert_eq!(got[0].change.encoded.revision(), 9_998);
         assert_eq!(got[0].coalesced, 4_999);
-        assert_eq!(mailbox.drain(5)[0].event.revision, 9_999);
+        assert_eq!(mailbox.drain(5)[0].change.encoded.revision(), 9_999);
     }
 
     #[test]
-    fn publish_reaches_covering_prefixes_only() {
+    fn publish_reaches_covering_prefixes_only_and_shares_one_change() {
         let waker = Arc::new(Notify::new());
         let mut registry = Registry::new();
         let mk = |subscription| SubscriptionKey {
@@ -333,16 +417,18 @@ mod tests {
         assert!(registry.register(mk(3), "", all.clone()));
         assert!(!registry.register(mk(3), "x", all.clone()));
 
-        registry.publish(&update("net.eth0", 1, b"up"));
-        registry.publish(&update("net", 2, b"root"));
+        registry.publish(&event("net.eth0", 1, b"up"));
+        registry.publish(&event("net", 2, b"root"));
         assert_eq!(net.pending(), 2);
         assert_eq!(network.pending(), 0);
         assert_eq!(all.pending(), 2);
+        let (a, b) = (net.drain(1), all.drain(1));
+        assert!(Arc::ptr_eq(&a[0].change, &b[0].change), "encoded once");
 
         assert!(registry.unregister(mk(1)));
         assert!(!registry.unregister(mk(1)));
-        registry.publish(&update("net.eth1", 3, b"down"));
-        assert_eq!(net.pending(), 2);
+        registry.publish(&event("net.eth1", 3, b"down"));
+        assert_eq!(net.pending(), 1);
         registry.unregister_connection(1);
         assert!(registry.is_empty());
     }

@@ -511,7 +511,7 @@ fn put(
     // Values are never logged, only their sizes.
     tracing::trace!(%key, bytes = value.len(), revision, "put");
     events.push(KeyEvent {
-        key: key.into(),
+        key,
         revision,
         kind: ChangeKind::Update(value),
     });
@@ -526,7 +526,7 @@ fn delete(
 ) -> Reply {
     let revision = store.delete(&key, condition).map_err(EngineError::Store)?;
     events.push(KeyEvent {
-        key: key.into(),
+        key,
         revision,
         kind: ChangeKind::Delete,
     });
@@ -543,7 +543,7 @@ fn delete_prefix(store: &mut Store, prefix: &str, events: &mut Vec<KeyEvent>) ->
     };
     let count = u32::try_from(deletion.keys.len()).unwrap_or(u32::MAX);
     events.extend(deletion.keys.into_iter().map(|key| KeyEvent {
-        key,
+        key: key.to_string(),
         revision,
         kind: ChangeKind::Delete,
     }));

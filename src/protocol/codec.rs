@@ -250,7 +250,7 @@ impl Encoder<ServerFrame> for ServerCodec {
 }
 
 /// Writes one frame, after checking that it fits; on error `dst` is untouched.
-fn put_frame(
+pub(super) fn put_frame(
     dst: &mut BytesMut,
     max_frame: u32,
     frame_type: u8,

@@ -553,7 +553,7 @@ impl Event {
     }
 }
 
-fn str16_len(field: &'static str, s: &str) -> Result<usize, FrameError> {
+pub(super) fn str16_len(field: &'static str, s: &str) -> Result<usize, FrameError> {
     if s.len() > usize::from(u16::MAX) {
         return Err(FrameError::FieldTooLong {
             field,

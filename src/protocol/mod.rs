@@ -15,10 +15,13 @@
 //!   [`ClientFrame`] and [`ServerFrame`].
 //! - [`codec`]: the decoders and encoders, and [`Inbound`], which separates
 //!   a valid request from a well-framed but invalid one.
+//! - [`change`]: [`EncodedChange`], an UPDATE or DELETE encoded once for
+//!   every subscriber.
 //!
 //! The codec checks framing and UTF-8 only; whether a key is valid and
 //! within the server's limits is the server's business (see [`crate::key`]).
 
+pub mod change;
 pub mod codec;
 pub mod error;
 pub mod frame;
@@ -27,6 +30,7 @@ pub mod wire;
 #[cfg(test)]
 mod tests;
 
+pub use change::EncodedChange;
 pub use codec::{ClientCodec, Inbound, ServerCodec};
 pub use error::{ErrorCode, FrameError};
 pub use frame::{ClientFrame, Condition, ErrorFrame, Event, Request, Response, ServerFrame};

@@ -16,7 +16,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::connection::Connection;
 use crate::engine::{EngineError, Outcome, Reply, Ticket};
-use crate::notify::{ChangeKind, Mailbox, PendingEvent};
+use crate::notify::Mailbox;
 use crate::protocol::{ErrorCode, ErrorFrame, Event, Response, ServerFrame};
 use crate::store::{Key, StoreError, View, ViewEntry};
 
@@ -409,6 +409,9 @@ impl Connection {
     /// Writes a round of events from the active mailboxes, round robin,
     /// while there is room.
     fn write_events(&mut self) {
+        if self.active.is_empty() {
+            return;
+        }
         let max_output = self.shared.config.max_output;
         let mut more = false;
         let ids: Vec<u32> = self
@@ -417,18 +420,27 @@ impl Connection {
             .chain(self.active.range(..self.next_sub))
             .map(|(&id, _)| id)
             .collect();
+        let mut batch = Vec::new();
         for id in ids {
             if self.output.len() >= max_output {
                 self.next_sub = id;
                 return;
             }
-            let Some(mailbox) = self.active.get(&id).cloned() else {
+            let Some(mailbox) = self.active.get(&id) else {
                 continue;
             };
-            let batch = mailbox.drain(EVENTS_PER_ROUND);
+            mailbox.drain_into(EVENTS_PER_ROUND, &mut batch);
             more |= batch.len() == EVENTS_PER_ROUND;
-            for pending in batch {
-                self.event(id, pending_event(pending));
+            for pending in batch.drain(..) {
+                let encoded = &pending.change.encoded;
+                if let Err(e) =
+                    self.codec
+                        .encode_change(id, pending.coalesced, encoded, &mut self.output)
+                {
+                    // The store bounds keys and values below the frame
+                    // limit; should that ever fail, say so, skip it.
+                    tracing::error!(connection = self.id, error = %e, "cannot encode an event");
+                }
             }
         }
         if more {
@@ -473,23 +485,6 @@ fn view_event(item: ViewEntry) -> Event {
             revision,
             coalesced: 0,
             key: key.to_string(),
-        },
-    }
-}
-
-fn pending_event(pending: PendingEvent) -> Event {
-    let PendingEvent { event, coalesced } = pending;
-    match event.kind {
-        ChangeKind::Update(value) => Event::Update {
-            revision: event.revision,
-            coalesced,
-            key: event.key.to_string(),
-            value,
-        },
-        ChangeKind::Delete => Event::Delete {
-            revision: event.revision,
-            coalesced,
-            key: event.key.to_string(),
         },
     }
 }

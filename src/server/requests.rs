@@ -5,7 +5,6 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use tokio::sync::OwnedSemaphorePermit;
 
 use super::answer::{EngineOp, Entry, Work};
@@ -53,9 +52,9 @@ impl Connection {
                 value,
                 condition,
             } => {
-                // A value of its own: a slice would pin the whole read
-                // buffer for as long as a mailbox holds the event.
-                let value = Bytes::copy_from_slice(&value);
+                // A slice of the read buffer: the store copies it into its
+                // record, and a subscriber's mailbox gets its own encoded
+                // copy, so nothing holds it past the write's answer.
                 let command = Command::Put {
                     key,
                     value,
