@@ -25,18 +25,17 @@
 //! order, and a subscription registered under both locks sees each write
 //! either in its snapshot or as an event, never both, never neither.
 
+mod compact;
 mod sync;
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
 use bytes::Bytes;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::notify::{ChangeKind, KeyEvent, Mailbox, Registry, SubscriptionKey};
-use crate::store::{
-    CompactionReport, Condition, FsyncPolicy, Store, StoreError, StoreStats, View,
-};
+use crate::store::{CompactionReport, Condition, FsyncPolicy, Store, StoreError, StoreStats, View};
 
 /// Numbers a connection gives its requests to the engine, increasing, so
 /// answers that come later (through the reply channel) find their request.
@@ -132,6 +131,8 @@ pub enum EngineError {
     DuplicateSubscription(u32),
     /// No such subscription on this connection.
     UnknownSubscription(u32),
+    /// The compaction asked for failed (the store is as it was).
+    CompactionFailed(String),
 }
 
 impl std::fmt::Display for EngineError {
@@ -145,6 +146,7 @@ impl std::fmt::Display for EngineError {
             EngineError::UnknownSubscription(id) => {
                 write!(f, "no subscription {id} on this connection")
             }
+            EngineError::CompactionFailed(why) => write!(f, "compaction failed: {why}"),
         }
     }
 }
@@ -216,6 +218,9 @@ pub struct Engine {
     registry: Mutex<Registry>,
     policy: FsyncPolicy,
     sync: sync::Syncer,
+    compactor: compact::Compactor,
+    /// Itself, for the threads it starts.
+    me: Weak<Engine>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -230,7 +235,7 @@ impl Engine {
     /// Wraps an open store and starts the sync thread.
     pub fn start(store: Store) -> std::io::Result<Arc<Engine>> {
         let policy = store.options().fsync;
-        let engine = Arc::new(Engine {
+        let engine = Arc::new_cyclic(|me| Engine {
             core: RwLock::new(Core {
                 store,
                 pending: VecDeque::new(),
@@ -240,6 +245,8 @@ impl Engine {
             registry: Mutex::new(Registry::new()),
             policy,
             sync: sync::Syncer::default(),
+            compactor: compact::Compactor::default(),
+            me: me.clone(),
         });
         sync::spawn(&engine)?;
         Ok(engine)
@@ -364,16 +371,7 @@ impl Engine {
                     let stats = self.stats_of(core);
                     out.push((ticket, Ok(Outcome::Stats(Box::new(stats)))));
                 }
-                Command::Compact => {
-                    self.cut(core, &mut batch, to, out);
-                    let reply = core
-                        .store
-                        .compact_if_room()
-                        .map(Outcome::Compacted)
-                        .map_err(EngineError::Store);
-                    out.push((ticket, reply));
-                    core.store.begin_batch();
-                }
+                Command::Compact => self.compact_request(core, to, ticket, out),
             }
         }
         if wrote {
@@ -381,7 +379,7 @@ impl Engine {
         }
         let registry = self.end(core, &mut batch, to, out);
         if wrote {
-            core.store.autocompact();
+            self.compact_if_due(core);
         }
         if idle && core.store.next_sync_deadline().is_some() {
             self.sync.wake();
@@ -488,6 +486,7 @@ impl Engine {
     /// Stops the sync thread and syncs the store one last time (shutdown,
     /// once no connection is left). Returns whether that sync worked.
     pub fn close(&self) -> Result<(), StoreError> {
+        self.compactor.stop();
         self.sync.stop();
         let mut core = self.write();
         let synced = core.store.sync();

@@ -51,11 +51,7 @@ impl Syncer {
     pub(super) fn stop(&self) {
         self.state().stop = true;
         self.signal.notify_one();
-        let thread = self
-            .thread
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
+        let thread = self.thread.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some(thread) = thread {
             let _ = thread.join();
         }
@@ -97,11 +93,7 @@ pub(super) fn spawn(engine: &Arc<Engine>) -> std::io::Result<()> {
     let thread = std::thread::Builder::new()
         .name("nkv-sync".into())
         .spawn(move || run(&owner))?;
-    *engine
-        .sync
-        .thread
-        .lock()
-        .unwrap_or_else(|p| p.into_inner()) = Some(thread);
+    *engine.sync.thread.lock().unwrap_or_else(|p| p.into_inner()) = Some(thread);
     Ok(())
 }
 

@@ -500,7 +500,9 @@ pub fn error_frame(error: &EngineError) -> ErrorFrame {
         EngineError::Store(StoreError::InvalidKey(_)) => ErrorCode::InvalidKey,
         EngineError::Store(StoreError::ValueTooLarge { .. }) => ErrorCode::TooLarge,
         EngineError::Store(StoreError::Locked { .. }) => ErrorCode::Server,
-        EngineError::Store(_) | EngineError::CommitFailed(_) => ErrorCode::Storage,
+        EngineError::Store(_) | EngineError::CommitFailed(_) | EngineError::CompactionFailed(_) => {
+            ErrorCode::Storage
+        }
         EngineError::DuplicateSubscription(_) => ErrorCode::InvalidArgument,
         EngineError::UnknownSubscription(_) => ErrorCode::NotFound,
         #[allow(unreachable_patterns)]

@@ -170,43 +170,102 @@ impl Store {
         });
     }
 
-    /// Runs an automatic compaction if one is due (thresholds passed, or
-    /// `disk_full` with something to reclaim), it fits on the disk, and no
-    /// hold applies. Returns true if it compacted.
-    pub(super) fn maybe_compact(&mut self, disk_full: bool) -> bool {
+    /// Whether an automatic compaction should start now: one is due
+    /// (thresholds passed, or `disk_full` with something to reclaim), none
+    /// is running, and no hold applies.
+    fn compaction_due(&mut self, disk_full: bool) -> bool {
+        if self.compacting || self.poisoned.is_some() {
+            return false;
+        }
         let dead = self.dead_bytes();
         let due = self.thresholds_passed(dead) || (disk_full && dead > 0);
-        if !due || self.still_held(dead) || self.poisoned.is_some() {
+        due && !self.still_held(dead)
+    }
+
+    /// An automatic compaction could not run or failed: on hold until
+    /// something changes (a poisoned store needs no hold).
+    pub(super) fn compaction_failed(&mut self, e: &StoreError) {
+        let dead = self.dead_bytes();
+        match e {
+            StoreError::NoRoomToCompact { needed, free } => {
+                let (needed, free) = (*needed, *free);
+                self.hold(CompactionHold::NoRoom { needed, free }, dead);
+            }
+            e if self.poisoned.is_none() => self.hold(CompactionHold::Failed(e.to_string()), dead),
+            _ => {}
+        }
+    }
+
+    /// A compaction finished: automatic compaction is no longer on hold.
+    pub(super) fn compaction_succeeded(&mut self) {
+        if self.compaction_hold.take().is_some() {
+            tracing::info!(dir = %self.dir.display(), "automatic compaction resumed");
+        }
+    }
+
+    /// Runs an automatic compaction now, start to finish, if one is due and
+    /// fits on the disk (a write that found the disk full). Returns true if
+    /// it compacted.
+    pub(super) fn maybe_compact(&mut self, disk_full: bool) -> bool {
+        if !self.compaction_due(disk_full) {
             return false;
         }
         match self.compact_if_room() {
             Ok(_) => true,
-            Err(StoreError::NoRoomToCompact { needed, free }) => {
-                self.hold(CompactionHold::NoRoom { needed, free }, dead);
-                false
-            }
             Err(e) => {
-                if self.poisoned.is_none() {
-                    self.hold(CompactionHold::Failed(e.to_string()), dead);
-                }
+                self.compaction_failed(&e);
                 false
             }
         }
     }
 
-    /// Compacts if the filesystem has room for it; clears any hold on
-    /// success. What an operator's `compact` request runs.
+    /// Starts an automatic compaction to run in the background, if one is
+    /// due and fits on the disk (see [`Store::start_compaction`]).
+    pub fn start_compaction_if_due(&mut self) -> Option<super::CompactionJob> {
+        if !self.compaction_due(false) {
+            return None;
+        }
+        match self.start_compaction_if_room() {
+            Ok(job) => Some(job),
+            Err(e) => {
+                self.compaction_failed(&e);
+                None
+            }
+        }
+    }
+
+    /// Starts a compaction if the filesystem has room for it (what an
+    /// operator's `compact` request runs).
+    pub fn start_compaction_if_room(&mut self) -> Result<super::CompactionJob, StoreError> {
+        self.check_writable()?;
+        let needed = self.compaction_needs();
+        if let Some(free) = self.free_bytes().filter(|&free| free < needed) {
+            return Err(StoreError::NoRoomToCompact { needed, free });
+        }
+        self.start_compaction()
+    }
+
+    /// A background job that failed: the store forgets it (removing its
+    /// files) and automatic compaction goes on hold. Returns the error to
+    /// report (the poisoning one if the failure poisoned the store).
+    pub fn compaction_job_failed(
+        &mut self,
+        job: super::CompactionJob,
+        e: StoreError,
+    ) -> StoreError {
+        let e = self.abandon_compaction(job, &e).unwrap_or(e);
+        self.compaction_failed(&e);
+        e
+    }
+
+    /// Compacts now, start to finish, if the filesystem has room for it.
     pub fn compact_if_room(&mut self) -> Result<super::CompactionReport, StoreError> {
         self.check_writable()?;
         let needed = self.compaction_needs();
         if let Some(free) = self.free_bytes().filter(|&free| free < needed) {
             return Err(StoreError::NoRoomToCompact { needed, free });
         }
-        let report = self.compact()?;
-        if self.compaction_hold.take().is_some() {
-            tracing::info!(dir = %self.dir.display(), "automatic compaction resumed");
-        }
-        Ok(report)
+        self.compact()
     }
 
     /// Why automatic compaction is on hold, if it is.

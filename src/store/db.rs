@@ -67,6 +67,8 @@ pub struct Store {
     pub(super) free_seen: Option<FreeSeen>,
     /// Inside [`Store::begin_batch`]: records are buffered, not written.
     batching: bool,
+    /// A compaction job was started and has not finished.
+    pub(super) compacting: bool,
 }
 
 /// The state to make durable with one fdatasync, taken from the store and
@@ -206,6 +208,7 @@ impl Store {
             compaction_hold: None,
             free_seen: None,
             batching: false,
+            compacting: false,
         })
     }
 
@@ -466,15 +469,22 @@ impl Store {
 
     /// Seals the active segment (fsync, map, hint file) and starts a new one.
     fn roll(&mut self) -> Result<(), StoreError> {
+        self.roll_to(self.active.header.id + 1, self.floor)
+    }
+
+    /// Seals the active segment and starts segment `id` (above it), whose
+    /// header records `floor` (a compaction raises it).
+    pub(super) fn roll_to(&mut self, id: u64, floor: u64) -> Result<(), StoreError> {
+        debug_assert!(id > self.active.header.id);
         // Trim the preallocated zeros and make the final size durable before
         // the next segment exists: recovery relies on every segment but the
         // last being complete.
         self.seal_active_tail()?;
         let header = SegmentHeader {
-            id: self.active.header.id + 1,
+            id,
             salt: new_salt(),
             base_revision: self.revision,
-            floor: self.floor,
+            floor,
         };
         let fresh = match Active::create(&self.dir, header) {
             Ok(a) => a,
@@ -599,13 +609,6 @@ impl Store {
                 Err(self.poison(reason))
             }
         }
-    }
-
-    /// Runs an automatic compaction if the dead-byte thresholds say so (see
-    /// `autocompact`); its failure is logged and put on hold, never
-    /// returned, because the writes that led to it are already in place.
-    pub fn autocompact(&mut self) {
-        self.maybe_compact(false);
     }
 
     /// Forces an fdatasync now (the interval timer, shutdown).

@@ -44,6 +44,8 @@ pub enum StoreError {
         /// Bytes free.
         free: u64,
     },
+    /// A compaction was asked to start while another one runs.
+    CompactionRunning,
     /// The process or the system ran out of file descriptors or memory
     /// (EMFILE, ENFILE, ENOMEM) while the store needed a file or a map. The
     /// write was not stored; nothing is damaged, and the same write can
@@ -163,6 +165,7 @@ impl fmt::Display for StoreError {
                 f,
                 "not enough free space to compact: needs about {needed} bytes, {free} free"
             ),
+            StoreError::CompactionRunning => write!(f, "a compaction is already running"),
             StoreError::OutOfResources { context, source } => write!(
                 f,
                 "out of resources while {context}: {source}; the write was not \

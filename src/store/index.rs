@@ -166,12 +166,30 @@ impl Index {
         true
     }
 
-    /// Adds a key known to be absent, as compaction builds a new index in
-    /// key order.
-    pub fn push_sorted(&mut self, key: Key, slot: Slot) {
-        self.count(&key, &slot, true);
-        let old = self.map.insert(key, slot);
-        debug_assert!(old.is_none(), "push_sorted of a present key");
+    /// Replaces `key`'s slot by `new` if it is still `expect` (compaction
+    /// moving a record, unless the key was written meanwhile). Returns
+    /// whether it did.
+    pub fn relocate(&mut self, key: &str, expect: &Slot, new: Slot) -> bool {
+        match self.map.get(key) {
+            Some(current) if current == expect => {}
+            _ => return false,
+        }
+        self.count(key, expect, false);
+        self.count(key, &new, true);
+        *self.map.get_mut(key).expect("present") = new;
+        true
+    }
+
+    /// Forgets `key` if its slot is still `expect` (compaction dropping an
+    /// old tombstone). Returns whether it did.
+    pub fn forget(&mut self, key: &str, expect: &Slot) -> bool {
+        match self.map.get(key) {
+            Some(current) if current == expect => {}
+            _ => return false,
+        }
+        self.count(key, expect, false);
+        self.map.remove(key);
+        true
     }
 
     /// Tombstones every live key covered by `prefix` whose revision is below

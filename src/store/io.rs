@@ -18,9 +18,7 @@ use std::path::Path;
 pub enum CrashPoint {
     /// Output written to temporary files, not yet fsynced.
     BeforeOutputSync,
-    /// Output fsynced; no new active segment yet, nothing renamed.
-    BeforeNewActive,
-    /// New active segment created; outputs not yet renamed into place.
+    /// Outputs fsynced, not yet renamed into place.
     BeforeRename,
     /// The first output file renamed, the others not.
     AfterFirstRename,
@@ -33,9 +31,8 @@ pub enum CrashPoint {
 
 impl CrashPoint {
     /// Every crash point, in the order compaction reaches them.
-    pub const ALL: [CrashPoint; 6] = [
+    pub const ALL: [CrashPoint; 5] = [
         CrashPoint::BeforeOutputSync,
-        CrashPoint::BeforeNewActive,
         CrashPoint::BeforeRename,
         CrashPoint::AfterFirstRename,
         CrashPoint::BeforeRemove,

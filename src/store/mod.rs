@@ -29,7 +29,7 @@ mod repair;
 mod segment;
 
 pub use autocompact::CompactionHold;
-pub use compaction::CompactionReport;
+pub use compaction::{CompactionJob, CompactionReport};
 pub use db::{Store, SyncPoint};
 pub use error::StoreError;
 pub use index::Key;

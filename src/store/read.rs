@@ -25,21 +25,28 @@ use super::index::{Index, Key, Loc, Slot};
 use super::segment::{segment_path, Sealed};
 use super::{Change, Changes, Entry};
 
-/// Where records are read from, borrowed from a store or a view.
+/// Where records are read from, borrowed from a store, a view or a
+/// compaction's inputs.
 pub(super) struct Source<'a> {
     pub dir: &'a Path,
     pub sealed: &'a BTreeMap<u64, Arc<Sealed>>,
-    pub active_id: u64,
-    pub active_salt: u64,
-    pub active_path: &'a Path,
-    pub active_file: &'a File,
-    /// The active segment's map (`None`: read it with `pread`).
-    pub active_map: Option<&'a Arc<Mmap>>,
-    /// End of the active segment's records in the file.
-    pub active_written: u64,
-    /// Records of the store's current batch, from `active_written` on
-    /// (always empty for a view).
-    pub active_buffer: &'a [u8],
+    /// The active segment, if the records may lie there.
+    pub active: Option<ActiveSource<'a>>,
+}
+
+/// The active segment, as a [`Source`] reads it.
+pub(super) struct ActiveSource<'a> {
+    pub id: u64,
+    pub salt: u64,
+    pub path: &'a Path,
+    pub file: &'a File,
+    /// Its map (`None`: read it with `pread`).
+    pub map: Option<&'a Arc<Mmap>>,
+    /// End of its records in the file.
+    pub written: u64,
+    /// Records of the store's current batch, from `written` on (always
+    /// empty for a view).
+    pub buffer: &'a [u8],
 }
 
 /// What keeps the bytes of a value alive, so it is handed out without a
@@ -81,7 +88,8 @@ impl<'a> Source<'a> {
     /// The bytes of the record at `loc`, without a copy where possible.
     fn record(&self, loc: Loc) -> Result<Found<'a>, StoreError> {
         let rec_len = loc.rec_len as usize;
-        if loc.segment != self.active_id {
+        let active = self.active.as_ref().filter(|a| a.id == loc.segment);
+        let Some(active) = active else {
             let seg = self.sealed.get(&loc.segment).ok_or_else(|| {
                 StoreError::corrupt(
                     &segment_path(self.dir, loc.segment),
@@ -99,14 +107,14 @@ impl<'a> Source<'a> {
                 salt: seg.header.salt,
                 path: &seg.path,
             });
-        }
-        let (salt, path) = (self.active_salt, self.active_path);
+        };
+        let (salt, path) = (active.salt, active.path);
         let end = loc.offset + rec_len as u64;
-        if loc.offset >= self.active_written {
+        if loc.offset >= active.written {
             // A record of the batch being written.
-            let at = (loc.offset - self.active_written) as usize;
-            let bytes = self
-                .active_buffer
+            let at = (loc.offset - active.written) as usize;
+            let bytes = active
+                .buffer
                 .get(at..at + rec_len)
                 .ok_or_else(|| StoreError::corrupt(path, loc.offset, "record beyond its batch"))?;
             return Ok(Found {
@@ -116,10 +124,14 @@ impl<'a> Source<'a> {
                 path,
             });
         }
-        if end > self.active_written {
-            return Err(StoreError::corrupt(path, loc.offset, "record beyond end of file"));
+        if end > active.written {
+            return Err(StoreError::corrupt(
+                path,
+                loc.offset,
+                "record beyond end of file",
+            ));
         }
-        if let Some(map) = self.active_map {
+        if let Some(map) = active.map {
             let start = loc.offset as usize;
             return Ok(Found {
                 bytes: map[start..start + rec_len].into(),
@@ -129,7 +141,8 @@ impl<'a> Source<'a> {
             });
         }
         let mut buf = vec![0u8; rec_len];
-        self.active_file
+        active
+            .file
             .read_exact_at(&mut buf, loc.offset)
             .map_err(|e| StoreError::io(format!("reading {}", path.display()), e))?;
         Ok(Found {
@@ -287,13 +300,15 @@ impl View {
         Source {
             dir: &s.dir,
             sealed: &s.sealed,
-            active_id: s.active_id,
-            active_salt: s.active_salt,
-            active_path: &s.active_path,
-            active_file: &s.active_file,
-            active_map: s.active_map.as_ref(),
-            active_written: s.active_written,
-            active_buffer: &[],
+            active: Some(ActiveSource {
+                id: s.active_id,
+                salt: s.active_salt,
+                path: &s.active_path,
+                file: &s.active_file,
+                map: s.active_map.as_ref(),
+                written: s.active_written,
+                buffer: &[],
+            }),
         }
     }
 
@@ -383,13 +398,15 @@ impl Store {
         Source {
             dir: &self.dir,
             sealed: &self.sealed,
-            active_id: self.active.header.id,
-            active_salt: self.active.header.salt,
-            active_path: &self.active.path,
-            active_file: &self.active.file,
-            active_map: self.active.map.as_ref(),
-            active_written: self.active.written,
-            active_buffer: &self.active.buffer,
+            active: Some(ActiveSource {
+                id: self.active.header.id,
+                salt: self.active.header.salt,
+                path: &self.active.path,
+                file: &self.active.file,
+                map: self.active.map.as_ref(),
+                written: self.active.written,
+                buffer: &self.active.buffer,
+            }),
         }
     }
 

@@ -374,7 +374,11 @@ impl Active {
     fn map_to(&mut self, end: u64) -> Result<(), StoreError> {
         match &self.map {
             Some(map) if (map.len() as u64) < end => {
-                self.map = Some(map_ahead(&self.path, &self.file, (2 * end).max(FIRST_MAP_LEN))?);
+                self.map = Some(map_ahead(
+                    &self.path,
+                    &self.file,
+                    (2 * end).max(FIRST_MAP_LEN),
+                )?);
             }
             _ => {}
         }
