@@ -121,7 +121,11 @@ impl super::ServerCodec {
         value: Option<&[u8]>,
         dst: &mut BytesMut,
     ) -> Result<(), FrameError> {
-        let frame_type = if value.is_some() { ft::UPDATE } else { ft::DELETE };
+        let frame_type = if value.is_some() {
+            ft::UPDATE
+        } else {
+            ft::DELETE
+        };
         if subscription == CONNECTION_ID {
             return Err(FrameError::ZeroId { frame_type });
         }
@@ -198,7 +202,9 @@ mod tests {
         codec
             .encode_key_event(2, 11, "a.b", Some(b"v"), &mut out)
             .unwrap();
-        codec.encode_key_event(2, 12, "a.c", None, &mut out).unwrap();
+        codec
+            .encode_key_event(2, 12, "a.c", None, &mut out)
+            .unwrap();
         let mut expected = typed(
             2,
             Event::Update {
