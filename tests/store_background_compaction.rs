@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use nkv::store::{faults, Condition, CrashPoint, Options, Store, StoreError};
+use nkv::store::{faults, Changes, Condition, CrashPoint, Options, Store, StoreError};
 
 type Model = BTreeMap<String, Vec<u8>>;
 
@@ -60,7 +60,12 @@ fn history(s: &mut Store, model: &mut Model, keys: u32) {
 
 /// Writes touching keys the job copies, deletes some, adds new ones.
 fn meanwhile(s: &mut Store, model: &mut Model, tag: &str, keys: u32) {
-    for i in (0..keys).step_by(5) {
+    meanwhile_every(s, model, tag, keys, 5);
+}
+
+/// [`meanwhile`], overwriting every `step`-th key.
+fn meanwhile_every(s: &mut Store, model: &mut Model, tag: &str, keys: u32, step: usize) {
+    for i in (0..keys).step_by(step) {
         put(s, model, &format!("k.{i:04}"), &format!("{tag}.{i}"));
     }
     for i in (3..keys).step_by(11) {
@@ -98,9 +103,10 @@ fn writes_at_every_stage_win_over_the_copies() {
     let report = loop {
         chunks += 1;
         let done = s.install_compaction(&mut job).unwrap();
-        // Between chunks the store reads right and takes writes.
+        // Between chunks the store reads right and takes writes (fewer
+        // than at the other stages: there are many chunks).
         assert_eq!(contents(&s), model, "after chunk {chunks}");
-        meanwhile(&mut s, &mut model, &format!("chunk{chunks}"), keys);
+        meanwhile_every(&mut s, &mut model, &format!("chunk{chunks}"), keys, 37);
         if let Some(report) = done {
             break report;
         }
@@ -182,4 +188,34 @@ fn a_failed_run_leaves_the_store_as_it_was() {
     assert_eq!(contents(&s), model);
     s.compact().unwrap();
     assert_eq!(contents(&s), model);
+}
+
+/// A compaction that drops every tombstone and copies nothing still
+/// raises the tombstone floor for good: a resume from before the deletes
+/// must get a full snapshot after a restart too, or the deletes are lost.
+#[test]
+fn the_raised_floor_survives_a_restart_when_nothing_is_copied() {
+    let dir = tempfile::tempdir().unwrap();
+    let opts = Options {
+        tombstone_retention: 0,
+        ..Options::default()
+    };
+    let mut s = Store::open(dir.path(), opts.clone()).unwrap();
+    s.put("a", b"1", Condition::None).unwrap();
+    s.put("b", b"2", Condition::None).unwrap();
+    s.delete("a", Condition::None).unwrap();
+    let last_delete = s.delete("b", Condition::None).unwrap();
+    s.commit().unwrap();
+    assert_eq!(s.tombstone_floor(), 0);
+    let report = s.compact().unwrap();
+    assert_eq!(report.records_copied, 0, "{report:?}");
+    assert_eq!(report.tombstones_dropped, 2, "{report:?}");
+    assert_eq!(s.tombstone_floor(), last_delete);
+    drop(s);
+    let s = Store::open(dir.path(), opts).unwrap();
+    assert_eq!(s.tombstone_floor(), last_delete, "after reopening");
+    assert!(
+        matches!(s.changes_since("", 1), Ok(Changes::TooOld { .. })),
+        "a resume from before the deletes"
+    );
 }

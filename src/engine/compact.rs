@@ -13,6 +13,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use super::{Core, Engine, EngineError, Outcome, Reply, ReplyTo, Ticket};
 use crate::store::{CompactionJob, CompactionReport, StoreError};
 
+/// The pause between two chunks of an install, so that the threads that
+/// waited for the lock get it (1M keys: ~500 chunks, a quarter second).
+const INSTALL_PAUSE: std::time::Duration = std::time::Duration::from_micros(500);
+
 /// The compaction thread's state.
 #[derive(Default)]
 pub(super) struct Compactor {
@@ -94,6 +98,7 @@ impl Engine {
         let spawned = std::thread::Builder::new()
             .name("nkv-compact".into())
             .spawn(move || {
+                lower_priority();
                 let outcome = engine.compact(job);
                 engine.compaction_done(outcome);
             });
@@ -141,8 +146,13 @@ impl Engine {
                     );
                     return Ok(report);
                 }
-                // Let readers and writers in between chunks.
-                Ok(None) => drop(core),
+                // Let readers and writers in between chunks. Unlocking
+                // alone is not enough: a waiting thread must first be
+                // scheduled, and this one would take the lock straight back.
+                Ok(None) => {
+                    drop(core);
+                    std::thread::sleep(INSTALL_PAUSE);
+                }
                 Err(e) => return Err(e.to_string()),
             }
         }
@@ -161,5 +171,16 @@ impl Engine {
             };
             let _ = to.send((ticket, reply));
         }
+    }
+}
+
+/// Compaction is background work: on a busy machine (two cores, say) the
+/// threads serving clients must win the CPU over it, or a GET waits for a
+/// time slice behind the copy. Nice 19 for this thread only (Linux nice
+/// values are per thread); failing to lower it is harmless.
+fn lower_priority() {
+    let me = rustix::thread::gettid();
+    if let Err(e) = rustix::process::setpriority_process(Some(me), 19) {
+        tracing::debug!(error = %e, "could not lower the compaction thread's priority");
     }
 }

@@ -233,8 +233,10 @@ impl std::fmt::Debug for Engine {
 
 impl Engine {
     /// Wraps an open store and starts the sync thread.
-    pub fn start(store: Store) -> std::io::Result<Arc<Engine>> {
+    pub fn start(mut store: Store) -> std::io::Result<Arc<Engine>> {
         let policy = store.options().fsync;
+        // Sealed segments' hints are written by the sync thread.
+        store.defer_hints();
         let engine = Arc::new_cyclic(|me| Engine {
             core: RwLock::new(Core {
                 store,
@@ -381,7 +383,8 @@ impl Engine {
         if wrote {
             self.compact_if_due(core);
         }
-        if idle && core.store.next_sync_deadline().is_some() {
+        let background = core.store.writeback_due() || core.store.has_hint_jobs();
+        if background || (idle && core.store.next_sync_deadline().is_some()) {
             self.sync.wake();
         }
         drop(guard);

@@ -8,6 +8,11 @@
 //! events. Writes that came in during the fsync wait for the next round:
 //! that is group commit. Under `Interval` it syncs when the interval since
 //! the oldest unsynced write has passed.
+//!
+//! Under every policy it also does what the store leaves to other threads
+//! so that no writer waits for it: a background fdatasync once a megabyte
+//! of the active segment is unsynced (so the one that seals it is short),
+//! and the hint files of sealed segments.
 
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Instant;
@@ -117,6 +122,7 @@ fn run(engine: &Engine) {
             }
             FsyncPolicy::Never => {}
         }
+        engine.background_work();
     }
 }
 
@@ -177,6 +183,19 @@ impl Engine {
             for event in &pending.events {
                 registry.publish(event);
             }
+        }
+    }
+
+    /// What the store left to other threads (see `store::background`):
+    /// writeback of a filling active segment, hints of sealed ones.
+    fn background_work(&self) {
+        if self.policy != FsyncPolicy::Always && self.read().store.writeback_due() {
+            self.sync_interval();
+        }
+        let jobs = self.write().store.take_hint_jobs();
+        for job in jobs {
+            let outcome = job.write();
+            self.write().store.hint_written(job, outcome);
         }
     }
 

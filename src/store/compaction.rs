@@ -5,11 +5,14 @@
 //! A [`CompactionJob`] goes through three stages:
 //! 1. **Start** ([`Store::start_compaction`], under the store, quick): seal
 //!    the active segment and start a new one whose id leaves room below it
-//!    for the outputs, recording the raised tombstone floor in its header;
-//!    take an O(1) snapshot of the index and the list of input segments.
+//!    for the outputs; take an O(1) snapshot of the index and the list of
+//!    input segments.
 //! 2. **Run** ([`CompactionJob::run`], without the store, the long part):
-//!    write the outputs as `*.tmp` files in key order, each record keeping
-//!    its revision, fsync them, rename them into place, fsync the
+//!    find the tombstones old enough to drop and the tombstone floor that
+//!    raises (recorded in every output's header, where open finds it; an
+//!    empty output carries it if nothing is copied), write the outputs as
+//!    `*.tmp` files in key order, each record keeping its revision, fsync
+//!    them, rename them into place, fsync the
 //!    directory. Writes go on meanwhile, into the new active segment.
 //! 3. **Install** ([`Store::install_compaction`], under the store, in
 //!    chunks): point each key still as it was at the snapshot at its copy;
@@ -50,9 +53,9 @@ use super::io::{self, crash_point, CrashPoint};
 use super::read::Source;
 use super::segment::{hint_path, segment_path, temp_path, Sealed};
 
-/// Keys relocated per call of [`Store::install_compaction`]: a few
-/// milliseconds of holding the store at most.
-pub const INSTALL_CHUNK: usize = 8192;
+/// Keys relocated per call of [`Store::install_compaction`]: about two
+/// milliseconds of holding the store on a slow machine.
+pub const INSTALL_CHUNK: usize = 2048;
 
 /// What a compaction did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -199,24 +202,16 @@ impl Store {
         let cutoff = self
             .revision
             .saturating_sub(self.options.tombstone_retention);
-        let dropped_max = self
-            .index
-            .iter()
-            .filter_map(|(_, s)| match s {
-                Slot::Tomb { revision } if *revision <= cutoff => Some(*revision),
-                _ => None,
-            })
-            .max();
-        let floor = self.floor.max(dropped_max.unwrap_or(0));
         // One output per record at worst (each record bigger than half a
         // segment); ids are cheap, gaps in them are fine.
         let reserve = self.index.live_keys() + self.index.tombstones() + 1;
         let first_id = self.active.header.id + 1;
         let bytes_before = self.total_bytes();
         let segments_before = self.segment_count();
-        self.roll_to(first_id + reserve, floor)?;
-        // Resuming below the floor gets a full snapshot from now on.
-        self.floor = floor;
+        // The floor is raised by the job (it scans the snapshot, not the
+        // store) and recorded in its outputs' headers.
+        self.roll_to(first_id + reserve, self.floor)?;
+        let floor = self.floor;
         self.compacting = true;
         Ok(CompactionJob {
             dir: self.dir.clone(),
@@ -261,6 +256,9 @@ impl Store {
     ) -> Result<Option<CompactionReport>, StoreError> {
         if !job.installing {
             job.installing = true;
+            // The outputs hold the raised floor; from now on a resume below
+            // it gets a full snapshot (the dropped tombstones go below).
+            self.floor = self.floor.max(job.floor);
             for out in &job.outputs {
                 self.sealed.insert(out.header.id, out.clone());
             }
@@ -433,6 +431,17 @@ impl CompactionJob {
         let write_temp = |made: &mut Vec<PathBuf>, id, header, bytes: Vec<u8>| {
             write_temp(&self.dir, made, id, header, &bytes, self.max_record_len)
         };
+        // The floor rises to the newest tombstone this job drops.
+        let dropped_max = self
+            .snapshot
+            .iter()
+            .filter_map(|(_, s)| match s {
+                Slot::Tomb { revision } if *revision <= self.cutoff => Some(*revision),
+                _ => None,
+            })
+            .max();
+        let floor_before = self.floor;
+        self.floor = self.floor.max(dropped_max.unwrap_or(0));
         let mut layout = Layout::new(self.segment_size);
         let mut files: Vec<Written> = Vec::new();
         let mut cur: Option<(u64, SegmentHeader, Vec<u8>)> = None;
@@ -484,6 +493,18 @@ impl CompactionJob {
         }
         if let Some((o, header, bytes)) = cur.take() {
             files.push(write_temp(made, self.first_id + o, header, bytes)?);
+        }
+        if files.is_empty() && self.floor > floor_before {
+            // Nothing to copy, but tombstones dropped: an empty output
+            // carries the raised floor, which open takes from the headers.
+            let header = SegmentHeader {
+                id: self.first_id,
+                salt: new_salt(),
+                base_revision: self.base_revision,
+                floor: self.floor,
+            };
+            let bytes = header.encode().to_vec();
+            files.push(write_temp(made, self.first_id, header, bytes)?);
         }
         let io_err = |what: &str, e| StoreError::io(format!("compaction: {what}"), e);
         crash_point(CrashPoint::BeforeOutputSync).map_err(|e| io_err("sync", e))?;

@@ -17,7 +17,7 @@ use super::format::{
 };
 use super::index::{Index, Loc, Slot};
 use super::segment::{Active, Sealed};
-use super::{hint, io, recovery};
+use super::{io, recovery};
 use super::{BatchOp, Condition, FsyncPolicy, Options, PrefixDeletion, StoreStats};
 
 /// A durable, log-structured key-value store in one directory.
@@ -69,6 +69,12 @@ pub struct Store {
     batching: bool,
     /// A compaction job was started and has not finished.
     pub(super) compacting: bool,
+    /// Bytes of the active segment known to be on disk (fdatasynced).
+    pub(super) synced_len: u64,
+    /// Hints of sealed segments are queued, not written (the engine).
+    pub(super) defer_hints: bool,
+    /// Sealed segments waiting for their hint files.
+    pub(super) hint_jobs: Vec<super::HintJob>,
 }
 
 /// The state to make durable with one fdatasync, taken from the store and
@@ -78,6 +84,9 @@ pub struct Store {
 pub struct SyncPoint {
     file: Arc<File>,
     path: PathBuf,
+    /// The segment it syncs, and its written length when taken.
+    segment: u64,
+    len: u64,
     /// Every write up to this revision is in `file` or in a segment synced
     /// when it was sealed.
     pub revision: u64,
@@ -209,6 +218,9 @@ impl Store {
             free_seen: None,
             batching: false,
             compacting: false,
+            synced_len: 0,
+            defer_hints: false,
+            hint_jobs: Vec::new(),
         })
     }
 
@@ -511,12 +523,11 @@ impl Store {
             }
         };
         self.active = fresh;
-        let id = sealed.header.id;
-        let bytes = hint::build(id, sealed.header.salt, sealed.bytes(), self.max_record_len);
-        if let Err(e) = hint::write(&self.dir, id, &bytes) {
-            tracing::warn!("could not write hint file for segment {id}: {e} (open will scan it)");
-        }
-        self.sealed.insert(id, Arc::new(sealed));
+        // The new segment's header was synced when it was created.
+        self.synced_len = self.active.written;
+        let sealed = Arc::new(sealed);
+        self.sealed.insert(sealed.header.id, sealed.clone());
+        self.hint_due(sealed);
         Ok(())
     }
 
@@ -551,6 +562,7 @@ impl Store {
         self.max_sync_micros = self.max_sync_micros.max(micros);
         self.unsynced_since = None;
         self.durable_revision = self.revision;
+        self.synced_len = self.active.written;
         Ok(())
     }
 
@@ -576,6 +588,8 @@ impl Store {
         self.unsynced_since.map(|_| SyncPoint {
             file: self.active.file.clone(),
             path: self.active.path.clone(),
+            segment: self.active.header.id,
+            len: self.active.written,
             revision: self.revision,
             taken: Instant::now(),
         })
@@ -596,6 +610,9 @@ impl Store {
                 self.last_sync_micros = micros;
                 self.max_sync_micros = self.max_sync_micros.max(micros);
                 self.durable_revision = self.durable_revision.max(point.revision);
+                if point.segment == self.active.header.id {
+                    self.synced_len = self.synced_len.max(point.len);
+                }
                 if self.revision == point.revision {
                     self.unsynced_since = None;
                 } else if self.unsynced_since.is_some() {

@@ -14,6 +14,7 @@
 //! fault injection), [`error`](mod@error).
 
 mod autocompact;
+mod background;
 mod compaction;
 mod db;
 pub mod error;
@@ -29,6 +30,7 @@ mod repair;
 mod segment;
 
 pub use autocompact::CompactionHold;
+pub use background::{HintJob, WRITEBACK_BYTES};
 pub use compaction::{CompactionJob, CompactionReport};
 pub use db::{Store, SyncPoint};
 pub use error::StoreError;
