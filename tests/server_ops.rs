@@ -174,6 +174,30 @@ fn every_operation_over_a_unix_socket() {
     tour(&mut server.wire());
 }
 
+/// `--threads 1`: one thread serves every connection (and every
+/// subscription's events), and the whole tour still works; `--threads 0`
+/// is refused with a message naming the flag.
+#[test]
+fn every_operation_with_one_serving_thread() {
+    let server = TestServer::start_with(&["--threads=1"]);
+    tour(&mut server.wire());
+    let workers = std::fs::read_dir(format!("/proc/{}/task", server.pid()))
+        .unwrap()
+        .filter(|t| {
+            let comm = t.as_ref().unwrap().path().join("comm");
+            std::fs::read_to_string(comm).unwrap_or_default().trim() == "tokio-rt-worker"
+        })
+        .count();
+    assert_eq!(workers, 1, "serving threads");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nkv-server"))
+        .args(["--threads=0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--threads"), "{err}");
+}
+
 #[test]
 fn every_operation_over_tcp() {
     let server = TestServer::start_with_tcp();

@@ -286,7 +286,10 @@ impl Store {
                 max: self.options.max_value_len,
             });
         }
-        check_condition(self.index.current(key), condition)?;
+        // An unconditional put looks the key up once, when it updates it.
+        if condition != Condition::None {
+            check_condition(self.index.current(key), condition)?;
+        }
         let (revision, segment, offset) = self.append(Kind::Put, key, value)?;
         let loc = Loc {
             segment,

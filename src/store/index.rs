@@ -149,20 +149,29 @@ impl Index {
     /// Sets `key` to `slot` unless the key already has a newer revision.
     /// Returns whether the slot was stored.
     pub fn apply(&mut self, key: &str, slot: Slot) -> bool {
-        if let Some(old) = self.map.get(key).copied() {
-            // Equal revisions: the later operation wins. That is the order
-            // inside one batch record (put then delete of the same key), and
-            // a compaction copy of a slot is identical to what it replaces.
-            if old.revision() > slot.revision() {
-                return false;
+        // One walk down the tree for an existing key (the common case).
+        let replaced = match self.map.get_mut(key) {
+            Some(current) => {
+                let old = *current;
+                // Equal revisions: the later operation wins. That is the
+                // order inside one batch record (put then delete of the same
+                // key), and a compaction copy of a slot is identical to what
+                // it replaces.
+                if old.revision() > slot.revision() {
+                    return false;
+                }
+                *current = slot;
+                Some(old)
             }
-            self.count(key, &old, false);
-            self.count(key, &slot, true);
-            *self.map.get_mut(key).expect("present") = slot;
-        } else {
-            self.count(key, &slot, true);
-            self.map.insert(Key::from(key), slot);
+            None => None,
+        };
+        match replaced {
+            Some(old) => self.count(key, &old, false),
+            None => {
+                self.map.insert(Key::from(key), slot);
+            }
         }
+        self.count(key, &slot, true);
         true
     }
 

@@ -47,6 +47,11 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     pub server_bin: Option<PathBuf>,
 
+    /// An extra flag for every nkv-server the bench starts (repeat for
+    /// several), e.g. `--server-arg=--threads=1`.
+    #[arg(long, value_name = "ARG", allow_hyphen_values = true)]
+    pub server_arg: Vec<String>,
+
     /// Threads of the load generator (the same for nkv and Redis).
     #[arg(long, value_name = "N", default_value_t = 1)]
     pub client_threads: usize,

@@ -54,6 +54,8 @@ pub struct Ctx {
     pub sizes: Sizes,
     /// The nkv-server binary.
     pub server_bin: PathBuf,
+    /// `--server-arg`: extra flags for every nkv-server started.
+    pub server_args: Vec<String>,
     /// `--addr`: an nkv server already running.
     pub addr: Option<Target>,
     /// Whether redis-server is on PATH.
@@ -159,6 +161,7 @@ fn run(args: Args) -> Result<ExitCode, String> {
     let mut ctx = Ctx {
         sizes,
         server_bin,
+        server_args: args.server_arg.clone(),
         addr,
         redis,
         echo: None,

@@ -187,7 +187,7 @@ fn measure(ctx: &Ctx, side: Side, million: bool, compaction: bool) -> Result<Big
         // during the overwrite and COMPACT finds nothing dead. The initial
         // load, restart and the sizes of row 6 are unaffected: a first
         // load leaves nothing dead.
-        Side::Nkv => Server::nkv(&ctx.server_bin, "never", &["--compaction-ratio=1"])?,
+        Side::Nkv => Server::nkv(ctx, "never", &["--compaction-ratio=1"])?,
         Side::Redis => Server::redis(&["--appendonly", "yes", "--appendfsync", "no"])?,
     };
     let v0 = Arc::new(value(ctx.sizes.value_size, 0));

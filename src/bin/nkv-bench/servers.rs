@@ -138,8 +138,10 @@ pub struct Server {
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl Server {
-    /// Starts nkv-server with `--fsync FSYNC` and `extra` flags.
-    pub fn nkv(bin: &Path, fsync: &str, extra: &[&str]) -> Result<Server, String> {
+    /// Starts nkv-server with `--fsync FSYNC`, the row's `extra` flags and
+    /// the user's `--server-arg`s.
+    pub fn nkv(ctx: &crate::Ctx, fsync: &str, extra: &[&str]) -> Result<Server, String> {
+        let bin = &ctx.server_bin;
         let dir = TempDir::new().map_err(|e| format!("temp dir: {e}"))?;
         let socket = dir.path().join("nkv.sock");
         let data_dir = dir.path().join("data");
@@ -150,6 +152,7 @@ impl Server {
             "--log=warn".to_owned(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
+        args.extend(ctx.server_args.iter().cloned());
         let mut server = Server {
             kind: Kind::Nkv,
             child: None,

@@ -85,7 +85,7 @@ impl NkvServer {
     pub fn start(ctx: &Ctx, fsync: &str, extra: &[&str]) -> Result<NkvServer, String> {
         match &ctx.addr {
             Some(target) => Ok(NkvServer::External(target.clone())),
-            None => Server::nkv(&ctx.server_bin, fsync, extra).map(NkvServer::Own),
+            None => Server::nkv(ctx, fsync, extra).map(NkvServer::Own),
         }
     }
 
