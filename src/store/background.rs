@@ -44,6 +44,8 @@ impl HintJob {
             self.segment.bytes(),
             self.max_record_len,
         );
+        // Building read the whole segment: give its pages back.
+        self.segment.release_pages();
         hint::write(&self.dir, header.id, &bytes)
     }
 }

@@ -15,15 +15,16 @@
 //! reverts a key.
 
 use std::ops::Bound;
-use std::sync::Arc;
 
 use crate::key::covers;
 
 use super::format::RECORD_HEADER_LEN;
 
-/// A key as the index stores it: shared, so views, events and mailboxes
-/// can hold it without copying the bytes.
-pub type Key = Arc<str>;
+/// A key as the index stores it: up to 24 bytes inline (no allocation:
+/// most keys on a device are short dotted paths), longer ones on the heap.
+/// An `Arc<str>` cost a pointer in the node plus a 48-byte allocation per
+/// key, the largest part of the index's memory.
+pub type Key = compact_str::CompactString;
 
 /// Where a live value is stored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -271,7 +271,12 @@ pub(super) fn recover(dir: &Path, max_len: usize) -> Result<Recovered, StoreErro
             }
         };
         if !is_last {
-            sealed.insert(id, std::sync::Arc::new(Sealed::new(path, map, header)));
+            let segment = Sealed::new(path, map, header);
+            // A segment replayed without a hint was read whole.
+            if start < len as usize {
+                segment.release_pages();
+            }
+            sealed.insert(id, std::sync::Arc::new(segment));
             continue;
         }
         drop(map);

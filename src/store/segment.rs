@@ -15,7 +15,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use memmap2::{Mmap, MmapOptions};
+use memmap2::{Mmap, MmapOptions, UncheckedAdvice};
 
 use super::error::{is_disk_full, StoreError};
 use super::format::{SegmentHeader, HEADER_LEN, HINT_SUFFIX, SEGMENT_SUFFIX, TEMP_SUFFIX};
@@ -152,6 +152,22 @@ impl Sealed {
     /// Length of the file in bytes.
     pub fn len(&self) -> u64 {
         self.bytes.len() as u64
+    }
+
+    /// Unmaps the pages of the segment this process touched (reading it
+    /// whole for a hint, say), so they stop counting in its resident size;
+    /// they stay in the page cache and a later read maps them back.
+    pub fn release_pages(&self) {
+        if let SegmentBytes::Mapped(map) = &self.bytes {
+            // SAFETY: a shared, read-only mapping of a file that is never
+            // written again: MADV_DONTNEED only drops our page-table entries,
+            // and any later access (a view reading it on another thread)
+            // faults the same bytes back in from the page cache.
+            let released = unsafe { map.unchecked_advise(UncheckedAdvice::DontNeed) };
+            if let Err(e) = released {
+                tracing::debug!(error = %e, "madvise(DONTNEED) of a sealed segment failed");
+            }
+        }
     }
 }
 
