@@ -176,6 +176,28 @@ impl Index {
         true
     }
 
+    /// [`Index::apply`] for replay at open, where most keys are new: one
+    /// walk down the tree (an insert) instead of a lookup and an insert.
+    /// The rare older slot (a compaction output replayed beside its
+    /// inputs) is put back with a second walk.
+    pub fn replay(&mut self, key: &str, slot: Slot) -> bool {
+        match self.map.insert(Key::from(key), slot) {
+            None => {
+                self.count(key, &slot, true);
+                true
+            }
+            Some(old) if old.revision() > slot.revision() => {
+                self.map.insert(Key::from(key), old);
+                false
+            }
+            Some(old) => {
+                self.count(key, &old, false);
+                self.count(key, &slot, true);
+                true
+            }
+        }
+    }
+
     /// Replaces `key`'s slot by `new` if it is still `expect` (compaction
     /// moving a record, unless the key was written meanwhile). Returns
     /// whether it did.

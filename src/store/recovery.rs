@@ -135,10 +135,10 @@ pub(super) fn find_valid_record(
 pub(super) fn apply_op(index: &mut Index, revision: u64, kind: Kind, key: &str, loc: Loc) {
     match kind {
         Kind::Put => {
-            index.apply(key, Slot::Live { revision, loc });
+            index.replay(key, Slot::Live { revision, loc });
         }
         Kind::Delete => {
-            index.apply(key, Slot::Tomb { revision });
+            index.replay(key, Slot::Tomb { revision });
         }
         Kind::DeletePrefix => {
             index.delete_prefix(key, revision);
