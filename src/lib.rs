@@ -12,6 +12,7 @@
 //! - [`client`]: the blocking Rust client used by the CLI and the C library.
 //! - [`ffi`]: the C ABI (`libnkv.so`, `include/nkv.h`).
 
+pub mod acl;
 pub mod addr;
 pub mod client;
 pub mod engine;
