@@ -708,6 +708,7 @@ async fn handshake(addr: &Address, name: String) -> Result<(Conn, ServerInfo), E
     );
     let (read, mut write): Halves = match addr {
         Address::Unix(path) => {
+            crate::perms::check_before_connect(path).map_err(io_error)?;
             let stream = tokio::net::UnixStream::connect(path)
                 .await
                 .map_err(io_error)?;
