@@ -24,9 +24,11 @@
 //! * The socket path itself is never followed when it is a symbolic link
 //!   (see `server::listener`).
 //!
-//! Check, then use: a private directory is opened with
-//! `O_DIRECTORY | O_NOFOLLOW` and judged by `fstat` of that descriptor, so a
-//! symbolic link cannot pass for the directory it points to. The socket is
+//! Check, then use: a directory is opened with `O_PATH | O_DIRECTORY` (and
+//! `O_NOFOLLOW` for a private one) and judged by `fstat` of that
+//! descriptor, so a symbolic link cannot pass for the directory it points
+//! to, and another user's `0700` directory is judged by its owner rather
+//! than failing to open. The socket is
 //! then bound (or connected to) by path. That is sound because a directory
 //! that passed, in a parent that passed, can be renamed or have its entries
 //! replaced only by its owner and root: no one else can swap it between the
@@ -169,7 +171,9 @@ fn create_private(dir: &Path) -> io::Result<()> {
 /// Opens `dir` (not following a final symbolic link unless `rule.follow`)
 /// and judges the opened directory.
 fn check(dir: &Path, rule: Rule, role: Role<'_>) -> io::Result<()> {
-    let mut flags = libc::O_DIRECTORY;
+    // O_PATH: judging a directory needs no read permission on it (another
+    // user's 0700 directory must be refused for its owner, not for EACCES).
+    let mut flags = libc::O_PATH | libc::O_DIRECTORY;
     if !rule.follow {
         flags |= libc::O_NOFOLLOW;
     }
