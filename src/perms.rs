@@ -273,7 +273,10 @@ fn refusal(dir: &Path, problem: Problem, role: Role<'_>, me: u32) -> String {
                     format!("{shown}, the directory of the socket {},", socket.display())
                 }
                 Role::ParentOfDefault { default } => {
-                    format!("{shown}, which holds nkv's directory {},", default.display())
+                    format!(
+                        "{shown}, which holds nkv's directory {},",
+                        default.display()
+                    )
                 }
                 _ => unreachable!("matched above"),
             };
@@ -364,7 +367,9 @@ mod tests {
         assert_eq!(parse_socket_mode("0600"), Ok(0o600));
         assert_eq!(parse_socket_mode("660"), Ok(0o660));
         assert_eq!(parse_socket_mode("0666"), Ok(0o666));
-        for bad in ["", "0x1", "rw", "0800", "06600", "4660", "0060", "0400", "-600"] {
+        for bad in [
+            "", "0x1", "rw", "0800", "06600", "4660", "0060", "0400", "-600",
+        ] {
             assert!(parse_socket_mode(bad).is_err(), "{bad}");
         }
     }

@@ -55,11 +55,11 @@ impl Ids {
 /// Whether this test can act as other users; prints why not.
 fn can_switch_users() -> bool {
     if !rustix::process::geteuid().is_root() {
-        eprintln!("skipping: switching to other uids needs root (CI runs the tests as root)");
+        eprintln!("SKIPPED: switching to other uids needs root (CI runs the tests as root)");
         return false;
     }
     if Command::new("setpriv").arg("--version").output().is_err() {
-        eprintln!("skipping: setpriv (util-linux) is not installed");
+        eprintln!("SKIPPED: setpriv (util-linux) is not installed");
         return false;
     }
     true
@@ -99,9 +99,10 @@ impl Scratch {
 /// `binary`, or a copy of it in `dir` when some directory above it keeps
 /// other users out.
 fn runnable_by_all(binary: &Path, dir: &Path) -> PathBuf {
-    let open = binary.ancestors().skip(1).all(|d| {
-        std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0)
-    });
+    let open = binary
+        .ancestors()
+        .skip(1)
+        .all(|d| std::fs::metadata(d).is_ok_and(|m| m.permissions().mode() & 0o001 != 0));
     if open {
         return binary.to_path_buf();
     }
@@ -165,7 +166,11 @@ impl Server {
                 let stderr = std::io::read_to_string(server.0.stderr.take().unwrap()).unwrap();
                 panic!("the server exited ({status}): {stderr}");
             }
-            assert!(Instant::now() < deadline, "no server on {}", socket.display());
+            assert!(
+                Instant::now() < deadline,
+                "no server on {}",
+                socket.display()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         server
@@ -218,9 +223,24 @@ fn succeeded(out: Output) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
-/// Runs `cmd`, expects it to fail, and returns its stderr.
-fn refused(cmd: Command) -> String {
-    let out = run(cmd);
+/// Runs `cmd`, expects it to fail within 20 s, and returns its stderr. A
+/// server that starts instead of refusing is killed, and the test fails.
+fn refused(mut cmd: Command) -> String {
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let out = child.wait_with_output().unwrap();
+            panic!("expected a refusal, but it kept running: {}", stderr(&out));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().unwrap();
     assert!(
         !out.status.success(),
         "expected a refusal; stdout: {}",
@@ -279,7 +299,10 @@ fn a_planted_default_directory_is_refused_by_server_and_client() {
     let victim_data = victim_home.join("data");
 
     // The attacker gets there first.
-    run_fix(&format!("mkdir -m 700 {}", planted.display()), Some(attacker));
+    run_fix(
+        &format!("mkdir -m 700 {}", planted.display()),
+        Some(attacker),
+    );
     let mut planted_server = as_user(attacker, &[], &scratch.server, &[]);
     planted_server
         .arg("--listen")
@@ -524,7 +547,10 @@ fn explicit_socket_directories_follow_the_shared_rule() {
     let shared = scratch.dir_of("shared", 0, 0o777);
     let socket = shared.join("nkv.sock");
     let message = refused(start(&socket));
-    assert!(message.contains("without the sticky bit (mode 0777)"), "{message}");
+    assert!(
+        message.contains("without the sticky bit (mode 0777)"),
+        "{message}"
+    );
     let fix = fix_in(&message, "Fix it");
     assert_eq!(fix, format!("chmod go-w {}", shared.display()));
     std::fs::set_permissions(&shared, PermissionsExt::from_mode(0o1777)).unwrap();
@@ -615,7 +641,11 @@ fn socket_mode_and_group_let_a_group_in() {
     succeeded(client(ids.member(), &[group], &addr));
     let out = client(ids.outsider(), &[], &addr);
     assert!(!out.status.success(), "an outsider got in");
-    assert!(stderr(&out).contains("Permission denied"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("Permission denied"),
+        "{}",
+        stderr(&out)
+    );
     server.stop();
 
     // A group by name, and a socket in a new (0700) directory: the server
@@ -675,8 +705,14 @@ fn bad_socket_flags_are_refused_clearly() {
             &["--socket-mode", "0888"][..],
             "expected an octal mode like 0600, 0660 or 0666",
         ),
-        (&["--socket-mode", "4660"], "no setuid, setgid or sticky bit"),
-        (&["--socket-mode", "0066"], "the owner must keep read and write"),
+        (
+            &["--socket-mode", "4660"],
+            "no setuid, setgid or sticky bit",
+        ),
+        (
+            &["--socket-mode", "0066"],
+            "the owner must keep read and write",
+        ),
         (&["--socket-group", "no-such-group-nkv"], "no such group"),
         (
             &["--socket-group", "0"],
@@ -757,4 +793,116 @@ fn data_files_are_private() {
     assert_eq!(mode(&data), 0o700);
     let log = start().stop();
     assert!(!log.contains("make it private"), "{log}");
+}
+
+/// The lines of every fenced block with this info string, block by block.
+fn blocks(text: &str, info: &str) -> Vec<Vec<String>> {
+    let mut out: Vec<Vec<String>> = Vec::new();
+    let mut inside = false;
+    for line in text.lines() {
+        if let Some(rest) = line.trim_start().strip_prefix("```") {
+            inside = !inside && rest.trim() == info;
+            if inside {
+                out.push(Vec::new());
+            }
+            continue;
+        }
+        if inside {
+            out.last_mut().unwrap().push(line.trim().to_owned());
+        }
+    }
+    out
+}
+
+/// Undoes the worked example of docs/security.md: the group and directory
+/// it creates on the machine.
+struct UndoExample {
+    made_group: bool,
+}
+
+impl Drop for UndoExample {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all("/run/nkv");
+        if self.made_group {
+            let _ = Command::new("groupdel").arg("nkv").status();
+        }
+    }
+}
+
+/// docs/security.md's "Granting access to other users" works as written:
+/// its commands run verbatim as root (the server in the background), a
+/// member of the group `nkv` then runs the client command, and a user
+/// outside the group is refused.
+#[test]
+fn the_granting_example_in_security_md_works_as_written() {
+    if !can_switch_users() {
+        return;
+    }
+    let groups = std::fs::read_to_string("/etc/group").unwrap_or_default();
+    if Path::new("/run/nkv").exists() || groups.lines().any(|l| l.starts_with("nkv:")) {
+        eprintln!(
+            "SKIPPED: /run/nkv or the group nkv exists already; the example would change them"
+        );
+        return;
+    }
+    let doc =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/security.md"))
+            .unwrap();
+    let sh = blocks(&doc, "sh");
+    assert_eq!(sh.len(), 2, "{sh:?}");
+    let ids = Ids::new(6);
+    let scratch = Scratch::new();
+    let bin_dir = scratch.server.parent().unwrap().to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let home = scratch.dir_of("home", 0, 0o700);
+    let mut undo = UndoExample { made_group: false };
+    let socket = Path::new("/run/nkv/nkv.sock");
+
+    let mut server = None;
+    for line in &sh[0] {
+        if line.starts_with("nkv-server ") {
+            let mut cmd = Command::new("sh");
+            cmd.arg("-c").arg(format!("exec {line}"));
+            clean_env(&mut cmd, &[("HOME", home.as_path())]);
+            cmd.env("PATH", &path);
+            server = Some(Server::start(cmd, socket));
+            continue;
+        }
+        let out = Command::new("sh").arg("-c").arg(line).output().unwrap();
+        assert!(out.status.success(), "`{line}`: {}", stderr(&out));
+        undo.made_group |= line.starts_with("groupadd");
+    }
+    let server = server.expect("the example starts nkv-server");
+    let gid: u32 = std::fs::read_to_string("/etc/group")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("nkv:x:"))
+        .and_then(|rest| rest.split(':').next()?.parse().ok())
+        .expect("the group nkv");
+    assert_eq!(std::fs::metadata(socket).unwrap().gid(), gid);
+
+    let client = |uid: u32, groups: &[u32], line: &str| {
+        let mut cmd = as_user(uid, groups, Path::new("sh"), &[]);
+        cmd.env("PATH", &path).arg("-c").arg(line);
+        run(cmd)
+    };
+    assert_eq!(sh[1].len(), 1, "{:?}", sh[1]);
+    let line = &sh[1][0];
+    succeeded(client(ids.member(), &[gid], line));
+    let out = client(ids.outsider(), &[], line);
+    assert!(!out.status.success(), "an outsider got in");
+    assert!(
+        stderr(&out).contains("Permission denied"),
+        "{}",
+        stderr(&out)
+    );
+    let mut get = as_root(&scratch.cli, &[]);
+    get.args(["--addr", "unix:/run/nkv/nkv.sock", "get", "ui.theme"]);
+    assert_eq!(succeeded(run(get)), "dark");
+    server.stop();
+    drop(undo);
 }

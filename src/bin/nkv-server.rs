@@ -271,9 +271,11 @@ fn socket_access(cli: &Cli, listen: &[Address]) -> Result<SocketAccess, String> 
         return Ok(default);
     }
     if !listen.iter().any(|a| matches!(a, Address::Unix(_))) {
-        return Err("--socket-mode and --socket-group apply to Unix sockets, and this \
+        return Err(
+            "--socket-mode and --socket-group apply to Unix sockets, and this \
                     server listens on none"
-            .into());
+                .into(),
+        );
     }
     let mode = cli.socket_mode.unwrap_or(default.mode);
     if let Some(group) = cli.socket_group {

@@ -61,9 +61,7 @@ impl Listener {
     /// Binds `address`; a Unix socket gets `access` (TCP ignores it).
     pub async fn bind_with(address: &Address, access: SocketAccess) -> io::Result<Listener> {
         match address {
-            Address::Unix(path) => {
-                bind_unix(path, access).map(|l| Listener::Unix(l, path.clone()))
-            }
+            Address::Unix(path) => bind_unix(path, access).map(|l| Listener::Unix(l, path.clone())),
             Address::Tcp(endpoint) => TcpListener::bind(endpoint.as_str())
                 .await
                 .map(Listener::Tcp)
