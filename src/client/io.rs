@@ -702,13 +702,16 @@ async fn connect(
 
 async fn handshake(addr: &Address, name: String) -> Result<(Conn, ServerInfo), Error> {
     let io_error = |e: io::Error| Error::connection(format!("connecting to {addr}: {e}"));
+    if let Address::Unix(path) = addr {
+        // Never talk to a server someone else planted in our default directory.
+        crate::perms::check_before_connect(path).map_err(io_error)?;
+    }
     type Halves = (
         Box<dyn AsyncRead + Send + Unpin>,
         Box<dyn AsyncWrite + Send + Unpin>,
     );
     let (read, mut write): Halves = match addr {
         Address::Unix(path) => {
-            crate::perms::check_before_connect(path).map_err(io_error)?;
             let stream = tokio::net::UnixStream::connect(path)
                 .await
                 .map_err(io_error)?;
