@@ -271,11 +271,8 @@ fn socket_access(cli: &Cli, listen: &[Address]) -> Result<SocketAccess, String> 
         return Ok(default);
     }
     if !listen.iter().any(|a| matches!(a, Address::Unix(_))) {
-        return Err(
-            "--socket-mode and --socket-group apply to Unix sockets, and this \
-                    server listens on none"
-                .into(),
-        );
+        let why = "--socket-mode and --socket-group apply to Unix sockets; this server has none";
+        return Err(why.into());
     }
     let mode = cli.socket_mode.unwrap_or(default.mode);
     if let Some(group) = cli.socket_group {
