@@ -4,6 +4,9 @@
 //! same rule, so that with no configuration they find each other:
 //! `NKV_ADDR` if set, else `unix:$XDG_RUNTIME_DIR/nkv.sock` when
 //! `XDG_RUNTIME_DIR` is set, else `unix:/tmp/nkv-$UID/nkv.sock`.
+//!
+//! The directory of the default socket is private to its user; the server
+//! and the clients check it before they use it ([`crate::perms`]).
 
 use std::fmt;
 use std::path::PathBuf;
@@ -82,25 +85,22 @@ impl Address {
 /// The default Unix socket path: `$XDG_RUNTIME_DIR/nkv.sock`, else
 /// `/tmp/nkv-$UID/nkv.sock`.
 pub fn default_socket_path() -> PathBuf {
-    match std::env::var_os("XDG_RUNTIME_DIR") {
-        Some(dir) if !dir.is_empty() => PathBuf::from(dir).join(SOCKET_FILE_NAME),
-        _ => PathBuf::from(format!("/tmp/nkv-{}", current_uid())).join(SOCKET_FILE_NAME),
-    }
+    default_runtime_dir().join(SOCKET_FILE_NAME)
 }
 
-/// The real user id of this process, read from `/proc` to avoid `unsafe`
-/// and a libc dependency; 0 if it cannot be read.
-fn current_uid() -> u32 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|line| line.strip_prefix("Uid:"))
-                .and_then(|rest| rest.split_whitespace().next())
-                .and_then(|uid| uid.parse().ok())
-        })
-        .unwrap_or(0)
+/// The directory of the default socket: `$XDG_RUNTIME_DIR` when set, else
+/// `/tmp/nkv-$UID` (`$UID` the real user id).
+///
+/// It is private to its user: the server creates it `0700` and refuses one
+/// that is a symbolic link, belongs to another user or is writable by group
+/// or others, and a client checks the same before it connects to a socket
+/// in it (see [`crate::perms`]), so that no other user can plant a server
+/// there.
+pub fn default_runtime_dir() -> PathBuf {
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(dir) if !dir.is_empty() => PathBuf::from(dir),
+        _ => PathBuf::from(format!("/tmp/nkv-{}", rustix::process::getuid().as_raw())),
+    }
 }
 
 #[cfg(test)]

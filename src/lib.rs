@@ -4,6 +4,7 @@
 //!
 //! - [`key`]: what a valid key is, and prefix coverage on segment boundaries.
 //! - [`addr`]: server addresses (`unix:PATH`, `tcp:HOST:PORT`) and the default.
+//! - [`perms`]: who may reach the socket: the rules on its directory, its mode.
 //! - [`protocol`]: wire frames and the codec (pure; `protocol.md` is the spec).
 //! - [`store`]: the synchronous, durable, log-structured store.
 //! - [`notify`]: subscriptions and their conflating mailboxes.
@@ -19,6 +20,7 @@ pub mod engine;
 pub mod ffi;
 pub mod key;
 pub mod notify;
+pub mod perms;
 pub mod protocol;
 pub mod server;
 pub mod store;

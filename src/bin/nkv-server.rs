@@ -7,7 +7,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 use nkv::addr::Address;
-use nkv::server::{self, limits, Listener};
+use nkv::perms;
+use nkv::server::{self, limits, Listener, SocketAccess};
 use nkv::store::{self, FsyncPolicy, Options, Store};
 
 /// The nkv server: a notify key-value store for one machine.
@@ -18,6 +19,16 @@ struct Cli {
     /// Default: $NKV_ADDR, else the default Unix socket.
     #[arg(long = "listen", value_name = "ADDR")]
     listen: Vec<Address>,
+
+    /// Mode of the Unix socket (octal): 0600 lets only the server's user
+    /// (and root) connect, 0660 the socket's group too, 0666 every user.
+    #[arg(long, value_name = "MODE", value_parser = perms::parse_socket_mode)]
+    socket_mode: Option<u32>,
+
+    /// Group of the Unix socket (a name or a gid), for a --socket-mode
+    /// that lets the group in. Default: the server's group.
+    #[arg(long, value_name = "GROUP", value_parser = perms::parse_socket_group)]
+    socket_group: Option<u32>,
 
     /// Directory holding the data files. Default: $NKV_DATA_DIR, else
     /// $XDG_DATA_HOME/nkv, else ~/.local/share/nkv.
@@ -202,6 +213,7 @@ fn run(cli: Cli) -> Result<(), String> {
     } else {
         cli.listen.clone()
     };
+    let access = socket_access(&cli, &listen)?;
     let defaults = server::Config::default();
     let fd_limit = limits::raise_fd_limit().unwrap_or(1024);
     let asked = cli.max_connections.unwrap_or(defaults.max_connections);
@@ -249,7 +261,9 @@ fn run(cli: Cli) -> Result<(), String> {
     runtime.block_on(async move {
         let mut listeners = Vec::new();
         for address in &listen {
-            let listener = Listener::bind(address).await.map_err(|e| e.to_string())?;
+            let listener = Listener::bind_with(address, access)
+                .await
+                .map_err(|e| e.to_string())?;
             tracing::info!(%address, "listening");
             listeners.push(listener);
         }
@@ -257,6 +271,31 @@ fn run(cli: Cli) -> Result<(), String> {
         server::run(listeners, store, config, shutdown_signal())
             .await
             .map_err(|e| e.to_string())
+    })
+}
+
+/// The access given to Unix sockets by --socket-mode and --socket-group.
+fn socket_access(cli: &Cli, listen: &[Address]) -> Result<SocketAccess, String> {
+    let default = SocketAccess::default();
+    if cli.socket_mode.is_none() && cli.socket_group.is_none() {
+        return Ok(default);
+    }
+    if !listen.iter().any(|a| matches!(a, Address::Unix(_))) {
+        let why = "--socket-mode and --socket-group apply to Unix sockets; this server has none";
+        return Err(why.into());
+    }
+    let mode = cli.socket_mode.unwrap_or(default.mode);
+    if let Some(group) = cli.socket_group {
+        if mode & 0o060 == 0 {
+            return Err(format!(
+                "--socket-group {group} lets the group in only with a --socket-mode that \
+                 does, like --socket-mode 0660 (the mode is {mode:04o})"
+            ));
+        }
+    }
+    Ok(SocketAccess {
+        mode,
+        group: cli.socket_group,
     })
 }
 

@@ -702,6 +702,10 @@ async fn connect(
 
 async fn handshake(addr: &Address, name: String) -> Result<(Conn, ServerInfo), Error> {
     let io_error = |e: io::Error| Error::connection(format!("connecting to {addr}: {e}"));
+    if let Address::Unix(path) = addr {
+        // Never talk to a server someone else planted in our default directory.
+        crate::perms::check_before_connect(path).map_err(io_error)?;
+    }
     type Halves = (
         Box<dyn AsyncRead + Send + Unpin>,
         Box<dyn AsyncWrite + Send + Unpin>,

@@ -72,7 +72,9 @@ const _: () =
 pub const ADDR_ENV: &str = "NKV_ADDR";
 
 /// File name of the default Unix socket: `$XDG_RUNTIME_DIR/nkv.sock` when
-/// `XDG_RUNTIME_DIR` is set, else `/tmp/nkv-$UID/nkv.sock`.
+/// `XDG_RUNTIME_DIR` is set, else `/tmp/nkv-$UID/nkv.sock`. That directory
+/// is private to its user, and a client checks it before it connects
+/// (`protocol.md`, section 1; [`crate::perms`]).
 pub const SOCKET_FILE_NAME: &str = "nkv.sock";
 
 /// Frame type numbers (byte at [`TYPE_OFFSET`]).

@@ -32,7 +32,7 @@ use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
 use tokio_util::task::TaskTracker;
 
-pub use listener::Listener;
+pub use listener::{Listener, SocketAccess};
 pub use stream::Stream;
 
 use crate::engine::Engine;

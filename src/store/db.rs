@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions, TryLockError};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -159,6 +160,7 @@ pub(super) fn lock_dir(dir: &Path) -> Result<File, StoreError> {
         .write(true)
         .create(true)
         .truncate(false)
+        .mode(super::io::FILE_MODE)
         .open(&path)
         .map_err(|e| StoreError::io(format!("opening {}", path.display()), e))?;
     match file.try_lock() {
@@ -191,7 +193,7 @@ impl Store {
     /// tail, and rebuilds the index (from hint files where they are valid).
     pub fn open(dir: &Path, options: Options) -> Result<Store, StoreError> {
         check_options(&options)?;
-        std::fs::create_dir_all(dir)
+        super::io::create_data_dir(dir)
             .map_err(|e| StoreError::io(format!("creating {}", dir.display()), e))?;
         let lock = lock_dir(dir)?;
         let max_record_len = max_record_len(&options);

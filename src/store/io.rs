@@ -3,14 +3,22 @@
 //! or a crash would (the "fault seam"), and so that no other file of the
 //! store touches `std::fs` for a write.
 //!
+//! Every file the store creates is private to its user (mode `0600`), in a
+//! data directory created `0700`: values are readable by no one else.
+//!
 //! Faults are armed per thread: a `Store` is owned by one thread, and tests
 //! running in parallel (each on its own thread) must not disturb each other.
 
 use std::cell::RefCell;
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::Path;
+
+/// Mode of every file the store creates: its user's only.
+pub(crate) const FILE_MODE: u32 = 0o600;
+/// Mode of a data directory the store creates.
+const DIR_MODE: u32 = 0o700;
 
 /// The steps of a compaction at which a test can stop it, as a crash would.
 /// The store then refuses further writes; the test drops it and reopens.
@@ -194,6 +202,7 @@ pub(crate) fn create_new(path: &Path) -> io::Result<File> {
         .read(true)
         .write(true)
         .create_new(true)
+        .mode(FILE_MODE)
         .open(path)
 }
 
@@ -203,12 +212,43 @@ pub(crate) fn create_truncate(path: &Path) -> io::Result<File> {
     if let Some(e) = injected(FileOp::Create) {
         return Err(e);
     }
-    OpenOptions::new()
+    let file = OpenOptions::new()
         .read(true)
         .write(true)
         .create(true)
         .truncate(true)
-        .open(path)
+        .mode(FILE_MODE)
+        .open(path)?;
+    // A leftover of an older version keeps its mode through O_CREAT. Best
+    // effort: a filesystem without modes (vfat) refuses, and has none to fix.
+    let _ = file.set_permissions(std::fs::Permissions::from_mode(FILE_MODE));
+    Ok(file)
+}
+
+/// Creates the data directory `dir` with mode `0700` (its missing parents
+/// with the usual modes). An existing directory is used as it is, with a
+/// warning when group or others have any access to it: they can list it,
+/// read files an older nkv created `0644`, and, if they may write, replace
+/// or remove files.
+pub(crate) fn create_data_dir(dir: &Path) -> io::Result<()> {
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)?;
+    }
+    match std::fs::DirBuilder::new().mode(DIR_MODE).create(dir) {
+        Ok(()) => return Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    let mode = std::fs::metadata(dir)?.mode() & 0o7777;
+    if mode & 0o077 != 0 {
+        tracing::warn!(
+            "the data directory {} is open to other users (mode {mode:04o}); make it private \
+             with: chmod 700 {}",
+            dir.display(),
+            crate::perms::shell_quote(dir)
+        );
+    }
+    Ok(())
 }
 
 /// Writes all of `buf` at `offset` (pwrite), honouring an armed fault.
