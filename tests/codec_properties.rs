@@ -132,10 +132,13 @@ fn code() -> impl Strategy<Value = ErrorCode> {
 
 fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
-        (any::<u16>(), text()).prop_map(|(version, client_name)| Request::Hello {
-            version,
-            client_name
-        }),
+        (any::<u16>(), text(), prop::option::of(text())).prop_map(
+            |(version, client_name, token)| Request::Hello {
+                version,
+                client_name,
+                token,
+            }
+        ),
         Just(Request::Ping),
         text().prop_map(|key| Request::Get { key }),
         (text(), blob(), condition()).prop_map(|(key, value, condition)| Request::Put {

@@ -113,6 +113,7 @@ fn hello_frame() -> Vec<u8> {
         request: Request::Hello {
             version: wire::PROTOCOL_VERSION,
             client_name: "hostile".into(),
+            token: None,
         },
     };
     tokio_util::codec::Encoder::encode(&mut nkv::protocol::ClientCodec::new(), frame, &mut out)

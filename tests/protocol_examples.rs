@@ -80,6 +80,7 @@ fn hello(name: &str) -> Request {
     Request::Hello {
         version: 1,
         client_name: name.into(),
+        token: None,
     }
 }
 

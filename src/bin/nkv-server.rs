@@ -2,12 +2,14 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
 use nkv::addr::Address;
 use nkv::perms;
+use nkv::server::access::{Access, AccessFiles, AccessHandle};
 use nkv::server::{self, limits, Listener, SocketAccess};
 use nkv::store::{self, FsyncPolicy, Options, Store};
 
@@ -29,6 +31,22 @@ struct Cli {
     /// that lets the group in. Default: the server's group.
     #[arg(long, value_name = "GROUP", value_parser = perms::parse_socket_group)]
     socket_group: Option<u32>,
+
+    /// Secrets clients present at HELLO: one per line, `NAME SECRET` or a
+    /// lone SECRET (named `default`); required over TCP when given, and
+    /// needed to listen on a non-loopback address. Reloaded on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    token_file: Option<PathBuf>,
+
+    /// Listen on a non-loopback TCP address without a token file: anyone
+    /// who can reach the port may read and write every key.
+    #[arg(long)]
+    insecure_no_auth: bool,
+
+    /// Per-prefix rights for callers (see docs/security.md). Reloaded on
+    /// SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    acl: Option<PathBuf>,
 
     /// Directory holding the data files. Default: $NKV_DATA_DIR, else
     /// $XDG_DATA_HOME/nkv, else ~/.local/share/nkv.
@@ -214,6 +232,13 @@ fn run(cli: Cli) -> Result<(), String> {
         cli.listen.clone()
     };
     let access = socket_access(&cli, &listen)?;
+    let access_files = AccessFiles {
+        tokens: cli.token_file.clone(),
+        acl: cli.acl.clone(),
+    };
+    let rules = Access::load(&access_files)?;
+    check_network_auth(&cli, &listen, rules.has_tokens())?;
+    let rules = Arc::new(AccessHandle::new(rules));
     let defaults = server::Config::default();
     let fd_limit = limits::raise_fd_limit().unwrap_or(1024);
     let asked = cli.max_connections.unwrap_or(defaults.max_connections);
@@ -242,6 +267,7 @@ fn run(cli: Cli) -> Result<(), String> {
         frame_timeout: secs(cli.frame_timeout),
         write_timeout: secs(cli.write_timeout),
         shutdown_grace: secs(cli.shutdown_grace),
+        access: rules.clone(),
         // A frame must hold the largest value, its key and the header.
         max_frame: defaults
             .max_frame
@@ -268,6 +294,7 @@ fn run(cli: Cli) -> Result<(), String> {
             listeners.push(listener);
         }
         tracing::info!(data_dir = %data_dir.display(), "serving");
+        tokio::spawn(reload_on_sighup(access_files, rules));
         server::run(listeners, store, config, shutdown_signal())
             .await
             .map_err(|e| e.to_string())
@@ -300,6 +327,63 @@ fn socket_access(cli: &Cli, listen: &[Address]) -> Result<SocketAccess, String> 
 }
 
 /// Completes on the first SIGTERM or SIGINT.
+/// A TCP listener others can reach needs tokens, or an explicit, logged
+/// `--insecure-no-auth`.
+fn check_network_auth(cli: &Cli, listen: &[Address], tokens: bool) -> Result<(), String> {
+    for address in listen {
+        let Address::Tcp(host_port) = address else {
+            continue;
+        };
+        if tokens || is_loopback(host_port) {
+            continue;
+        }
+        if !cli.insecure_no_auth {
+            return Err(format!(
+                "tcp:{host_port} can be reached from other machines, and without a token \
+                 file anyone who reaches it may read and write every key: add \
+                 --token-file FILE (make a secret with: openssl rand -hex 32), or \
+                 --insecure-no-auth to accept that"
+            ));
+        }
+        tracing::warn!(
+            "INSECURE: tcp:{host_port} accepts clients without authentication \
+             (--insecure-no-auth): anyone who reaches it may read and write every key"
+        );
+    }
+    Ok(())
+}
+
+/// True if every address `host_port` resolves to is a loopback address.
+fn is_loopback(host_port: &str) -> bool {
+    use std::net::ToSocketAddrs;
+    match host_port.to_socket_addrs() {
+        Ok(addrs) => {
+            let addrs: Vec<_> = addrs.collect();
+            !addrs.is_empty() && addrs.iter().all(|a| a.ip().is_loopback())
+        }
+        Err(_) => false,
+    }
+}
+
+/// SIGHUP: loads the token and ACL files again; a file with a mistake
+/// leaves the rules in force as they were (and says why).
+async fn reload_on_sighup(files: AccessFiles, rules: Arc<AccessHandle>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        tracing::warn!("cannot install the SIGHUP handler; access files are not reloaded");
+        return;
+    };
+    while hup.recv().await.is_some() {
+        match Access::load(&files) {
+            Ok(access) => {
+                rules.replace(access);
+                tracing::info!("SIGHUP: access files reloaded");
+            }
+            Err(e) => tracing::error!("SIGHUP: {e}; the previous rules stay in force"),
+        }
+    }
+}
+
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (

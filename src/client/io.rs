@@ -733,6 +733,7 @@ async fn handshake(addr: &Address, name: String) -> Result<(Conn, ServerInfo), E
     let request = Request::Hello {
         version: PROTOCOL_VERSION,
         client_name: name,
+        token: None,
     };
     encoder
         .encode(ClientFrame { id: 1, request }, &mut hello)

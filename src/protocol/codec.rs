@@ -421,13 +421,20 @@ fn decode_request(raw: RawFrame) -> Result<Result<Request, Invalid>, FrameError>
             }
             let version = f.u16()?;
             let name = f.str16_bytes()?;
+            let token = if f.buf.has_remaining() {
+                Some(f.str16_bytes()?)
+            } else {
+                None
+            };
             f.finish()?;
-            match utf8(&name) {
-                Some(client_name) => Ok(Request::Hello {
+            match (utf8(&name), token.as_deref().map(utf8)) {
+                (None, _) => invalid(ErrorCode::InvalidArgument, "client name is not valid UTF-8"),
+                (_, Some(None)) => invalid(ErrorCode::InvalidArgument, "token is not valid UTF-8"),
+                (Some(client_name), token) => Ok(Request::Hello {
                     version,
                     client_name,
+                    token: token.flatten(),
                 }),
-                None => invalid(ErrorCode::InvalidArgument, "client name is not valid UTF-8"),
             }
         }
         ft::PING | ft::STATS | ft::COMPACT => {

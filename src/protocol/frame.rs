@@ -54,6 +54,9 @@ pub enum Request {
         version: u16,
         /// A name for logs, e.g. `"nkv-cli 0.1.0"`.
         client_name: String,
+        /// The access token (optional trailing field): required over TCP
+        /// when the server has a token file.
+        token: Option<String>,
     },
     /// PING (0x02).
     Ping,
@@ -314,7 +317,15 @@ impl Request {
 
     pub(crate) fn payload_len(&self) -> Result<usize, FrameError> {
         Ok(match self {
-            Request::Hello { client_name, .. } => 4 + 2 + str16_len("client_name", client_name)?,
+            Request::Hello {
+                client_name, token, ..
+            } => {
+                let token = match token {
+                    Some(token) => str16_len("token", token)?,
+                    None => 0,
+                };
+                4 + 2 + str16_len("client_name", client_name)? + token
+            }
             Request::Ping | Request::Stats | Request::Compact => 0,
             Request::Get { key } => str16_len("key", key)?,
             Request::Put { key, value, .. } => {
@@ -333,10 +344,14 @@ impl Request {
             Request::Hello {
                 version,
                 client_name,
+                token,
             } => {
                 dst.put_slice(&MAGIC);
                 dst.put_u16(*version);
                 put_str16(dst, client_name);
+                if let Some(token) = token {
+                    put_str16(dst, token);
+                }
             }
             Request::Ping | Request::Stats | Request::Compact => {}
             Request::Get { key } | Request::List { prefix: key } => put_str16(dst, key),

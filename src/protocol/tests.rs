@@ -12,6 +12,12 @@ fn client_frames() -> Vec<ClientFrame> {
         Request::Hello {
             version: 1,
             client_name: "tëst".into(),
+            token: None,
+        },
+        Request::Hello {
+            version: 1,
+            client_name: "with token".into(),
+            token: Some("0123abcd".into()),
         },
         Request::Ping,
         Request::Get {
@@ -304,9 +310,32 @@ fn truncated_or_overlong_payloads_are_fatal() {
     for frame in client_frames() {
         let bytes = encode_all(&mut ClientCodec::new(), vec![frame.clone()]);
         let payload = &bytes[9..];
+        // HELLO's token is an optional trailing field: cut right before it,
+        // the frame is a HELLO without one.
+        let tokenless = match &frame.request {
+            Request::Hello {
+                client_name,
+                token: Some(_),
+                ..
+            } => Some(4 + 2 + 2 + client_name.len()),
+            _ => None,
+        };
         for cut in 0..payload.len() {
             let mut buf = reframe(&bytes, &payload[..cut]);
             let result = ServerCodec::new().decode(&mut buf);
+            if Some(cut) == tokenless {
+                assert!(
+                    matches!(
+                        result,
+                        Ok(Some(Inbound::Request(ClientFrame {
+                            request: Request::Hello { token: None, .. },
+                            ..
+                        })))
+                    ),
+                    "{frame:?} cut before its token: {result:?}"
+                );
+                continue;
+            }
             assert!(
                 matches!(result, Err(FrameError::Malformed { .. })),
                 "{frame:?} cut at {cut}: {result:?}"
@@ -596,6 +625,7 @@ fn layout_offsets_match_the_encoder() {
     let b = client(Request::Hello {
         version: 0x0102,
         client_name: "n".into(),
+        token: None,
     });
     assert_eq!(&b[hello::MAGIC..hello::MAGIC + 4], b"NKV\0");
     assert_eq!(u16_at(&b, hello::VERSION), 0x0102);

@@ -304,6 +304,8 @@ impl Connection {
         let snapshot = walk.subscription.is_some();
         let mut last = None;
         let mut more = false;
+        let access = self.shared.config.access.current();
+        let peer = &self.peer;
         let result = walk
             .view
             .walk(&walk.prefix, after.as_deref(), walk.since, |item| {
@@ -312,6 +314,11 @@ impl Connection {
                     return false;
                 }
                 last = Some(item.key().clone());
+                // Keys the caller may not read are left out, silently.
+                let rights = access.rights(peer, item.key());
+                if !rights.read || (snapshot && !rights.subscribe) {
+                    return true;
+                }
                 size += item_size(&item);
                 frames.push(item);
                 true
@@ -421,6 +428,7 @@ impl Connection {
             .map(|(&id, _)| id)
             .collect();
         let mut batch = Vec::new();
+        let access = self.shared.config.access.current();
         for id in ids {
             if self.output.len() >= max_output {
                 self.next_sub = id;
@@ -432,6 +440,11 @@ impl Connection {
             mailbox.drain_into(EVENTS_PER_ROUND, &mut batch);
             more |= batch.len() == EVENTS_PER_ROUND;
             for pending in batch.drain(..) {
+                // Events of keys the caller may not read (or subscribe to)
+                // are dropped here, with the rules in force now.
+                if !self.may_see(&access, &pending.change.key, true) {
+                    continue;
+                }
                 let encoded = &pending.change.encoded;
                 if let Err(e) =
                     self.codec

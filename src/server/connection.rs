@@ -64,6 +64,8 @@ pub(super) struct Connection {
     pub(super) id: u64,
     pub(super) shared: Arc<Shared>,
     pub(super) stream: Stream,
+    /// Who is calling (credentials, token name), for the access rules.
+    pub(super) peer: super::access::Peer,
     /// Bytes read and not yet decoded.
     pub(super) input: BytesMut,
     pub(super) codec: ServerCodec,
@@ -125,9 +127,22 @@ impl Connection {
     pub(super) fn new(stream: Stream, id: u64, shared: Arc<Shared>) -> Self {
         let (reply_tx, replies) = mpsc::unbounded_channel();
         let now = Instant::now();
+        let peer = match &stream {
+            Stream::Unix(s) => match s.peer_cred() {
+                Ok(cred) => super::access::Peer::unix(
+                    cred.uid(),
+                    cred.gid(),
+                    cred.pid().and_then(|p| u32::try_from(p).ok()),
+                ),
+                // No credentials: the least a Unix client can be.
+                Err(_) => super::access::Peer::unix(u32::MAX, u32::MAX, None),
+            },
+            Stream::Tcp(_) => super::access::Peer::tcp(),
+        };
         Connection {
             id,
             stream,
+            peer,
             input: BytesMut::new(),
             codec: ServerCodec::with_max_frame_length(wire::PRE_HELLO_MAX_FRAME),
             output: BytesMut::new(),

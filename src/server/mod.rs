@@ -14,6 +14,7 @@
 //! 4. the engine syncs the store one last time. [`run`] fails if that last
 //!    sync failed.
 
+pub mod access;
 mod answer;
 mod connection;
 pub mod limits;
@@ -73,6 +74,8 @@ pub struct Config {
     pub large_frame_budget: usize,
     /// How long shutdown waits for connections to finish.
     pub shutdown_grace: Duration,
+    /// Tokens and ACL in force (replaced on SIGHUP by the binary).
+    pub access: Arc<access::AccessHandle>,
 }
 
 impl Default for Config {
@@ -90,6 +93,7 @@ impl Default for Config {
             max_output: 64 << 10,
             large_frame_budget: 64 << 20,
             shutdown_grace: Duration::from_secs(5),
+            access: Arc::default(),
         }
     }
 }

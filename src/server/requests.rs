@@ -9,6 +9,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::answer::{EngineOp, Entry, Work};
 use super::connection::Connection;
+use crate::acl::Right;
 use crate::engine::Command;
 use crate::key;
 use crate::notify::Mailbox;
@@ -37,6 +38,9 @@ impl Connection {
             }
             Inbound::Request(ClientFrame { id, request }) => (id, request),
         };
+        if let Some(denied) = self.denied(&request) {
+            return self.push(id, held, Work::Error(denied));
+        }
         let work = match request {
             Request::Hello { .. } => {
                 return self.fail(ErrorCode::Protocol, "HELLO was already received");
@@ -103,6 +107,72 @@ impl Connection {
             _budget: permit,
             work,
         });
+    }
+
+    /// The UNAUTHORIZED answer for a request the access rules refuse,
+    /// naming the key (or prefix) and the right missing. Checked when the
+    /// request is read, with the rules in force then. LIST and
+    /// subscriptions pass if the caller may read (subscribe to) anything
+    /// under their prefix; what they deliver is filtered key by key.
+    fn denied(&self, request: &Request) -> Option<ErrorFrame> {
+        let access = self.shared.config.access.current();
+        let peer = &self.peer;
+        let (what, right, allowed) = match request {
+            Request::Get { key } => (key, Right::Read, access.rights(peer, key).read),
+            Request::Put { key, .. } | Request::Delete { key, .. } => {
+                (key, Right::Write, access.rights(peer, key).write)
+            }
+            Request::DeletePrefix { prefix } => (
+                prefix,
+                Right::Write,
+                access.all_under(peer, prefix, Right::Write),
+            ),
+            Request::List { prefix } => (
+                prefix,
+                Right::Read,
+                access.any_under(peer, prefix, Right::Read),
+            ),
+            Request::Subscribe { prefix, .. } => (
+                prefix,
+                Right::Subscribe,
+                access.any_under(peer, prefix, Right::Subscribe)
+                    && access.any_under(peer, prefix, Right::Read),
+            ),
+            // Compaction rewrites every file: only for who may write all.
+            Request::Compact => {
+                static EVERYTHING: String = String::new();
+                (
+                    &EVERYTHING,
+                    Right::Write,
+                    access.all_under(peer, "", Right::Write),
+                )
+            }
+            _ => return None,
+        };
+        if allowed {
+            return None;
+        }
+        let target = if what.is_empty() {
+            "every key".to_owned()
+        } else {
+            format!("{what:?}")
+        };
+        Some(ErrorFrame::new(
+            ErrorCode::Unauthorized,
+            format!("{} has no {right} right on {target}", peer.describe()),
+        ))
+    }
+
+    /// Whether this connection may see `key` in a LIST (`subscription`
+    /// false) or in a subscription's snapshot and events.
+    pub(super) fn may_see(
+        &self,
+        access: &super::access::Access,
+        key: &str,
+        subscription: bool,
+    ) -> bool {
+        let rights = access.rights(&self.peer, key);
+        rights.read && (!subscription || rights.subscribe)
     }
 
     pub(super) fn push(&mut self, id: u32, held: usize, work: Work) {
@@ -188,11 +258,11 @@ impl Connection {
     /// closes the connection.
     pub(super) fn handshake(&mut self, inbound: Inbound) {
         self.handshake_deadline = None;
-        let (id, version) = match inbound {
+        let (id, version, token) = match inbound {
             Inbound::Request(ClientFrame {
                 id,
-                request: Request::Hello { version, .. },
-            }) => (id, version),
+                request: Request::Hello { version, token, .. },
+            }) => (id, version, token),
             // A HELLO whose client name is not UTF-8 (section 3's table).
             Inbound::Invalid {
                 id,
@@ -214,6 +284,16 @@ impl Connection {
             let error = ErrorFrame::new(ErrorCode::UnsupportedVersion, message);
             self.push(id, 0, Work::Error(error));
             return self.stop_reading();
+        }
+        let access = self.shared.config.access.current();
+        match access.authenticate(self.peer.tcp, token.as_deref()) {
+            Ok(name) => self.peer.caller.token = name,
+            Err(why) => {
+                tracing::warn!(connection = self.id, "refused at HELLO: {why}");
+                let error = ErrorFrame::new(ErrorCode::Unauthorized, why);
+                self.push(id, 0, Work::Error(error));
+                return self.stop_reading();
+            }
         }
         let config = &self.shared.config;
         let hello = Response::HelloOk {

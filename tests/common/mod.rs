@@ -321,6 +321,7 @@ impl Wire {
         let request = Request::Hello {
             version: nkv::protocol::wire::PROTOCOL_VERSION,
             client_name: "test".into(),
+            token: None,
         };
         match self.call(request) {
             Response::HelloOk { .. } => {}

@@ -406,6 +406,7 @@ mod tests {
                 request: Request::Hello {
                     version: 1,
                     client_name: "nkv-bench".into(),
+                    token: None,
                 },
             },
             ClientFrame {
