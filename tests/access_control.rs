@@ -356,3 +356,51 @@ fn a_reachable_tcp_address_needs_a_token_file_or_an_explicit_insecure_flag() {
         assert!(nkv::server::access::Tokens::parse(secret.trim()).is_ok());
     }
 }
+
+/// The router ACL of docs/security.md parses and means what the text
+/// around it says (names resolved by a stand-in for /etc/passwd).
+#[test]
+fn the_router_acl_in_security_md_means_what_it_says() {
+    use nkv::acl::{Acl, Caller, Names};
+    struct RouterUsers;
+    impl Names for RouterUsers {
+        fn uid(&self, name: &str) -> Option<u32> {
+            ["netd", "ui", "logship"]
+                .iter()
+                .position(|n| *n == name)
+                .map(|i| 1001 + i as u32)
+        }
+        fn gid(&self, _: &str) -> Option<u32> {
+            None
+        }
+    }
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/security.md")).unwrap();
+    let block = doc
+        .split("```acl\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("an acl block in docs/security.md");
+    let acl = Acl::parse(block, &RouterUsers).unwrap();
+    let who = |uid| Caller {
+        uid: Some(uid),
+        gids: vec![uid],
+        token: None,
+    };
+    let (netd, ui, logship) = (who(1001), who(1002), who(1003));
+    assert!(acl.rights(&netd, "net.eth0.state").write);
+    assert!(acl.rights(&ui, "net.eth0.state").read);
+    assert!(!acl.rights(&ui, "net.eth0.state").write);
+    assert!(!acl.rights(&ui, "net.wifi.psk").read);
+    assert!(acl.rights(&ui, "ui.theme").write);
+    assert!(acl.rights(&logship, "log.kernel").read);
+    assert!(!acl.rights(&logship, "logins").read);
+    assert!(!acl.rights(&logship, "net.eth0.state").read);
+    let backup = Caller {
+        uid: None,
+        gids: vec![],
+        token: Some("backup".into()),
+    };
+    assert!(acl.rights(&backup, "net.wifi.psk").read);
+    assert!(!acl.rights(&backup, "net.wifi.psk").write);
+}

@@ -151,6 +151,17 @@ fn expected() -> Vec<(&'static str, Expected)> {
     vec![
         ("hello", c(1, hello("nkv-cli 0.1.0"))),
         ("hello-ok", r(1, hello_ok())),
+        (
+            "hello-token",
+            c(
+                1,
+                Request::Hello {
+                    version: 1,
+                    client_name: "backup".into(),
+                    token: Some("5f0c3e2a9b7d41e68a2c4b1d9e0f7a36".into()),
+                },
+            ),
+        ),
         ("ping", c(7, Request::Ping)),
         ("compact", c(16, Request::Compact)),
         (
