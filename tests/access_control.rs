@@ -264,6 +264,28 @@ fn subscriptions_deliver_only_readable_keys_and_follow_a_reloaded_acl() {
     );
 }
 
+/// STATS names each connection's uid, pid and process name, read from the
+/// kernel, not claimed by the client.
+#[test]
+fn stats_shows_who_is_connected() {
+    if !root() {
+        return;
+    }
+    let (server, _files, _acl) = server(ROUTER_ACL, &[]);
+    let out = ok(&run_as(UI, &server, &["stats"]));
+    let value = |suffix: &str| {
+        out.lines()
+            .find(|l| {
+                l.starts_with("conn.") && l.split_whitespace().next().unwrap().ends_with(suffix)
+            })
+            .and_then(|l| l.split_whitespace().nth(1))
+            .map(str::to_owned)
+    };
+    assert_eq!(value(".uid").as_deref(), Some("41002"), "{out}");
+    let pid = value(".pid").expect("a pid");
+    assert_eq!(value(".process.nkv"), Some(pid), "{out}");
+}
+
 #[test]
 fn without_an_acl_who_gets_in_may_do_everything() {
     if !root() {

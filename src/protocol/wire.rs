@@ -220,6 +220,27 @@ pub mod stats {
         format!("sub.{conn}.{id}.pending")
     }
 
+    /// Name of the uid of the caller on connection `conn` (Unix sockets).
+    pub fn conn_uid(conn: u64) -> String {
+        format!("conn.{conn}.uid")
+    }
+
+    /// Name of the pid of the caller on connection `conn` (Unix sockets).
+    pub fn conn_pid(conn: u64) -> String {
+        format!("conn.{conn}.pid")
+    }
+
+    /// Name carrying the process name of the caller on connection `conn`
+    /// (its value is the pid): `conn.<conn>.process.<name>`.
+    pub fn conn_process(conn: u64, name: &str) -> String {
+        format!("conn.{conn}.process.{name}")
+    }
+
+    /// Name carrying the token name of a TCP caller (value 1).
+    pub fn conn_token(conn: u64, name: &str) -> String {
+        format!("conn.{conn}.token.{name}")
+    }
+
     /// Name of the coalesced-events counter of subscription `id` on connection `conn`.
     pub fn sub_coalesced(conn: u64, id: u32) -> String {
         format!("sub.{conn}.{id}.coalesced")

@@ -525,6 +525,11 @@ impl Drop for Connection {
         self.shared.engine.disconnect(self.id);
         self.shared.connections.fetch_sub(1, Ordering::SeqCst);
         self.shared.closed.fetch_add(1, Ordering::Relaxed);
+        self.shared
+            .peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.id);
     }
 }
 

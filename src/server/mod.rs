@@ -141,6 +141,8 @@ pub(crate) struct Shared {
     pub engine: Arc<Engine>,
     /// The large-frame budget, in KiB.
     pub large_frames: Arc<Semaphore>,
+    /// Who is on each open connection (after HELLO), for STATS.
+    pub peers: std::sync::Mutex<std::collections::BTreeMap<u64, access::Peer>>,
 }
 
 /// Serves `listeners` over `store` until `shutdown` completes, then stops in
@@ -167,6 +169,7 @@ pub async fn run(
         ops: OpCounters::default(),
         engine: engine.clone(),
         large_frames: Arc::new(Semaphore::new(budget_kib)),
+        peers: Default::default(),
     });
     let (phase_tx, phase) = watch::channel(Phase::Running);
     let (stop_accepting, _) = watch::channel(false);

@@ -295,6 +295,11 @@ impl Connection {
                 return self.stop_reading();
             }
         }
+        self.shared
+            .peers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(self.id, self.peer.clone());
         let config = &self.shared.config;
         let hello = Response::HelloOk {
             version: version.min(wire::PROTOCOL_VERSION),

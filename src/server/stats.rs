@@ -10,6 +10,9 @@ use crate::protocol::wire::stats as names;
 /// `sub.omitted` so the frame stays far below the frame limit.
 const MAX_SUBSCRIPTION_ROWS: usize = 4096;
 
+/// Most connections described in one answer (up to four entries each).
+const MAX_CONNECTION_ROWS: usize = 1024;
+
 /// Flattens `stats` and the server's own counters into `(name, value)`
 /// pairs, in the order `protocol.md` lists them.
 pub(super) fn to_wire(stats: &EngineStats, shared: &Shared) -> Vec<(String, u64)> {
@@ -46,6 +49,24 @@ pub(super) fn to_wire(stats: &EngineStats, shared: &Shared) -> Vec<(String, u64)
     .into_iter()
     .map(|(name, value)| (name.to_owned(), value))
     .collect();
+    // Who is connected: uid, pid and process name from the kernel (Unix
+    // sockets), the token's name (TCP). Bounded like the subscriptions.
+    let peers = shared.peers.lock().unwrap_or_else(|p| p.into_inner());
+    for (&conn, peer) in peers.iter().take(MAX_CONNECTION_ROWS) {
+        if let Some(uid) = peer.caller.uid {
+            out.push((names::conn_uid(conn), uid.into()));
+        }
+        if let Some(pid) = peer.pid {
+            out.push((names::conn_pid(conn), pid.into()));
+            if let Some(process) = &peer.process {
+                out.push((names::conn_process(conn, process), pid.into()));
+            }
+        }
+        if let Some(token) = &peer.caller.token {
+            out.push((names::conn_token(conn, token), 1));
+        }
+    }
+    drop(peers);
     for sub in stats.subscriptions.iter().take(MAX_SUBSCRIPTION_ROWS) {
         let (conn, id) = (sub.key.connection, sub.key.subscription);
         out.push((names::sub_pending(conn, id), sub.pending as u64));
