@@ -23,21 +23,17 @@ pub(crate) enum Answer {
     List(Vec<ListEntry>),
 }
 
-/// A caller waiting for its answer.
+/// A caller waiting for its answer: the thread to unpark when it is in,
+/// `None` for the caller holding the reader role (it finds its answer
+/// itself).
 #[derive(Debug)]
-pub(crate) struct Waiter {
-    /// The calling thread, unparked when its answer is in.
-    pub thread: Thread,
-    /// It holds the reader role, so it finds its answer itself.
-    pub reading: bool,
-}
+pub(crate) struct Waiter(pub Option<Thread>);
 
 impl Waiter {
-    /// Has the caller woken once the core's lock is released, unless it is
-    /// the one reading.
+    /// Has the caller woken once the core's lock is released.
     fn wake(self, wakeups: &mut Vec<Thread>) {
-        if !self.reading {
-            wakeups.push(self.thread);
+        if let Some(thread) = self.0 {
+            wakeups.push(thread);
         }
     }
 }

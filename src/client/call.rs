@@ -67,10 +67,11 @@ impl Link {
         timeout: Duration,
     ) -> Result<Answer, Error> {
         // `None`: so far away that it cannot be represented; never reached.
-        let deadline = Instant::now().checked_add(timeout);
+        let start = Instant::now();
+        let deadline = start.checked_add(timeout);
         let (id, role) = self.with(|core| core.begin(subscribe, request))?;
         match role {
-            Some(role) => self.lead(id, role, deadline, timeout),
+            Some(role) => self.lead(id, role, start, deadline, timeout),
             None => self.follow(id, deadline, timeout),
         }
     }
@@ -80,18 +81,27 @@ impl Link {
         &self,
         id: u32,
         role: ReadRole,
+        start: Instant,
         deadline: Option<Instant>,
         timeout: Duration,
     ) -> Result<Answer, Error> {
         let mut role = Some(role);
-        let mut frames = Vec::new();
+        // The clock is read once per wait: when it started (the first time,
+        // the call's start), which also dates what arrives (for the
+        // keepalive, a little early is fine).
+        let mut now = start;
         loop {
             let held = role.as_mut().expect("held until the answer is in");
-            let filled = held.fill_waiting(deadline, &mut frames);
-            let expired = deadline.is_some_and(|d| Instant::now() >= d);
+            let left = deadline.map(|d| d.saturating_duration_since(now));
+            let filled = held.fill_waiting(left);
+            let expired = matches!(filled, Filled::Empty) && {
+                now = Instant::now();
+                deadline.is_some_and(|d| now >= d)
+            };
             let answer = self.with(|core| {
-                let gen = role.as_ref().expect("held").gen;
-                core.received(gen, &mut frames);
+                let held = role.as_mut().expect("held");
+                let gen = held.gen;
+                core.received(gen, held.frames(), now);
                 let mut answer = core.take_answer(id);
                 if let Filled::Lost(reason) = filled {
                     core.lose_gen(gen, reason.clone());
@@ -112,6 +122,7 @@ impl Link {
             if let Some(answer) = answer {
                 return answer;
             }
+            now = Instant::now();
         }
     }
 
@@ -162,10 +173,7 @@ impl Core {
         } else {
             None
         };
-        let waiter = Waiter {
-            thread: thread::current(),
-            reading: role.is_some(),
-        };
+        let waiter = Waiter(role.is_none().then(thread::current));
         let pending = match subscribe {
             Some((_, prefix, since)) => Pending::Subscribe {
                 waiter,

@@ -22,7 +22,7 @@
 //! A role belongs to one connection (its generation): handed back after
 //! that connection was lost, it is dropped.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -76,8 +76,9 @@ pub(crate) struct Core {
     /// The generation the next connection gets.
     next_gen: u64,
     /// Requests sent on the current connection and not fully answered, and
-    /// callers' answers not yet collected.
-    pub(super) pending: HashMap<u32, Pending>,
+    /// callers' answers not yet collected. (foldhash: ids are ours, nobody
+    /// can choose them to collide, and SipHash showed in profiles.)
+    pub(super) pending: foldhash::HashMap<u32, Pending>,
     /// Callers with an entry in `pending` (waiting, or answered and not yet
     /// awake): while there are any, a new caller does not take the reader
     /// role but lets the current reader (or the I/O thread) answer it.
@@ -131,18 +132,19 @@ pub(crate) struct ReadRole {
 }
 
 impl ReadRole {
-    /// Reads once without waiting; complete frames go to `frames`.
-    pub fn fill(&mut self, frames: &mut Vec<ServerFrame>) -> Filled {
-        self.reader.fill(&self.sock, frames)
+    /// Reads once without waiting; complete frames go to [`Self::frames`].
+    pub fn fill(&mut self) -> Filled {
+        self.reader.fill(&self.sock)
     }
 
-    /// Reads once, waiting until something comes or `deadline` passes.
-    pub fn fill_waiting(
-        &mut self,
-        deadline: Option<Instant>,
-        frames: &mut Vec<ServerFrame>,
-    ) -> Filled {
-        self.reader.fill_waiting(&self.sock, deadline, frames)
+    /// Reads once, waiting at most `left` (`None`: no limit).
+    pub fn fill_waiting(&mut self, left: Option<Duration>) -> Filled {
+        self.reader.fill_waiting(&self.sock, left)
+    }
+
+    /// Frames read and not yet handled.
+    pub fn frames(&mut self) -> &mut Vec<ServerFrame> {
+        &mut self.reader.frames
     }
 }
 
@@ -175,7 +177,7 @@ impl Link {
                 wake,
                 conn: None,
                 next_gen: 1,
-                pending: HashMap::new(),
+                pending: foldhash::HashMap::default(),
                 callers: 0,
                 subs: BTreeMap::new(),
                 next_id: FIRST_REQUEST_ID,
@@ -266,12 +268,11 @@ impl Link {
             core.unblock();
             core.take_reader(false)
         });
-        let mut frames = Vec::new();
         let mut role = role;
         while let Some(mut held) = role.take() {
-            let filled = held.fill(&mut frames);
+            let filled = held.fill();
             role = self.with(|core| {
-                let alive = core.received(held.gen, &mut frames);
+                let alive = core.received(held.gen, held.frames(), Instant::now());
                 match filled {
                     Filled::Data if alive => Some(held),
                     Filled::Data => None,
@@ -423,15 +424,21 @@ impl Core {
         }
     }
 
-    /// Handles frames read from connection `gen` (clearing `frames`); false
-    /// when that connection is no longer in use (lost, or the client closed).
-    pub(super) fn received(&mut self, gen: u64, frames: &mut Vec<ServerFrame>) -> bool {
+    /// Handles frames read from connection `gen` (clearing `frames`) at
+    /// about `now`; false when that connection is no longer in use (lost,
+    /// or the client closed).
+    pub(super) fn received(
+        &mut self,
+        gen: u64,
+        frames: &mut Vec<ServerFrame>,
+        now: Instant,
+    ) -> bool {
         if self.closed || self.conn.as_ref().is_none_or(|l| l.gen != gen) {
             frames.clear();
             return false;
         }
         if !frames.is_empty() {
-            self.last_heard = Instant::now();
+            self.last_heard = now;
         }
         for frame in frames.drain(..) {
             if let Err(reason) = self.frame(frame) {

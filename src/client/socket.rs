@@ -20,7 +20,7 @@
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use rustix::event::epoll::{self, CreateFlags, EventData, EventFlags};
@@ -188,6 +188,8 @@ pub(crate) struct Reader {
     /// Where `recv` lands before the bytes join `buf` (the socket is read
     /// into initialized memory without `unsafe`).
     scratch: Box<[u8]>,
+    /// Frames decoded and not yet handled (kept to reuse its memory).
+    pub frames: Vec<ServerFrame>,
     /// The socket's receive timeout as last set (`Some(None)`: no limit;
     /// `None`: not known, set it before waiting).
     read_timeout: Option<Option<Duration>>,
@@ -196,7 +198,7 @@ pub(crate) struct Reader {
 /// What one read gave.
 #[derive(Debug)]
 pub(crate) enum Filled {
-    /// Bytes arrived; complete frames are in the caller's vector.
+    /// Bytes arrived; complete frames are in [`Reader::frames`].
     Data,
     /// Nothing to read (now, or before the deadline).
     Empty,
@@ -224,30 +226,25 @@ impl Reader {
             buf: leftover,
             codec: ClientCodec::with_max_frame_length(max_frame),
             scratch: vec![0; READ_CHUNK].into_boxed_slice(),
+            frames: Vec::new(),
             // A new socket waits without limit.
             read_timeout: Some(None),
         }
     }
 
     /// Reads once without waiting; complete frames go to `frames`.
-    pub fn fill(&mut self, sock: &Sock, frames: &mut Vec<ServerFrame>) -> Filled {
-        self.read(sock, false, frames)
+    pub fn fill(&mut self, sock: &Sock) -> Filled {
+        self.read(sock, false)
     }
 
-    /// Reads once, waiting until something comes or `deadline` (`None`: no
-    /// limit) passes: a lone caller blocks in `recv` exactly as on a
+    /// Reads once, waiting until something comes or `left` (`None`: no
+    /// limit) has passed: a lone caller blocks in `recv` exactly as on a
     /// blocking socket of its own, with the socket's receive timeout as its
     /// deadline (set only when it changes).
-    pub fn fill_waiting(
-        &mut self,
-        sock: &Sock,
-        deadline: Option<Instant>,
-        frames: &mut Vec<ServerFrame>,
-    ) -> Filled {
-        let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+    pub fn fill_waiting(&mut self, sock: &Sock, left: Option<Duration>) -> Filled {
         if let Some(left) = left.filter(|&left| left < SHORT_WAIT) {
             return match sock.wait_readable(left) {
-                Ok(true) => self.read(sock, false, frames),
+                Ok(true) => self.read(sock, false),
                 Ok(false) => Filled::Empty,
                 Err(e) => Filled::Lost(format!("waiting for the socket failed: {e}")),
             };
@@ -263,7 +260,7 @@ impl Reader {
             }
             self.read_timeout = Some(left);
         }
-        let filled = self.read(sock, true, frames);
+        let filled = self.read(sock, true);
         if matches!(filled, Filled::Empty) {
             // The timeout set for an earlier, shorter wait ran out first
             // (or a signal came): set it anew before waiting again.
@@ -272,7 +269,7 @@ impl Reader {
         filled
     }
 
-    fn read(&mut self, sock: &Sock, wait: bool, frames: &mut Vec<ServerFrame>) -> Filled {
+    fn read(&mut self, sock: &Sock, wait: bool) -> Filled {
         match sock.read(&mut self.scratch, wait) {
             Ok(0) => return Filled::Lost("the server closed the connection".to_owned()),
             Ok(n) => self.buf.extend_from_slice(&self.scratch[..n]),
@@ -281,7 +278,7 @@ impl Reader {
         }
         loop {
             match self.codec.decode(&mut self.buf) {
-                Ok(Some(frame)) => frames.push(frame),
+                Ok(Some(frame)) => self.frames.push(frame),
                 Ok(None) => return Filled::Data,
                 Err(FrameError::Io(e)) => return Filled::Lost(format!("read failed: {e}")),
                 Err(e) => return Filled::Lost(format!("bad data from the server: {e}")),
