@@ -93,11 +93,13 @@ impl Core {
     }
 
     fn response(&mut self, id: u32, response: Response) -> Result<(), String> {
-        let Some(pending) = self.pending.remove(&id) else {
+        let Some(slot) = self.pending.get_mut(&id) else {
             return Err(format!("the server answered unknown request {id}"));
         };
-        match pending {
-            Pending::Call { waiter, mut items } => match response {
+        if let Pending::Call { waiter, items } = slot {
+            // The common case, answered in place: the answer waits in the
+            // slot for its caller.
+            let answer = match response {
                 Response::ListItem {
                     revision,
                     key,
@@ -108,12 +110,20 @@ impl Core {
                         value,
                         revision,
                     });
-                    self.pending.insert(id, Pending::Call { waiter, items });
+                    return Ok(());
                 }
-                Response::ListOk { .. } => self.complete(id, waiter, Ok(Answer::List(items))),
-                Response::Error(e) => self.complete(id, waiter, Err(Error::from_wire(e))),
-                other => self.complete(id, waiter, Ok(Answer::Response(other))),
-            },
+                Response::ListOk { .. } => Ok(Answer::List(std::mem::take(items))),
+                Response::Error(e) => Err(Error::from_wire(e)),
+                other => Ok(Answer::Response(other)),
+            };
+            let waiter = std::mem::replace(waiter, Waiter(None));
+            *slot = Pending::Answered(answer);
+            waiter.wake(&mut self.wakeups);
+            return Ok(());
+        }
+        let pending = self.pending.remove(&id).expect("found above");
+        match pending {
+            Pending::Call { .. } => unreachable!("handled above"),
             Pending::Subscribe {
                 waiter,
                 prefix,

@@ -18,6 +18,7 @@
 //! Either way the wait ends at the call's deadline; a request that timed
 //! out is remembered so that its late answer is recognised and dropped.
 
+use std::collections::hash_map::Entry;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -192,13 +193,15 @@ impl Core {
 
     /// Collects call `id`'s answer if it is in.
     fn take_answer(&mut self, id: u32) -> Option<Result<Answer, Error>> {
-        if !matches!(self.pending.get(&id), Some(Pending::Answered(_))) {
-            return None;
-        }
-        self.callers -= 1;
-        match self.pending.remove(&id) {
-            Some(Pending::Answered(answer)) => Some(answer),
-            _ => unreachable!("checked above"),
+        match self.pending.entry(id) {
+            Entry::Occupied(entry) if matches!(entry.get(), Pending::Answered(_)) => {
+                self.callers -= 1;
+                match entry.remove() {
+                    Pending::Answered(answer) => Some(answer),
+                    _ => unreachable!("checked above"),
+                }
+            }
+            _ => None,
         }
     }
 

@@ -34,8 +34,8 @@ use super::answers::Pending;
 use super::error::{Error, ErrorKind};
 use super::hub::{Hub, FIRST_REQUEST_ID};
 use super::socket::{Filled, Gate, Interest, Reader, Sock};
-use super::subscription::{SubState, SubscriptionEvent};
-use super::{ConnState, ServerInfo, Shared};
+use super::subscription::SubState;
+use super::Shared;
 use crate::addr::Address;
 use crate::protocol::{ClientCodec, ClientFrame, FrameError, Request, ServerFrame};
 
@@ -62,19 +62,19 @@ pub(crate) struct Core {
     /// [`super::ClientOptions::reconnect`].
     pub(super) reconnect: bool,
     /// [`super::ClientOptions::keepalive`].
-    keepalive: Duration,
+    pub(super) keepalive: Duration,
     /// Limits, name and connection state, read by the public API.
     pub(super) shared: Arc<Shared>,
     /// Where subscription events go.
     pub(super) hub: Arc<Hub>,
     /// What the I/O thread waits on.
-    gate: Gate,
+    pub(super) gate: Gate,
     /// Wakes the I/O thread.
-    wake: UnboundedSender<Command>,
+    pub(super) wake: UnboundedSender<Command>,
     /// The connection in use; `None` while disconnected or closed.
     pub(super) conn: Option<Live>,
     /// The generation the next connection gets.
-    next_gen: u64,
+    pub(super) next_gen: u64,
     /// Requests sent on the current connection and not fully answered, and
     /// callers' answers not yet collected. (foldhash: ids are ours, nobody
     /// can choose them to collide, and SipHash showed in profiles.)
@@ -88,7 +88,7 @@ pub(crate) struct Core {
     /// The next request id to try (never 0).
     next_id: u32,
     /// Encodes requests (its maximum follows the server's `max_frame`).
-    encoder: ClientCodec,
+    pub(super) encoder: ClientCodec,
     /// When the server last sent anything (for the keepalive).
     pub(super) last_heard: Instant,
     /// A keepalive PING is unanswered.
@@ -119,6 +119,29 @@ pub(crate) struct Live {
     blocked: bool,
     /// What the gate holds for this socket now.
     interest: Interest,
+}
+
+impl Live {
+    /// A connection just handshaken, the gate already watching it with
+    /// `interest`.
+    pub(super) fn new(gen: u64, sock: Sock, reader: Reader, interest: Interest) -> Live {
+        Live {
+            gen,
+            sock: Arc::new(sock),
+            reader: Some(reader),
+            caller_reads: false,
+            out: BytesMut::new(),
+            flushing: false,
+            blocked: false,
+            interest,
+        }
+    }
+
+    /// Ends the connection: whoever reads it wakes up to its end.
+    pub(super) fn end(self, gate: &Gate) {
+        self.sock.shutdown();
+        gate.detach(&self.sock);
+    }
 }
 
 /// The reader role, taken out of the core (see the module docs).
@@ -449,132 +472,11 @@ impl Core {
         true
     }
 
-    /// Keepalive tick: if the server has been silent for a keepalive
-    /// interval, ask it something; if it stays silent for another one, give
-    /// the connection up (a hung server, a peer that vanished).
-    pub(super) fn keepalive(&mut self) {
-        if self.conn.is_none() || Instant::now() < self.last_heard + self.keepalive {
-            return;
-        }
-        if self.pinging {
-            let reason = format!(
-                "no answer from the server for {:?} (keepalive)",
-                self.keepalive * 2
-            );
-            self.lose(reason);
-            return;
-        }
-        let id = self.alloc_id();
-        if self.send(id, Request::Ping).is_ok() {
-            self.pending.insert(id, Pending::Keepalive);
-            self.pinging = true;
-        }
-        self.last_heard = Instant::now();
-    }
-
     /// Gives connection `gen` up, if it is still the one in use.
     pub(super) fn lose_gen(&mut self, gen: u64, reason: String) {
         if self.conn.as_ref().is_some_and(|l| l.gen == gen) {
             self.lose(reason);
         }
-    }
-
-    /// The connection is gone: wake whoever reads it, fail what waits on
-    /// it, tell every handler, and have the I/O thread reconnect.
-    pub(super) fn lose(&mut self, reason: String) {
-        let Some(live) = self.conn.take() else {
-            return;
-        };
-        tracing::debug!(%reason, "connection lost");
-        live.sock.shutdown();
-        self.gate.detach(&live.sock);
-        self.shared.set_state(ConnState::Disconnected);
-        self.pinging = false;
-        let error = Error::connection(format!("connection to {} lost: {reason}", self.addr));
-        self.fail_pending(&error);
-        let ids: Vec<u32> = self.subs.keys().copied().collect();
-        for &id in &ids {
-            if let Some(sub) = self.subs.get_mut(&id) {
-                sub.disconnected();
-            }
-            self.hub.push(id, SubscriptionEvent::Disconnected);
-        }
-        if !self.reconnect {
-            for id in ids {
-                self.end_subscription(id, format!("connection lost: {reason}"));
-            }
-        }
-        self.last_loss = reason;
-        let _ = self.wake.send(Command::Lost);
-    }
-
-    /// A new connection is up: adopt its limits, resume every subscription.
-    pub(super) fn connected(
-        &mut self,
-        sock: Sock,
-        server: ServerInfo,
-        leftover: BytesMut,
-    ) -> Result<(), Error> {
-        let interest = Interest {
-            read: true,
-            write: false,
-        };
-        self.gate
-            .attach(&sock, interest)
-            .map_err(|e| Error::connection(format!("cannot watch the socket: {e}")))?;
-        tracing::debug!(addr = %self.addr, "connected");
-        self.encoder.set_max_frame_length(server.max_frame);
-        let reader = Reader::new(server.max_frame, leftover);
-        *self
-            .shared
-            .info
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = server;
-        self.conn = Some(Live {
-            gen: self.next_gen,
-            sock: Arc::new(sock),
-            reader: Some(reader),
-            caller_reads: false,
-            out: BytesMut::new(),
-            flushing: false,
-            blocked: false,
-            interest,
-        });
-        self.next_gen += 1;
-        self.shared.set_state(ConnState::Connected);
-        self.last_heard = Instant::now();
-        let subs: Vec<(u32, SubState)> = self.subs.iter().map(|(&id, s)| (id, s.clone())).collect();
-        for (id, sub) in subs {
-            if sub.needs_reset() {
-                // The handler may hold part of a snapshot that a fresh one
-                // will not delete.
-                self.hub.push(id, SubscriptionEvent::Reset);
-            }
-            let request = Request::Subscribe {
-                prefix: sub.prefix.clone(),
-                since: sub.resume,
-            };
-            match self.send(id, request) {
-                Ok(()) => {
-                    self.pending.insert(id, Pending::Resubscribe);
-                }
-                Err(e) => self.end_subscription(id, format!("could not resume: {e}")),
-            }
-        }
-        Ok(())
-    }
-
-    /// The client is closing: fail what waits, wake whoever reads. (The hub
-    /// ends every subscription on the closing thread.)
-    pub(super) fn shutdown(&mut self) {
-        self.closed = true;
-        self.shared.set_state(ConnState::Closed);
-        if let Some(live) = self.conn.take() {
-            live.sock.shutdown();
-            self.gate.detach(&live.sock);
-        }
-        self.fail_pending(&Error::closed());
-        self.subs.clear();
     }
 
     /// Ends subscription `id` on the handler's side: `Closed`, then the

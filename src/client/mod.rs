@@ -19,11 +19,18 @@
 //!
 //! [`Client`] is `Send + Sync`; every method takes `&self` and may be called
 //! from many threads at once: requests are pipelined on one connection and
-//! each caller gets its own answer. Behind it run:
+//! each caller gets its own answer. A call does its I/O on the calling
+//! thread (`client/call.rs`): it writes its request itself unless another
+//! thread is writing (which then takes it along), and when no other call
+//! is in flight it also reads the socket itself until its answer arrives,
+//! handing whatever else comes on the way to its place; otherwise the
+//! thread reading hands it its answer. The connection's state is shared
+//! under one lock (`client/link.rs`). Behind it run:
 //!
 //! - the I/O thread (`client/io.rs`): a current-thread tokio runtime that
-//!   owns the socket, matches answers to requests, sends keepalives and
-//!   reconnects. It never runs user code.
+//!   connects and reconnects, reads the socket while no caller does (so
+//!   events arrive while the program makes no call), writes what waited for
+//!   room, and sends keepalives. It never runs user code.
 //! - the dispatcher thread (`client/hub.rs`), unless
 //!   [`ClientOptions::dispatch`] is [`DispatchMode::Manual`]: runs the
 //!   subscription handlers, one call at a time. In manual mode the program
@@ -76,6 +83,7 @@ mod deadline;
 mod error;
 mod hub;
 mod io;
+mod lifecycle;
 mod link;
 mod queue;
 mod socket;
@@ -170,8 +178,8 @@ pub enum ConnState {
     Closed = 3,
 }
 
-/// What the I/O thread publishes for the API: the server's limits and name,
-/// and the connection state.
+/// What the connection's handlers publish for the API: the server's limits
+/// and name, and the connection state.
 #[derive(Debug)]
 pub(crate) struct Shared {
     info: Mutex<ServerInfo>,
@@ -375,8 +383,9 @@ impl Client {
     /// with [`Error::current_revision`].
     pub fn put(&self, key: &str, value: &[u8], condition: Condition) -> Result<u64, Error> {
         let inner = self.inner()?;
-        inner.check_key(key)?;
         let limits = inner.limits();
+        validate_key(key, limits.max_key as usize)
+            .map_err(|e| Error::invalid_key("key", key, e))?;
         if value.len() > limits.max_value as usize {
             return Err(Error::new(
                 ErrorKind::TooLarge,

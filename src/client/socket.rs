@@ -206,8 +206,11 @@ pub(crate) enum Filled {
     Lost(String),
 }
 
-/// Bytes read at most at once.
-const READ_CHUNK: usize = 64 * 1024;
+/// Bytes read at most at once. Frames are split off the read buffer
+/// without copying, so a queued event keeps the chunk it was read with
+/// alive: small chunks (tokio-util's `FramedRead` reads 8 KiB too) keep a
+/// slow subscriber's memory close to the size of the events it holds.
+const READ_CHUNK: usize = 8 * 1024;
 
 /// How late a waiting read may give up compared with the call's deadline
 /// (the kernel rounds the socket timeout up to its clock tick anyway);
