@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use nkv::addr::Address;
-use nkv::client::{Client, ClientOptions, ErrorKind, SubscriptionEvent};
+use nkv::client::{Client, ClientOptions, ConnState, ErrorKind, SubscriptionEvent};
 use nkv::protocol::{Condition, Event, Request, Response};
 
 mod common;
@@ -95,6 +95,58 @@ fn events_reach_the_handler_while_a_lone_call_waits_for_its_answer() {
     let entry = client.get("net.a").unwrap().expect("the key exists");
     assert_eq!(entry.value, "up".as_bytes());
     watcher.join().unwrap();
+    drop(client);
+    fake.join();
+}
+
+#[test]
+fn a_hang_up_right_after_a_lone_call_is_noticed_at_once() {
+    // No subscription, no keepalive: nothing but the hang-up itself tells
+    // the client that the connection is gone, and it comes while (or just
+    // after) the caller reads its own answer. Noticing it means
+    // reconnecting, which the fake server sees.
+    const ROUNDS: usize = 20;
+    let (accepted_tx, accepted_rx) = channel::<usize>();
+    let fake = Fake::start(move |l| {
+        for round in 0..ROUNDS {
+            let mut peer = l.accept();
+            peer.handshake();
+            let _ = accepted_tx.send(round);
+            let ping = peer.expect();
+            assert_eq!(ping.request, Request::Ping);
+            peer.respond(ping.id, Response::Pong);
+            drop(peer);
+        }
+    });
+    let client = Client::connect(
+        &fake.addr,
+        ClientOptions {
+            timeout: WAIT,
+            keepalive: Duration::ZERO,
+            backoff_initial: Duration::from_millis(1),
+            backoff_max: Duration::from_millis(5),
+            ..ClientOptions::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(accepted_rx.recv_timeout(WAIT), Ok(0));
+    for round in 0..ROUNDS {
+        // The server answers the handshake before the client adopts the
+        // connection: wait until it has.
+        let deadline = Instant::now() + WAIT;
+        while client.state() != ConnState::Connected {
+            assert!(Instant::now() < deadline, "round {round}: not connected");
+            thread::sleep(Duration::from_millis(1));
+        }
+        client.ping().unwrap();
+        if round + 1 < ROUNDS {
+            assert_eq!(
+                accepted_rx.recv_timeout(Duration::from_secs(2)),
+                Ok(round + 1),
+                "round {round}: the hang-up after the answer went unnoticed"
+            );
+        }
+    }
     drop(client);
     fake.join();
 }

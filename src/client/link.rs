@@ -110,6 +110,10 @@ pub(crate) struct Live {
     reader: Option<Reader>,
     /// The reader role is held by a caller (not the I/O thread).
     caller_reads: bool,
+    /// The gate woke the I/O thread while a caller held the reader role
+    /// (the peer hung up, or data came that the caller may not read): the
+    /// I/O thread looks at the socket once the role is back.
+    missed: bool,
     /// Encoded requests not yet written.
     out: BytesMut,
     /// A thread holds the flush duty.
@@ -130,6 +134,7 @@ impl Live {
             sock: Arc::new(sock),
             reader: Some(reader),
             caller_reads: false,
+            missed: false,
             out: BytesMut::new(),
             flushing: false,
             blocked: false,
@@ -363,14 +368,17 @@ impl Core {
     /// Tells the gate what the I/O thread must hear about now: data, when
     /// it holds the reader role and something may come (without
     /// subscriptions or requests in flight nothing does, and a lone caller
-    /// then costs no `epoll_ctl` at all); room, when bytes wait for it.
+    /// then costs no `epoll_ctl` at all) or the gate woke it in vain while
+    /// a caller read (turning "readable" on makes epoll look at the socket
+    /// again, so a hang-up the caller left unread is not lost); room, when
+    /// bytes wait for it.
     fn update_interest(&mut self) {
         let expecting = !self.subs.is_empty() || !self.pending.is_empty();
         let Some(live) = self.conn.as_mut() else {
             return;
         };
         let wanted = Interest {
-            read: expecting && !live.caller_reads,
+            read: (expecting || live.missed) && !live.caller_reads,
             write: live.blocked,
         };
         if wanted != live.interest {
@@ -383,8 +391,16 @@ impl Core {
     /// (a caller takes "readable" out of the gate).
     pub(super) fn take_reader(&mut self, caller: bool) -> Option<ReadRole> {
         let live = self.conn.as_mut()?;
-        let reader = live.reader.take()?;
+        let Some(reader) = live.reader.take() else {
+            // Only a caller can hold it when the I/O thread asks.
+            live.missed |= !caller;
+            return None;
+        };
         live.caller_reads = caller;
+        if !caller {
+            // It reads until the socket is empty.
+            live.missed = false;
+        }
         Some(ReadRole {
             gen: live.gen,
             sock: Arc::clone(&live.sock),
