@@ -8,9 +8,11 @@
 //!   takes the reader role and reads the socket itself until its answer
 //!   arrives, handling every other frame on the way exactly as the I/O
 //!   thread would (events to the hub's queues, other callers' answers to
-//!   them), and gives the role back. A lone caller thus costs the same
-//!   system calls as a blocking socket (write, poll, read) plus two
-//!   `epoll_ctl`s on the gate, and no thread wake-up at all;
+//!   them), and gives the role back. A lone caller thus makes the system
+//!   calls of a blocking socket of its own (a write, a read that waits)
+//!   and wakes no thread; the gate (`socket.rs`) changes only when
+//!   subscriptions are active (two `epoll_ctl`s, so that the I/O thread is
+//!   not woken by the answer, and hears of events again afterwards);
 //! - otherwise it parks until whoever reads (another caller, or the I/O
 //!   thread) hands it its answer: under load, one reader serves many
 //!   callers with one read.

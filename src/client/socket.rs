@@ -1,21 +1,24 @@
 //! One connection's socket, its read buffer, and the *gate* through which
 //! the I/O thread watches it.
 //!
-//! The socket is a plain non-blocking std stream shared by the callers and
-//! the I/O thread (tokio never owns it once the handshake is done): whoever
-//! holds the reader role ([`Reader`]) reads it, whoever holds the flush
-//! duty writes it (see `link.rs`).
+//! The socket is a plain blocking socket shared by the callers and the I/O
+//! thread (tokio never owns it once the handshake is done): whoever holds
+//! the reader role ([`Reader`]) reads it, and may wait in `recv` exactly as
+//! a program with a blocking socket of its own would; whoever holds the
+//! flush duty writes it (see `link.rs`), never waiting.
 //!
 //! The I/O thread does not poll the socket directly but the gate: a private
 //! epoll instance holding only the socket, registered edge-triggered with
-//! the interest the connection's state asks for (readable while the I/O
-//! thread holds the reader role, writable while bytes wait for room in the
-//! socket buffer), itself registered in the I/O thread's runtime. A caller
-//! that reads the socket on its own thread first takes "readable" out of
-//! the gate, so that the answer it waits for does not also wake the I/O
-//! thread: an `epoll_ctl` costs far less than a thread wake-up. epoll checks
-//! readiness again whenever the interest changes, so data that arrived while
-//! a caller held the role wakes the I/O thread as soon as it is given back.
+//! the interest the connection's state asks for, itself registered in the
+//! I/O thread's runtime ([`Interest`]): readable while the I/O thread holds
+//! the reader role and something may come, writable while bytes wait for
+//! room in the socket buffer, a hang-up always. A caller that reads the
+//! socket on its own thread takes "readable" out of the gate first, so
+//! that the answer it waits for does not also wake the I/O thread: an
+//! `epoll_ctl` costs far less than a thread wake-up, and none is needed
+//! when nothing but answers can come. epoll checks readiness again whenever
+//! the interest changes, so data that arrived while a caller held the role
+//! wakes the I/O thread as soon as it is given back.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
