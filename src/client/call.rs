@@ -1,8 +1,9 @@
 //! A calling thread's side of a request.
 //!
 //! The request is encoded into the connection's output buffer and written
-//! by the calling thread itself when nobody else is writing (see `link.rs`).
-//! Then:
+//! by the calling thread itself when nobody else is writing (see `link.rs`)
+//! and the I/O thread is not busy reading answers (then it writes the
+//! request along with the others that came meanwhile). Then:
 //!
 //! - when no other call is in flight and nobody is reading, the caller
 //!   takes the reader role and reads the socket itself until its answer
@@ -176,6 +177,7 @@ impl Core {
         } else {
             None
         };
+        self.leave_flush = role.is_none() && self.io_reads();
         let waiter = Waiter(role.is_none().then(thread::current));
         let pending = match subscribe {
             Some((_, prefix, since)) => Pending::Subscribe {

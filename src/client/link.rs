@@ -99,6 +99,11 @@ pub(crate) struct Core {
     pub(super) closed: bool,
     /// Callers to unpark once the lock is released (an answer is in).
     pub(super) wakeups: Vec<std::thread::Thread>,
+    /// The caller that just queued a request leaves writing it to the I/O
+    /// thread, which is reading and takes the core again before it stops:
+    /// under load, requests then leave in one write per batch of answers,
+    /// as they did when the I/O thread wrote everything.
+    pub(super) leave_flush: bool,
 }
 
 /// The connection in use.
@@ -215,6 +220,7 @@ impl Link {
                 last_loss: String::new(),
                 closed: false,
                 wakeups: Vec::new(),
+                leave_flush: false,
             }),
         }
     }
@@ -234,7 +240,11 @@ impl Link {
         let mut core = self.lock();
         let result = f(&mut core);
         core.update_interest();
-        let job = core.take_flush();
+        let job = if std::mem::take(&mut core.leave_flush) {
+            None
+        } else {
+            core.take_flush()
+        };
         let wakeups = if core.wakeups.is_empty() {
             Vec::new()
         } else {
@@ -406,6 +416,14 @@ impl Core {
             sock: Arc::clone(&live.sock),
             reader,
         })
+    }
+
+    /// True while the I/O thread holds the reader role: it is reading, and
+    /// will take the core again (and write what waits) before it stops.
+    pub(super) fn io_reads(&self) -> bool {
+        self.conn
+            .as_ref()
+            .is_some_and(|live| live.reader.is_none() && !live.caller_reads)
     }
 
     /// Gives the reader role back: the I/O thread watches the socket again
