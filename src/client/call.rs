@@ -192,6 +192,9 @@ impl Core {
         };
         self.pending.insert(id, pending);
         self.callers += 1;
+        if role.is_some() {
+            self.write_now();
+        }
         Ok((id, role))
     }
 

@@ -4,7 +4,6 @@
 //! error, the keepalive), and the client closed. Each change wakes whoever
 //! waits on the old connection and answers every caller still waiting.
 
-use std::sync::PoisonError;
 use std::time::Instant;
 
 use bytes::BytesMut;
@@ -86,11 +85,7 @@ impl Core {
         tracing::debug!(addr = %self.addr, "connected");
         self.encoder.set_max_frame_length(server.max_frame);
         let reader = Reader::new(server.max_frame, leftover);
-        *self
-            .shared
-            .info
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = server;
+        self.shared.set_info(server);
         self.conn = Some(Live::new(self.next_gen, sock, reader, interest));
         self.next_gen += 1;
         self.shared.set_state(ConnState::Connected);

@@ -90,7 +90,7 @@ mod socket;
 pub mod subscription;
 
 use std::os::fd::BorrowedFd;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::Duration;
@@ -183,10 +183,21 @@ pub enum ConnState {
 #[derive(Debug)]
 pub(crate) struct Shared {
     info: Mutex<ServerInfo>,
+    /// `max_key` and `max_value` of `info` again, read by every call
+    /// without taking the lock.
+    max_key: AtomicU32,
+    max_value: AtomicU32,
     state: AtomicU8,
 }
 
 impl Shared {
+    /// Adopts a new connection's server.
+    fn set_info(&self, info: ServerInfo) {
+        self.max_key.store(info.max_key, Ordering::Relaxed);
+        self.max_value.store(info.max_value, Ordering::Relaxed);
+        *self.info.lock().unwrap_or_else(PoisonError::into_inner) = info;
+    }
+
     fn set_state(&self, state: ConnState) {
         self.state.store(state as u8, Ordering::Release);
     }
@@ -285,6 +296,8 @@ impl Client {
     pub fn connect(addr: &Address, options: ClientOptions) -> Result<Client, Error> {
         let shared = Arc::new(Shared {
             info: Mutex::new(ServerInfo::default()),
+            max_key: AtomicU32::new(0),
+            max_value: AtomicU32::new(0),
             state: AtomicU8::new(ConnState::Connecting as u8),
         });
         let manual = options.dispatch == DispatchMode::Manual;
@@ -383,16 +396,14 @@ impl Client {
     /// with [`Error::current_revision`].
     pub fn put(&self, key: &str, value: &[u8], condition: Condition) -> Result<u64, Error> {
         let inner = self.inner()?;
-        let limits = inner.limits();
-        validate_key(key, limits.max_key as usize)
-            .map_err(|e| Error::invalid_key("key", key, e))?;
-        if value.len() > limits.max_value as usize {
+        let (max_key, max_value) = inner.limits();
+        validate_key(key, max_key).map_err(|e| Error::invalid_key("key", key, e))?;
+        if value.len() > max_value {
             return Err(Error::new(
                 ErrorKind::TooLarge,
                 format!(
-                    "value is {} bytes, more than the server's limit of {}",
+                    "value is {} bytes, more than the server's limit of {max_value}",
                     value.len(),
-                    limits.max_value
                 ),
             ));
         }
@@ -667,27 +678,20 @@ impl std::fmt::Debug for Client {
 }
 
 impl Inner {
-    /// The server's limits, read without the fork check (the caller made it).
-    fn limits(&self) -> ServerLimits {
-        let info = self
-            .shared
-            .info
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        ServerLimits {
-            max_key: info.max_key,
-            max_value: info.max_value,
-            max_frame: info.max_frame,
-        }
+    /// The longest key and largest value the server takes.
+    fn limits(&self) -> (usize, usize) {
+        let max_key = self.shared.max_key.load(Ordering::Relaxed);
+        let max_value = self.shared.max_value.load(Ordering::Relaxed);
+        (max_key as usize, max_value as usize)
     }
 
     fn check_key(&self, key: &str) -> Result<(), Error> {
-        let max = self.limits().max_key as usize;
+        let (max, _) = self.limits();
         validate_key(key, max).map_err(|e| Error::invalid_key("key", key, e))
     }
 
     fn check_prefix(&self, prefix: &str) -> Result<(), Error> {
-        let max = self.limits().max_key as usize;
+        let (max, _) = self.limits();
         validate_prefix(prefix, max).map_err(|e| Error::invalid_key("prefix", prefix, e))
     }
 
