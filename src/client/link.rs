@@ -349,6 +349,7 @@ impl Core {
             .map_err(encode_error)
     }
 
+    /// The error of a call made while there is no connection to use.
     pub(super) fn not_connected(&self) -> Error {
         if self.closed {
             return Error::closed();
