@@ -1,9 +1,10 @@
 //! Where subscription handlers live and run: one [`Hub`] per client.
 //!
 //! Every subscription has a slot: its handler and its own bounded queue
-//! ([`SubQueue`]). The I/O thread only pushes events into queues; it never
-//! runs or drops a handler, so user code (a C callback, its
-//! `free_user_data`) never runs on it. Handlers run on a *runner*: the
+//! ([`SubQueue`]). Whoever reads the connection (the I/O thread, or a
+//! calling thread waiting for its answer, see `link.rs`) only pushes events
+//! into queues; it never runs or drops a handler, so user code (a C
+//! callback, its `free_user_data`) never runs on the I/O path. Handlers run on a *runner*: the
 //! client's dispatcher thread, or, in manual mode, whichever thread calls
 //! [`Hub::dispatch`] (a program's own event loop, woken by [`Hub::fd`]).
 //! One handler call at a time per client, so handlers need no locking
@@ -32,8 +33,8 @@ use super::subscription::SubscriptionEvent;
 /// dropped exactly once, after its last call.
 pub type Handler = Box<dyn FnMut(u32, &SubscriptionEvent) + Send + 'static>;
 
-/// Subscription ids are below this; request ids of the I/O thread are at
-/// or above it, so the two never collide on one connection.
+/// Subscription ids are below this; request ids (`link.rs`) are at or
+/// above it, so the two never collide on one connection.
 pub(crate) const FIRST_REQUEST_ID: u32 = 1 << 31;
 
 /// One subscription's handler and waiting events.
@@ -182,7 +183,7 @@ impl Hub {
         slot.handler
     }
 
-    /// Queues an event of `id` (from the I/O thread).
+    /// Queues an event of `id` (from whoever reads the connection).
     pub fn push(&self, id: u32, event: SubscriptionEvent) {
         let mut state = self.lock();
         let Some(slot) = state.slots.get_mut(&id) else {

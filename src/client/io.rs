@@ -1,126 +1,45 @@
-//! The I/O thread: one current-thread tokio runtime that owns the socket.
+//! The I/O thread: one current-thread tokio runtime that keeps the
+//! connection alive while no caller is busy with it.
 //!
-//! Callers never touch the socket; they send a [`Command`] and wait on a
-//! std channel for the answer. This one task assigns request ids, encodes
-//! frames, matches responses to requests by id, pushes subscription events
-//! into the hub's queues, keeps the resume point of every subscription,
-//! sends keepalive PINGs, and reconnects with exponential backoff when the
-//! connection drops. Because all of that state is owned by one task, none
-//! of it needs a lock. It never runs or drops a subscription handler: user
-//! code never runs on this thread.
-//!
-//! Writing happens in a separate task fed by an unbounded channel, so that
-//! the main task never stops reading while a large request is written: a
-//! server blocked on writing events to us while we are blocked on writing a
-//! request to it would otherwise deadlock both.
+//! It makes the connection (the first one before `connect` returns, the
+//! next ones with exponential backoff after a loss), holds the reader role
+//! whenever no caller does, so that subscription events reach the hub's
+//! queues promptly while the program makes no call, writes what waited for
+//! room in the socket buffer, sends keepalive PINGs, and stops at close.
+//! It does all of that through the shared [`Link`], whose state callers
+//! change too; it is woken by the gate (`socket.rs`), its timers, and
+//! [`Command`]s. It never runs or drops a subscription handler: user code
+//! never runs on this thread.
 
-use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::pin::Pin;
-use std::sync::mpsc::SyncSender;
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
-use futures_util::{FutureExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter};
-use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
-use tokio::task::JoinHandle;
+use bytes::BytesMut;
+use futures_util::StreamExt;
+use tokio::io::unix::AsyncFd;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest};
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
 use tokio_util::codec::{Encoder, FramedRead};
 
 use super::error::{Error, ErrorKind};
-use super::hub::{Hub, FIRST_REQUEST_ID};
-use super::subscription::{SubState, SubscriptionEvent};
-use super::{ClientOptions, ConnState, ListEntry, ServerInfo, Shared};
+use super::hub::Hub;
+use super::link::{Command, Link};
+use super::socket::{Gate, Sock};
+use super::{ClientOptions, ConnState, ServerInfo, Shared};
 use crate::addr::Address;
 use crate::protocol::wire::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
-use crate::protocol::{
-    ClientCodec, ClientFrame, ErrorCode, Event, FrameError, Request, Response, ServerFrame,
-};
+use crate::protocol::{ClientCodec, ClientFrame, FrameError, Request, Response, ServerFrame};
 
-/// What the public API asks of the I/O thread.
-pub(crate) enum Command {
-    /// Send a request and answer `reply` with its response.
-    Request {
-        /// The request (any but SUB and UNSUB).
-        request: Request,
-        /// Where the answer goes.
-        reply: SyncSender<Result<Answer, Error>>,
-    },
-    /// Subscribe with the id the hub reserved; answer `reply` once the
-    /// server confirmed (the handler stays in the hub all along).
-    Subscribe {
-        /// The subscription id.
-        id: u32,
-        /// The prefix.
-        prefix: String,
-        /// The caller's resume point.
-        since: Option<u64>,
-        /// Where the answer goes.
-        reply: SyncSender<Result<(), Error>>,
-    },
-    /// The subscription ended on the client's side (unsubscribe, or a
-    /// subscribe the caller gave up on): tell the server, now or as soon as
-    /// its SUB is confirmed.
-    Forget {
-        /// The subscription id.
-        id: u32,
-    },
-    /// End every subscription, fail every pending request, stop.
-    Close,
-}
+/// A handshaken connection: its socket, the server's HELLO_OK, and the
+/// bytes read past it.
+type Handshaken = (Sock, ServerInfo, BytesMut);
 
-/// A successful answer to [`Command::Request`].
-#[derive(Debug)]
-pub(crate) enum Answer {
-    /// The one response frame (never ERROR, never LIST_ITEM).
-    Response(Response),
-    /// The LIST_ITEM frames of a listing, collected until its LIST_OK.
-    List(Vec<ListEntry>),
-}
-
-/// A request that waits for its response.
-enum Pending {
-    /// A caller's request; LIST items accumulate in `items`.
-    Request {
-        reply: SyncSender<Result<Answer, Error>>,
-        items: Vec<ListEntry>,
-    },
-    /// A caller's SUB.
-    Subscribe {
-        prefix: String,
-        since: Option<u64>,
-        reply: SyncSender<Result<(), Error>>,
-    },
-    /// A SUB re-sent after a reconnect.
-    Resubscribe,
-    /// A SUB whose caller gave up: end it when confirmed.
-    Forgotten,
-    /// A keepalive PING.
-    Keepalive,
-    /// A request nobody waits for (UNSUB).
-    Ignore,
-}
-
-/// One live connection.
-struct Conn {
-    /// Frames from the server.
-    reader: FramedRead<Box<dyn AsyncRead + Send + Unpin>, ClientCodec>,
-    /// Encoded frames to the writer task.
-    writer_tx: UnboundedSender<Bytes>,
-    /// The writer task; it ends only on a write error.
-    writer: JoinHandle<io::Result<()>>,
-}
-
-impl Drop for Conn {
-    fn drop(&mut self) {
-        self.writer.abort();
-    }
-}
-
-type Connecting = Pin<Box<dyn Future<Output = Result<(Conn, ServerInfo), Error>> + Send>>;
+type Connecting = Pin<Box<dyn Future<Output = Result<Handshaken, Error>> + Send>>;
 
 /// Starts the I/O thread and makes the first connection; returns once the
 /// handshake is done (or failed, in which case the thread has ended).
@@ -129,9 +48,20 @@ pub(crate) fn spawn(
     options: ClientOptions,
     shared: Arc<Shared>,
     hub: Arc<Hub>,
-) -> Result<(std::thread::JoinHandle<()>, UnboundedSender<Command>), Error> {
-    let (commands, command_rx) = tokio::sync::mpsc::unbounded_channel();
+) -> Result<(std::thread::JoinHandle<()>, Arc<Link>), Error> {
+    let gate =
+        Gate::new().map_err(|e| Error::connection(format!("cannot create an epoll: {e}")))?;
+    let (wake, commands) = tokio::sync::mpsc::unbounded_channel();
+    let link = Arc::new(Link::new(
+        addr.clone(),
+        &options,
+        shared,
+        hub,
+        gate.clone(),
+        wake,
+    ));
     let (ready_tx, ready_rx) = std::sync::mpsc::sync_channel(1);
+    let io_link = Arc::clone(&link);
     let thread = std::thread::Builder::new()
         .name("nkv-client-io".into())
         .spawn(move || {
@@ -148,37 +78,42 @@ pub(crate) fn spawn(
                 }
             };
             runtime.block_on(async move {
-                let first = connect(addr.clone(), options.name.clone(), options.connect_timeout);
-                match first.await {
+                // The safe constructor is deprecated because a registered
+                // descriptor could be closed (and its number reused) behind
+                // tokio's back; here the `AsyncFd` owns a reference to the
+                // `OwnedFd`, so it stays open as long as it is registered.
+                #[allow(deprecated)]
+                let gate = AsyncFd::with_interest(gate.fd(), Interest::READABLE);
+                let gate = match gate {
+                    Ok(gate) => gate,
                     Err(e) => {
-                        let _ = ready_tx.send(Err(e));
+                        let _ = ready_tx.send(Err(Error::connection(format!(
+                            "cannot watch the epoll: {e}"
+                        ))));
+                        return;
                     }
-                    Ok((conn, server)) => {
-                        let encoder = ClientCodec::with_max_frame_length(server.max_frame);
-                        *shared.info.lock().unwrap_or_else(PoisonError::into_inner) = server;
-                        shared.set_state(ConnState::Connected);
-                        let _ = ready_tx.send(Ok(()));
-                        let io = Io {
-                            addr,
-                            options,
-                            shared,
-                            hub,
-                            subs: BTreeMap::new(),
-                            pending: HashMap::new(),
-                            next_id: FIRST_REQUEST_ID,
-                            encoder,
-                            last_loss: String::new(),
-                            last_heard: Instant::now(),
-                            pinging: false,
-                        };
-                        io.run(command_rx, conn).await;
+                };
+                let first = connect(addr.clone(), options.name.clone(), options.connect_timeout);
+                let first = match first.await {
+                    Ok((sock, server, leftover)) => {
+                        io_link.with(|core| core.connected(sock, server, leftover))
                     }
+                    Err(e) => Err(e),
+                };
+                let _ = ready_tx.send(first.clone());
+                if first.is_ok() {
+                    let io = Io {
+                        addr,
+                        options,
+                        link: io_link,
+                    };
+                    io.run(commands, gate).await;
                 }
             });
         })
         .map_err(|e| Error::connection(format!("cannot start the client thread: {e}")))?;
     match ready_rx.recv() {
-        Ok(Ok(())) => Ok((thread, commands)),
+        Ok(Ok(())) => Ok((thread, link)),
         Ok(Err(e)) => {
             let _ = thread.join();
             Err(e)
@@ -190,507 +125,128 @@ pub(crate) fn spawn(
     }
 }
 
-/// The state of the I/O task.
+/// The I/O thread's own state: what it needs to reconnect.
 struct Io {
     addr: Address,
     options: ClientOptions,
-    /// Limits, name and connection state, read by the public API.
-    shared: Arc<Shared>,
-    /// Where subscription events go.
-    hub: Arc<Hub>,
-    /// Active subscriptions by id, ordered so re-subscribing is deterministic.
-    subs: BTreeMap<u32, SubState>,
-    /// Requests sent on the current connection and not fully answered.
-    pending: HashMap<u32, Pending>,
-    /// The next request id to try (never 0).
-    next_id: u32,
-    /// Encodes requests (its maximum follows the server's `max_frame`).
-    encoder: ClientCodec,
-    /// Why the last connection was lost, for fail-fast messages.
-    last_loss: String,
-    /// When the server last sent anything (for the keepalive).
-    last_heard: Instant,
-    /// A keepalive PING is unanswered.
-    pinging: bool,
+    link: Arc<Link>,
+}
+
+/// Where the connection is, as the I/O thread sees it.
+enum Phase {
+    /// Up (as far as the thread knows: a caller may have lost it).
+    Connected,
+    /// Lost; the next attempt is at this time (never without reconnect).
+    Waiting(Instant),
+    /// An attempt is under way.
+    Connecting(Connecting),
 }
 
 /// What woke the main loop.
 enum Wake {
     Command(Option<Command>),
-    Frame(Option<Result<ServerFrame, FrameError>>),
-    WriterDone(String),
-    Connected(Result<(Conn, ServerInfo), Error>),
-    Retry,
+    Gate,
     Keepalive,
+    Retry,
+    Connected(Result<Handshaken, Error>),
 }
 
 impl Io {
-    async fn run(mut self, mut commands: UnboundedReceiver<Command>, first: Conn) {
-        let mut conn = Some(first);
-        let mut connecting: Option<Connecting> = None;
+    async fn run(self, mut commands: UnboundedReceiver<Command>, gate: AsyncFd<Arc<OwnedFd>>) {
+        let mut phase = Phase::Connected;
         let mut backoff = self.options.backoff_initial;
-        let mut retry_at = Instant::now();
-        let keepalive = self.options.keepalive;
         loop {
-            let wake = match conn.as_mut() {
-                Some(c) => tokio::select! {
-                    cmd = commands.recv() => Wake::Command(cmd),
-                    frame = c.reader.next() => Wake::Frame(frame),
-                    done = &mut c.writer => Wake::WriterDone(match done {
-                        Ok(Ok(())) => "writer stopped".to_owned(),
-                        Ok(Err(e)) => format!("write failed: {e}"),
-                        Err(e) => format!("writer task failed: {e}"),
-                    }),
-                    _ = tokio::time::sleep_until(self.last_heard + keepalive),
-                        if !keepalive.is_zero() => Wake::Keepalive,
-                },
-                None => {
-                    let reconnect = self.options.reconnect;
+            let (up, keepalive_due) = self.link.status();
+            if matches!(phase, Phase::Connected) && !up {
+                // Lost, by this thread or a caller.
+                phase = Phase::Waiting(Instant::now() + backoff);
+            }
+            let wake = match &mut phase {
+                Phase::Connected => {
+                    let keepalive_at = keepalive_due.map(Instant::from_std);
                     tokio::select! {
                         cmd = commands.recv() => Wake::Command(cmd),
-                        result = async { connecting.as_mut().expect("guarded").await },
-                            if connecting.is_some() => Wake::Connected(result),
-                        _ = tokio::time::sleep_until(retry_at),
-                            if reconnect && connecting.is_none() => Wake::Retry,
+                        ready = gate.readable() => {
+                            // Readiness is cleared before looking, so an
+                            // edge that comes while serving is not lost.
+                            if let Ok(mut guard) = ready {
+                                guard.clear_ready();
+                            }
+                            Wake::Gate
+                        }
+                        _ = sleep_until(keepalive_at), if keepalive_at.is_some() => Wake::Keepalive,
                     }
                 }
-            };
-            // `select!` picks among ready branches at random: a thread that
-            // woke late can see the keepalive timer beside the very answer it
-            // waits for. A frame already there wins.
-            let wake = match (wake, conn.as_mut()) {
-                (Wake::Keepalive, Some(c)) => match c.reader.next().now_or_never() {
-                    Some(frame) => Wake::Frame(frame),
-                    None => Wake::Keepalive,
+                Phase::Waiting(at) => {
+                    let at = *at;
+                    tokio::select! {
+                        cmd = commands.recv() => Wake::Command(cmd),
+                        _ = tokio::time::sleep_until(at), if self.options.reconnect => Wake::Retry,
+                    }
+                }
+                Phase::Connecting(attempt) => tokio::select! {
+                    cmd = commands.recv() => Wake::Command(cmd),
+                    result = attempt => Wake::Connected(result),
                 },
-                (wake, _) => wake,
             };
             match wake {
                 Wake::Command(None | Some(Command::Close)) => {
-                    self.shutdown();
+                    self.link.with(|core| core.shutdown());
                     return;
                 }
-                Wake::Command(Some(cmd)) => self.command(cmd, conn.as_mut()),
+                // The loss is seen at the top of the loop.
+                Wake::Command(Some(Command::Lost)) => {}
+                Wake::Gate => self.link.serve_gate(),
                 Wake::Keepalive => {
-                    if let Err(reason) = self.keepalive(conn.as_mut()) {
-                        conn = None;
-                        self.lost(reason);
-                        retry_at = Instant::now() + backoff;
-                    }
-                }
-                Wake::Frame(Some(Ok(frame))) => {
-                    self.last_heard = Instant::now();
-                    if let Err(reason) = self.frame(frame, conn.as_mut()) {
-                        conn = None;
-                        self.lost(reason);
-                        retry_at = Instant::now() + backoff;
-                    }
-                }
-                Wake::Frame(end) => {
-                    let reason = match end {
-                        Some(Err(e)) => format!("bad data from the server: {e}"),
-                        _ => "the server closed the connection".to_owned(),
-                    };
-                    conn = None;
-                    self.lost(reason);
-                    retry_at = Instant::now() + backoff;
-                }
-                Wake::WriterDone(reason) => {
-                    conn = None;
-                    self.lost(reason);
-                    retry_at = Instant::now() + backoff;
+                    // A frame already there proves the server alive.
+                    self.link.serve_gate();
+                    self.link.with(|core| core.keepalive());
                 }
                 Wake::Retry => {
-                    self.shared.set_state(ConnState::Connecting);
-                    connecting = Some(Box::pin(connect(
+                    self.link
+                        .with(|core| core.shared.set_state(ConnState::Connecting));
+                    phase = Phase::Connecting(Box::pin(connect(
                         self.addr.clone(),
                         self.options.name.clone(),
                         self.options.connect_timeout,
                     )));
                 }
                 Wake::Connected(result) => {
-                    connecting = None;
+                    let result = result.and_then(|(sock, server, leftover)| {
+                        self.link
+                            .with(|core| core.connected(sock, server, leftover))
+                    });
                     match result {
-                        Ok((mut new, server)) => {
+                        Ok(()) => {
                             backoff = self.options.backoff_initial;
-                            self.connected(&mut new, server);
-                            conn = Some(new);
+                            phase = Phase::Connected;
                         }
                         Err(e) => {
                             tracing::debug!(error = %e, "reconnect failed");
-                            self.shared.set_state(ConnState::Disconnected);
-                            self.last_loss = e.to_string();
+                            self.link.with(|core| {
+                                core.shared.set_state(ConnState::Disconnected);
+                                core.last_loss = e.to_string();
+                            });
                             backoff = (backoff * 2).min(self.options.backoff_max);
-                            retry_at = Instant::now() + backoff;
+                            phase = Phase::Waiting(Instant::now() + backoff);
                         }
                     }
                 }
             }
         }
     }
-
-    /// A request id not in use by a pending request: from the upper half
-    /// of the id space (subscription ids, from the hub, are below it).
-    fn alloc_id(&mut self) -> u32 {
-        loop {
-            let id = self.next_id;
-            self.next_id = self.next_id.checked_add(1).unwrap_or(FIRST_REQUEST_ID);
-            if !self.pending.contains_key(&id) {
-                return id;
-            }
-        }
-    }
-
-    /// Keepalive tick: the server has been silent for a keepalive interval.
-    /// Ask it something; if it stays silent for another one, give up on
-    /// the connection (a hung server, a peer that vanished).
-    fn keepalive(&mut self, conn: Option<&mut Conn>) -> Result<(), String> {
-        let Some(conn) = conn else {
-            return Ok(());
-        };
-        if self.pinging {
-            return Err(format!(
-                "no answer from the server for {:?} (keepalive)",
-                self.options.keepalive * 2
-            ));
-        }
-        let id = self.alloc_id();
-        if self.send(conn, id, Request::Ping).is_ok() {
-            self.pending.insert(id, Pending::Keepalive);
-            self.pinging = true;
-        }
-        self.last_heard = Instant::now();
-        Ok(())
-    }
-
-    /// Encodes and queues a frame.
-    fn send(&mut self, conn: &mut Conn, id: u32, request: Request) -> Result<(), Error> {
-        let mut buf = BytesMut::new();
-        self.encoder
-            .encode(ClientFrame { id, request }, &mut buf)
-            .map_err(encode_error)?;
-        // A send error means the writer ended; the main loop sees that next.
-        let _ = conn.writer_tx.send(buf.freeze());
-        Ok(())
-    }
-
-    fn not_connected(&self) -> Error {
-        Error::connection(format!(
-            "not connected to {}: {}",
-            self.addr, self.last_loss
-        ))
-    }
-
-    /// Ends subscription `id` on the handler's side: `Closed`, then the
-    /// runner drops the handler.
-    fn end_subscription(&mut self, id: u32, reason: String) {
-        self.subs.remove(&id);
-        self.hub.end(id, reason);
-    }
-
-    fn command(&mut self, cmd: Command, conn: Option<&mut Conn>) {
-        match cmd {
-            Command::Request { request, reply } => {
-                let Some(conn) = conn else {
-                    let _ = reply.send(Err(self.not_connected()));
-                    return;
-                };
-                let id = self.alloc_id();
-                match self.send(conn, id, request) {
-                    Ok(()) => {
-                        let items = Vec::new();
-                        self.pending.insert(id, Pending::Request { reply, items });
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                    }
-                }
-            }
-            Command::Subscribe {
-                id,
-                prefix,
-                since,
-                reply,
-            } => {
-                let Some(conn) = conn else {
-                    let _ = reply.send(Err(self.not_connected()));
-                    return;
-                };
-                let request = Request::Subscribe {
-                    prefix: prefix.clone(),
-                    since,
-                };
-                match self.send(conn, id, request) {
-                    Ok(()) => {
-                        let pending = Pending::Subscribe {
-                            prefix,
-                            since,
-                            reply,
-                        };
-                        self.pending.insert(id, pending);
-                    }
-                    Err(e) => {
-                        let _ = reply.send(Err(e));
-                    }
-                }
-            }
-            Command::Forget { id } => {
-                if let Some(pending) = self.pending.get_mut(&id) {
-                    if matches!(pending, Pending::Subscribe { .. } | Pending::Resubscribe) {
-                        // Ended when the server confirms it.
-                        *pending = Pending::Forgotten;
-                    }
-                }
-                if self.subs.remove(&id).is_some() {
-                    if let Some(conn) = conn {
-                        self.unsub_on_server(conn, id);
-                    }
-                }
-            }
-            Command::Close => unreachable!("handled by run"),
-        }
-    }
-
-    /// Tells the server to end `id`, without waiting: locally it has ended.
-    fn unsub_on_server(&mut self, conn: &mut Conn, subscription: u32) {
-        let request_id = self.alloc_id();
-        if self
-            .send(conn, request_id, Request::Unsubscribe { subscription })
-            .is_ok()
-        {
-            self.pending.insert(request_id, Pending::Ignore);
-        }
-    }
-
-    /// Handles one frame; `Err(reason)` means the connection must be dropped.
-    fn frame(&mut self, frame: ServerFrame, conn: Option<&mut Conn>) -> Result<(), String> {
-        match frame {
-            ServerFrame::Response {
-                id: 0,
-                response: Response::Error(e),
-            } => Err(format!(
-                "the server ended the connection: {}",
-                Error::from_wire(e)
-            )),
-            ServerFrame::Response { id, response } => self.response(id, response, conn),
-            ServerFrame::Event {
-                subscription,
-                event,
-            } => {
-                self.event(subscription, event);
-                Ok(())
-            }
-        }
-    }
-
-    fn response(
-        &mut self,
-        id: u32,
-        response: Response,
-        conn: Option<&mut Conn>,
-    ) -> Result<(), String> {
-        let Some(pending) = self.pending.remove(&id) else {
-            return Err(format!("the server answered unknown request {id}"));
-        };
-        match pending {
-            Pending::Request { reply, mut items } => match response {
-                Response::ListItem {
-                    revision,
-                    key,
-                    value,
-                } => {
-                    items.push(ListEntry {
-                        key,
-                        value,
-                        revision,
-                    });
-                    self.pending.insert(id, Pending::Request { reply, items });
-                }
-                Response::ListOk { .. } => {
-                    let _ = reply.send(Ok(Answer::List(items)));
-                }
-                Response::Error(e) => {
-                    let _ = reply.send(Err(Error::from_wire(e)));
-                }
-                other => {
-                    let _ = reply.send(Ok(Answer::Response(other)));
-                }
-            },
-            Pending::Subscribe {
-                prefix,
-                since,
-                reply,
-            } => match response {
-                Response::SubOk => {
-                    self.subs.insert(id, SubState::new(prefix, since));
-                    if reply.send(Ok(())).is_err() || !self.hub.is_live(id) {
-                        // The caller gave up waiting (and dropped its
-                        // handler): end the subscription rather than leak it.
-                        self.subs.remove(&id);
-                        if let Some(conn) = conn {
-                            self.unsub_on_server(conn, id);
-                        }
-                    }
-                }
-                Response::Error(e) => {
-                    let _ = reply.send(Err(Error::from_wire(e)));
-                }
-                other => {
-                    let e = protocol_error(&other, "SUB");
-                    let _ = reply.send(Err(e.clone()));
-                    return Err(e.message);
-                }
-            },
-            Pending::Resubscribe => match response {
-                Response::SubOk => {}
-                Response::Error(e) => {
-                    let reason = format!("could not resume: {}", Error::from_wire(e));
-                    self.end_subscription(id, reason);
-                }
-                other => return Err(protocol_error(&other, "SUB").message),
-            },
-            Pending::Forgotten => {
-                if let (Response::SubOk, Some(conn)) = (response, conn) {
-                    self.unsub_on_server(conn, id);
-                }
-            }
-            Pending::Keepalive => self.pinging = false,
-            Pending::Ignore => {}
-        }
-        Ok(())
-    }
-
-    fn event(&mut self, id: u32, event: Event) {
-        let Some(sub) = self.subs.get_mut(&id) else {
-            // Unsubscribed locally; the server has not seen the UNSUB yet.
-            return;
-        };
-        if let Event::Closed { code, message } = &event {
-            if *code == ErrorCode::ShuttingDown && self.options.reconnect {
-                // The server is going away, not ending this subscription
-                // for cause: keep it and resume it on the next server.
-                return;
-            }
-            let reason = format!("{code}: {message}");
-            self.end_subscription(id, reason);
-            return;
-        }
-        sub.observe(&event);
-        self.hub.push(id, SubscriptionEvent::from_wire(event));
-    }
-
-    /// The connection is gone: fail what waits on it, tell every handler.
-    fn lost(&mut self, reason: String) {
-        tracing::debug!(%reason, "connection lost");
-        self.shared.set_state(ConnState::Disconnected);
-        self.pinging = false;
-        let error = Error::connection(format!("connection to {} lost: {reason}", self.addr));
-        for (_, pending) in self.pending.drain() {
-            match pending {
-                Pending::Request { reply, .. } => {
-                    let _ = reply.send(Err(error.clone()));
-                }
-                Pending::Subscribe { reply, .. } => {
-                    let _ = reply.send(Err(error.clone()));
-                }
-                // Still in `subs`: re-sent on the next connection.
-                Pending::Resubscribe
-                | Pending::Forgotten
-                | Pending::Keepalive
-                | Pending::Ignore => {}
-            }
-        }
-        for (&id, sub) in self.subs.iter_mut() {
-            sub.disconnected();
-            self.hub.push(id, SubscriptionEvent::Disconnected);
-        }
-        if !self.options.reconnect {
-            let ids: Vec<u32> = self.subs.keys().copied().collect();
-            for id in ids {
-                self.end_subscription(id, format!("connection lost: {reason}"));
-            }
-        }
-        self.last_loss = reason;
-    }
-
-    /// A new connection is up: adopt its limits, resume every subscription.
-    fn connected(&mut self, conn: &mut Conn, server: ServerInfo) {
-        tracing::debug!(addr = %self.addr, "reconnected");
-        self.encoder.set_max_frame_length(server.max_frame);
-        *self
-            .shared
-            .info
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = server;
-        self.shared.set_state(ConnState::Connected);
-        self.last_heard = Instant::now();
-        let subs: Vec<(u32, SubState)> = self.subs.iter().map(|(&id, s)| (id, s.clone())).collect();
-        for (id, sub) in subs {
-            if sub.needs_reset() {
-                // The handler may hold part of a snapshot that a fresh one
-                // will not delete.
-                self.hub.push(id, SubscriptionEvent::Reset);
-            }
-            let request = Request::Subscribe {
-                prefix: sub.prefix.clone(),
-                since: sub.resume,
-            };
-            match self.send(conn, id, request) {
-                Ok(()) => {
-                    self.pending.insert(id, Pending::Resubscribe);
-                }
-                Err(e) => self.end_subscription(id, format!("could not resume: {e}")),
-            }
-        }
-    }
-
-    /// The client is closing: fail what waits. (The hub ends every
-    /// subscription on the closing thread.)
-    fn shutdown(&mut self) {
-        self.shared.set_state(ConnState::Closed);
-        for (_, pending) in self.pending.drain() {
-            match pending {
-                Pending::Request { reply, .. } => {
-                    let _ = reply.send(Err(Error::closed()));
-                }
-                Pending::Subscribe { reply, .. } => {
-                    let _ = reply.send(Err(Error::closed()));
-                }
-                Pending::Resubscribe
-                | Pending::Forgotten
-                | Pending::Keepalive
-                | Pending::Ignore => {}
-            }
-        }
-        self.subs.clear();
-    }
 }
 
-fn encode_error(e: FrameError) -> Error {
-    match e {
-        FrameError::TooLarge { .. } | FrameError::FieldTooLong { .. } => {
-            Error::new(ErrorKind::TooLarge, e.to_string())
-        }
-        other => Error::new(ErrorKind::InvalidArgument, other.to_string()),
+/// Sleeps until `at`; forever for `None`.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
-}
-
-fn protocol_error(response: &Response, request: &str) -> Error {
-    Error::new(
-        ErrorKind::Protocol,
-        format!(
-            "unexpected response type 0x{:02X} to {request}",
-            response.frame_type()
-        ),
-    )
 }
 
 /// Connects and performs the handshake within `timeout`.
-async fn connect(
-    addr: Address,
-    name: String,
-    timeout: Duration,
-) -> Result<(Conn, ServerInfo), Error> {
+async fn connect(addr: Address, name: String, timeout: Duration) -> Result<Handshaken, Error> {
     match tokio::time::timeout(timeout, handshake(&addr, name)).await {
         Ok(result) => result,
         Err(_) => Err(Error::new(
@@ -700,34 +256,43 @@ async fn connect(
     }
 }
 
-async fn handshake(addr: &Address, name: String) -> Result<(Conn, ServerInfo), Error> {
+async fn handshake(addr: &Address, name: String) -> Result<Handshaken, Error> {
     let io_error = |e: io::Error| Error::connection(format!("connecting to {addr}: {e}"));
     if let Address::Unix(path) = addr {
         // Never talk to a server someone else planted in our default directory.
         crate::perms::check_before_connect(path).map_err(io_error)?;
     }
-    type Halves = (
-        Box<dyn AsyncRead + Send + Unpin>,
-        Box<dyn AsyncWrite + Send + Unpin>,
-    );
-    let (read, mut write): Halves = match addr {
+    match addr {
         Address::Unix(path) => {
-            let stream = tokio::net::UnixStream::connect(path)
+            let mut stream = tokio::net::UnixStream::connect(path)
                 .await
                 .map_err(io_error)?;
-            let (r, w) = stream.into_split();
-            (Box::new(r), Box::new(w))
+            let (server, leftover) = hello(&mut stream, addr, name).await?;
+            // No longer tokio's: callers use it directly.
+            let sock = Sock::new(stream.into_std().map_err(io_error)?.into()).map_err(io_error)?;
+            Ok((sock, server, leftover))
         }
         Address::Tcp(endpoint) => {
-            let stream = tokio::net::TcpStream::connect(endpoint.as_str())
+            let mut stream = tokio::net::TcpStream::connect(endpoint.as_str())
                 .await
                 .map_err(io_error)?;
             // Requests are small and latency matters more than packing.
             stream.set_nodelay(true).map_err(io_error)?;
-            let (r, w) = stream.into_split();
-            (Box::new(r), Box::new(w))
+            let (server, leftover) = hello(&mut stream, addr, name).await?;
+            let sock = Sock::new(stream.into_std().map_err(io_error)?.into()).map_err(io_error)?;
+            Ok((sock, server, leftover))
         }
-    };
+    }
+}
+
+/// Sends HELLO and reads HELLO_OK; returns the server's limits and what
+/// was read past its answer.
+async fn hello<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    addr: &Address,
+    name: String,
+) -> Result<(ServerInfo, BytesMut), Error> {
+    let io_error = |e: io::Error| Error::connection(format!("connecting to {addr}: {e}"));
     let mut encoder = ClientCodec::new();
     let mut hello = BytesMut::new();
     let request = Request::Hello {
@@ -738,9 +303,9 @@ async fn handshake(addr: &Address, name: String) -> Result<(Conn, ServerInfo), E
     encoder
         .encode(ClientFrame { id: 1, request }, &mut hello)
         .map_err(|e| Error::new(ErrorKind::InvalidArgument, format!("client name: {e}")))?;
-    write.write_all(&hello).await.map_err(io_error)?;
+    stream.write_all(&hello).await.map_err(io_error)?;
 
-    let mut reader = FramedRead::new(read, ClientCodec::new());
+    let mut reader = FramedRead::new(stream, ClientCodec::new());
     let server = match reader.next().await {
         Some(Ok(ServerFrame::Response {
             response:
@@ -792,31 +357,6 @@ async fn handshake(addr: &Address, name: String) -> Result<(Conn, ServerInfo), E
             )))
         }
     };
-    reader.decoder_mut().set_max_frame_length(server.max_frame);
-    let (writer_tx, writer_rx) = tokio::sync::mpsc::unbounded_channel();
-    let writer = tokio::spawn(write_loop(write, writer_rx));
-    Ok((
-        Conn {
-            reader,
-            writer_tx,
-            writer,
-        },
-        server,
-    ))
-}
-
-/// Writes queued frames, batching whatever is queued into one flush.
-async fn write_loop(
-    write: Box<dyn AsyncWrite + Send + Unpin>,
-    mut frames: UnboundedReceiver<Bytes>,
-) -> io::Result<()> {
-    let mut out = BufWriter::new(write);
-    while let Some(frame) = frames.recv().await {
-        out.write_all(&frame).await?;
-        while let Ok(frame) = frames.try_recv() {
-            out.write_all(&frame).await?;
-        }
-        out.flush().await?;
-    }
-    Ok(())
+    let leftover = reader.read_buffer_mut().split();
+    Ok((server, leftover))
 }

@@ -19,11 +19,18 @@
 //!
 //! [`Client`] is `Send + Sync`; every method takes `&self` and may be called
 //! from many threads at once: requests are pipelined on one connection and
-//! each caller gets its own answer. Behind it run:
+//! each caller gets its own answer. A call does its I/O on the calling
+//! thread (`client/call.rs`): it writes its request itself unless another
+//! thread is writing (which then takes it along), and when no other call
+//! is in flight it also reads the socket itself until its answer arrives,
+//! handing whatever else comes on the way to its place; otherwise the
+//! thread reading hands it its answer. The connection's state is shared
+//! under one lock (`client/link.rs`). Behind it run:
 //!
 //! - the I/O thread (`client/io.rs`): a current-thread tokio runtime that
-//!   owns the socket, matches answers to requests, sends keepalives and
-//!   reconnects. It never runs user code.
+//!   connects and reconnects, reads the socket while no caller does (so
+//!   events arrive while the program makes no call), writes what waited for
+//!   room, and sends keepalives. It never runs user code.
 //! - the dispatcher thread (`client/hub.rs`), unless
 //!   [`ClientOptions::dispatch`] is [`DispatchMode::Manual`]: runs the
 //!   subscription handlers, one call at a time. In manual mode the program
@@ -70,22 +77,25 @@
 //! with [`ErrorKind::Connection`], and dropping the client there leaks it
 //! instead of touching the parent's threads.
 
+mod answers;
+mod call;
 mod deadline;
 mod error;
 mod hub;
 mod io;
+mod lifecycle;
+mod link;
 mod queue;
+mod socket;
 pub mod subscription;
 
 use std::os::fd::BorrowedFd;
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError};
+use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::sync::mpsc::UnboundedSender;
 
 pub use deadline::{clear_deadline, set_deadline};
 pub use error::{Error, ErrorKind};
@@ -95,8 +105,9 @@ pub use subscription::SubscriptionEvent;
 use crate::addr::Address;
 use crate::key::{validate_key, validate_prefix};
 use crate::protocol::{Condition, Request, Response};
+use answers::Answer;
 use hub::Hub;
-use io::{Answer, Command};
+use link::Link;
 
 /// How a [`Client`] behaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,15 +178,26 @@ pub enum ConnState {
     Closed = 3,
 }
 
-/// What the I/O thread publishes for the API: the server's limits and name,
-/// and the connection state.
+/// What the connection's handlers publish for the API: the server's limits
+/// and name, and the connection state.
 #[derive(Debug)]
 pub(crate) struct Shared {
     info: Mutex<ServerInfo>,
+    /// `max_key` and `max_value` of `info` again, read by every call
+    /// without taking the lock.
+    max_key: AtomicU32,
+    max_value: AtomicU32,
     state: AtomicU8,
 }
 
 impl Shared {
+    /// Adopts a new connection's server.
+    fn set_info(&self, info: ServerInfo) {
+        self.max_key.store(info.max_key, Ordering::Relaxed);
+        self.max_value.store(info.max_value, Ordering::Relaxed);
+        *self.info.lock().unwrap_or_else(PoisonError::into_inner) = info;
+    }
+
     fn set_state(&self, state: ConnState) {
         self.state.store(state as u8, Ordering::Release);
     }
@@ -244,9 +266,9 @@ pub struct Client {
 }
 
 struct Inner {
-    /// Commands to the I/O thread.
-    commands: UnboundedSender<Command>,
-    /// Written by the I/O thread.
+    /// The connection, shared with the I/O thread.
+    link: Arc<Link>,
+    /// Written by whoever handles the connection.
     shared: Arc<Shared>,
     /// Subscription handlers and their queues.
     hub: Arc<Hub>,
@@ -274,6 +296,8 @@ impl Client {
     pub fn connect(addr: &Address, options: ClientOptions) -> Result<Client, Error> {
         let shared = Arc::new(Shared {
             info: Mutex::new(ServerInfo::default()),
+            max_key: AtomicU32::new(0),
+            max_value: AtomicU32::new(0),
             state: AtomicU8::new(ConnState::Connecting as u8),
         });
         let manual = options.dispatch == DispatchMode::Manual;
@@ -282,7 +306,7 @@ impl Client {
                 Error::connection(format!("cannot create the event descriptor: {e}"))
             })?);
         let timeout = options.timeout;
-        let (io_thread, commands) =
+        let (io_thread, link) =
             io::spawn(addr.clone(), options, Arc::clone(&shared), Arc::clone(&hub))?;
         let dispatcher = if manual {
             None
@@ -294,7 +318,7 @@ impl Client {
             {
                 Ok(thread) => Some(thread),
                 Err(e) => {
-                    let _ = commands.send(Command::Close);
+                    link.close();
                     let _ = io_thread.join();
                     return Err(Error::connection(format!(
                         "cannot start the dispatcher thread: {e}"
@@ -304,7 +328,7 @@ impl Client {
         };
         Ok(Client {
             inner: Inner {
-                commands,
+                link,
                 shared,
                 hub,
                 io_thread_id: io_thread.thread().id(),
@@ -361,7 +385,7 @@ impl Client {
 
     /// Checks that the server answers.
     pub fn ping(&self) -> Result<(), Error> {
-        match self.call(Request::Ping)? {
+        match self.inner()?.call(Request::Ping)? {
             Answer::Response(Response::Pong) => Ok(()),
             other => Err(unexpected(other)),
         }
@@ -371,15 +395,15 @@ impl Client {
     /// the write. A failed condition gives [`ErrorKind::ConditionFailed`]
     /// with [`Error::current_revision`].
     pub fn put(&self, key: &str, value: &[u8], condition: Condition) -> Result<u64, Error> {
-        self.check_key(key)?;
-        let limits = self.server_limits();
-        if value.len() > limits.max_value as usize {
+        let inner = self.inner()?;
+        let (max_key, max_value) = inner.limits();
+        validate_key(key, max_key).map_err(|e| Error::invalid_key("key", key, e))?;
+        if value.len() > max_value {
             return Err(Error::new(
                 ErrorKind::TooLarge,
                 format!(
-                    "value is {} bytes, more than the server's limit of {}",
+                    "value is {} bytes, more than the server's limit of {max_value}",
                     value.len(),
-                    limits.max_value
                 ),
             ));
         }
@@ -388,7 +412,7 @@ impl Client {
             value: Bytes::copy_from_slice(value),
             condition,
         };
-        match self.call(request)? {
+        match inner.call(request)? {
             Answer::Response(Response::PutOk { revision }) => Ok(revision),
             other => Err(unexpected(other)),
         }
@@ -396,11 +420,12 @@ impl Client {
 
     /// Reads `key`; `Ok(None)` when it does not exist.
     pub fn get(&self, key: &str) -> Result<Option<Entry>, Error> {
-        self.check_key(key)?;
+        let inner = self.inner()?;
+        inner.check_key(key)?;
         let request = Request::Get {
             key: key.to_owned(),
         };
-        match self.call(request) {
+        match inner.call(request) {
             Ok(Answer::Response(Response::GetOk { revision, value })) => {
                 Ok(Some(Entry { value, revision }))
             }
@@ -412,11 +437,12 @@ impl Client {
 
     /// Every key under `prefix` (`""` = every key), in key order.
     pub fn list(&self, prefix: &str) -> Result<Vec<ListEntry>, Error> {
-        self.check_prefix(prefix)?;
+        let inner = self.inner()?;
+        inner.check_prefix(prefix)?;
         let request = Request::List {
             prefix: prefix.to_owned(),
         };
-        match self.call(request)? {
+        match inner.call(request)? {
             Answer::List(items) => Ok(items),
             other => Err(unexpected(other)),
         }
@@ -425,12 +451,13 @@ impl Client {
     /// Deletes `key` if `condition` holds; returns the revision of the
     /// delete. A missing key gives [`ErrorKind::NotFound`].
     pub fn delete(&self, key: &str, condition: Condition) -> Result<u64, Error> {
-        self.check_key(key)?;
+        let inner = self.inner()?;
+        inner.check_key(key)?;
         let request = Request::Delete {
             key: key.to_owned(),
             condition,
         };
-        match self.call(request)? {
+        match inner.call(request)? {
             Answer::Response(Response::DelOk { revision, .. }) => Ok(revision),
             other => Err(unexpected(other)),
         }
@@ -439,11 +466,12 @@ impl Client {
     /// Deletes `prefix` and every key under it atomically (`""` = every
     /// key); returns the revision and how many keys were deleted.
     pub fn delete_prefix(&self, prefix: &str) -> Result<(u64, u32), Error> {
-        self.check_prefix(prefix)?;
+        let inner = self.inner()?;
+        inner.check_prefix(prefix)?;
         let request = Request::DeletePrefix {
             prefix: prefix.to_owned(),
         };
-        match self.call(request)? {
+        match inner.call(request)? {
             Answer::Response(Response::DelOk { revision, deleted }) => Ok((revision, deleted)),
             other => Err(unexpected(other)),
         }
@@ -451,7 +479,7 @@ impl Client {
 
     /// The server's counters, in the server's order.
     pub fn stats(&self) -> Result<Vec<(String, u64)>, Error> {
-        match self.call(Request::Stats)? {
+        match self.inner()?.call(Request::Stats)? {
             Answer::Response(Response::StatsOk { stats }) => Ok(stats),
             other => Err(unexpected(other)),
         }
@@ -460,7 +488,7 @@ impl Client {
     /// Asks the server to compact its store now; returns the bytes of its
     /// data files before and after.
     pub fn compact(&self) -> Result<(u64, u64), Error> {
-        match self.call(Request::Compact)? {
+        match self.inner()?.call(Request::Compact)? {
             Answer::Response(Response::CompactOk {
                 bytes_before,
                 bytes_after,
@@ -498,7 +526,7 @@ impl Client {
         before_activate: &mut dyn FnMut(u32),
     ) -> Result<u32, Error> {
         let ready = self.inner().and_then(|inner| {
-            self.check_prefix(prefix)?;
+            inner.check_prefix(prefix)?;
             Ok((inner, inner.timeout()?))
         });
         let (inner, timeout) = match ready {
@@ -509,19 +537,7 @@ impl Client {
             }
         };
         let id = inner.hub.reserve(handler);
-        let (reply, answer) = sync_channel(1);
-        let command = Command::Subscribe {
-            id,
-            prefix: prefix.to_owned(),
-            since,
-            reply,
-        };
-        let result = if inner.commands.send(command).is_err() {
-            Err(Error::closed())
-        } else {
-            wait(&answer, timeout).and_then(|r| r)
-        };
-        match result {
+        match inner.link.subscribe(id, prefix.to_owned(), since, timeout) {
             Ok(()) => {
                 before_activate(id);
                 inner.hub.activate(id);
@@ -531,8 +547,8 @@ impl Client {
                 if let Some(handler) = inner.hub.abandon(id) {
                     hub::drop_handler(handler);
                 }
-                // If the server confirms it late, the I/O thread ends it.
-                let _ = inner.commands.send(Command::Forget { id });
+                // If the server confirms it late, it is ended then.
+                inner.link.forget(id);
                 Err(e)
             }
         }
@@ -552,7 +568,7 @@ impl Client {
                 format!("no active subscription {id}"),
             )),
             Ok(handler) => {
-                let _ = inner.commands.send(Command::Forget { id });
+                inner.link.forget(id);
                 if let Some(handler) = handler {
                     hub::drop_handler(handler);
                 }
@@ -586,8 +602,9 @@ impl Client {
             return;
         }
         // No more events: stop the I/O thread first (it never waits for
-        // handlers, so joining it is safe from anywhere but itself).
-        let _ = inner.commands.send(Command::Close);
+        // handlers, so joining it is safe from anywhere but itself). Once it
+        // has closed the link, no caller delivers events either.
+        inner.link.close();
         let current = std::thread::current().id();
         if current != inner.io_thread_id {
             let thread = inner
@@ -643,34 +660,6 @@ impl Client {
             .unwrap_or_else(PoisonError::into_inner)
             .clone()
     }
-
-    fn check_key(&self, key: &str) -> Result<(), Error> {
-        // First: in a forked child, say so rather than judge the key.
-        self.inner()?;
-        let max = self.server_limits().max_key as usize;
-        validate_key(key, max).map_err(|e| Error::invalid_key("key", key, e))
-    }
-
-    fn check_prefix(&self, prefix: &str) -> Result<(), Error> {
-        self.inner()?;
-        let max = self.server_limits().max_key as usize;
-        validate_prefix(prefix, max).map_err(|e| Error::invalid_key("prefix", prefix, e))
-    }
-
-    /// Sends a request and waits for its answer.
-    fn call(&self, request: Request) -> Result<Answer, Error> {
-        let inner = self.inner()?;
-        let timeout = inner.timeout()?;
-        let (reply, answer) = sync_channel(1);
-        if inner
-            .commands
-            .send(Command::Request { request, reply })
-            .is_err()
-        {
-            return Err(Error::closed());
-        }
-        wait(&answer, timeout)?
-    }
 }
 
 impl Drop for Client {
@@ -689,6 +678,29 @@ impl std::fmt::Debug for Client {
 }
 
 impl Inner {
+    /// The longest key and largest value the server takes.
+    fn limits(&self) -> (usize, usize) {
+        let max_key = self.shared.max_key.load(Ordering::Relaxed);
+        let max_value = self.shared.max_value.load(Ordering::Relaxed);
+        (max_key as usize, max_value as usize)
+    }
+
+    fn check_key(&self, key: &str) -> Result<(), Error> {
+        let (max, _) = self.limits();
+        validate_key(key, max).map_err(|e| Error::invalid_key("key", key, e))
+    }
+
+    fn check_prefix(&self, prefix: &str) -> Result<(), Error> {
+        let (max, _) = self.limits();
+        validate_prefix(prefix, max).map_err(|e| Error::invalid_key("prefix", prefix, e))
+    }
+
+    /// Sends a request and waits for its answer.
+    fn call(&self, request: Request) -> Result<Answer, Error> {
+        let timeout = self.timeout()?;
+        self.link.call(request, timeout)
+    }
+
     /// How long the next call may wait: the per-request timeout, or less if
     /// this thread's deadline ([`set_deadline`]) comes first. A deadline
     /// already past fails the call before anything is sent, so a caller
@@ -713,18 +725,6 @@ impl Client {
             .unwrap_or(u64::MAX)
             .max(1);
         self.inner.timeout_ms.store(ms, Ordering::Relaxed);
-    }
-}
-
-/// Waits for the I/O thread's answer, at most `timeout`.
-fn wait<T>(answer: &Receiver<T>, timeout: Duration) -> Result<T, Error> {
-    match answer.recv_timeout(timeout) {
-        Ok(value) => Ok(value),
-        Err(RecvTimeoutError::Timeout) => Err(Error::new(
-            ErrorKind::Timeout,
-            format!("no answer within {timeout:?}"),
-        )),
-        Err(RecvTimeoutError::Disconnected) => Err(Error::closed()),
     }
 }
 

@@ -1,6 +1,6 @@
 //! Subscription events as handlers see them, and the resume bookkeeping the
-//! I/O thread keeps per subscription so that it can re-subscribe after a
-//! reconnect without losing a change.
+//! client keeps per subscription (`link.rs`) so that it can re-subscribe
+//! after a reconnect without losing a change.
 //!
 //! The resume point is the last revision up to which the handler is known
 //! to have seen every change:
@@ -101,7 +101,7 @@ impl SubscriptionEvent {
     }
 }
 
-/// What the I/O thread remembers about one active subscription.
+/// What the client remembers about one active subscription.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct SubState {
     /// The prefix subscribed to.
