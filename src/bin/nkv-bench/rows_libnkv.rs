@@ -22,6 +22,22 @@ use crate::sides::{self, NkvServer, Side};
 use crate::wire::{key_name, value, OpKind, Rng, Target, Wire};
 use crate::Ctx;
 
+/// `cargo run --bin nkv-bench` builds the library as an rlib for the bench
+/// but leaves `libnkv.so` as it was: measuring an old C library would
+/// report the wrong code. Compares it with the rlib built with the bench.
+fn stale(lib_dir: &Path) -> Option<String> {
+    let modified = |name: &str| std::fs::metadata(lib_dir.join(name)).ok()?.modified().ok();
+    let (so, rlib) = (modified("libnkv.so")?, modified("libnkv.rlib")?);
+    let behind = rlib.duration_since(so).ok()?;
+    (behind > std::time::Duration::from_secs(5)).then(|| {
+        format!(
+            "{} is older than the library nkv-bench was built with; \
+             build it first: cargo build --release",
+            lib_dir.join("libnkv.so").display()
+        )
+    })
+}
+
 /// Row 8.
 pub fn row(ctx: &mut Ctx) -> RowReport {
     let mut report = RowReport::new(
@@ -43,6 +59,8 @@ pub fn row(ctx: &mut Ctx) -> RowReport {
             "no libnkv.so in {} (cargo build builds it)",
             lib_dir.display()
         ))
+    } else if let Some(why) = stale(&lib_dir) {
+        Some(why)
     } else if !source.is_file() || !header_dir.join("nkv.h").is_file() {
         Some(format!("{} or include/nkv.h is missing", source.display()))
     } else {
