@@ -575,6 +575,25 @@ void nkv_options_free(struct nkv_options *options);
 enum nkv_status nkv_options_set_name(struct nkv_options *options, const char *name);
 
 /**
+ * The access token sent at HELLO (a secret of the server's token file;
+ * needed over TCP when the server has one). NULL removes it.
+ *
+ * # Safety
+ * `options` is NULL or live; `token` NULL or NUL-terminated.
+ */
+enum nkv_status nkv_options_set_token(struct nkv_options *options, const char *token);
+
+/**
+ * Reads the access token from a token file (its first secret), as the
+ * CLI's `--token-file` does. Fails with `NKV_ERR_INVALID_ARGUMENT` if the
+ * file cannot be read or holds no token.
+ *
+ * # Safety
+ * `options` is NULL or live; `path` NUL-terminated.
+ */
+enum nkv_status nkv_options_set_token_file(struct nkv_options *options, const char *path);
+
+/**
  * How long connecting plus the handshake may take (default 5000 ms).
  *
  * # Safety

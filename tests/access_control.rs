@@ -426,3 +426,79 @@ fn the_router_acl_in_security_md_means_what_it_says() {
     assert!(acl.rights(&backup, "net.wifi.psk").read);
     assert!(!acl.rights(&backup, "net.wifi.psk").write);
 }
+
+/// The token example of docs/security.md ("Tokens for TCP") works as
+/// written, in a scratch directory: the secret, the server, a PUT with
+/// `--token-file`, a GET with `NKV_TOKEN_FILE`; and without the token the
+/// same GET is refused.
+#[test]
+fn the_token_example_in_security_md_works_as_written() {
+    if std::net::TcpListener::bind("127.0.0.1:7411").is_err() {
+        eprintln!("SKIPPED: port 7411, which the example uses, is taken");
+        return;
+    }
+    let doc =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/security.md")).unwrap();
+    let section = doc.split("## Tokens for TCP").nth(1).expect("the section");
+    let block: Vec<&str> = section
+        .split("```sh\n")
+        .nth(1)
+        .and_then(|rest| rest.split("```").next())
+        .expect("a sh block")
+        .lines()
+        .collect();
+    assert_eq!(block.len(), 4, "{block:?}");
+    let scratch = tempfile::tempdir().unwrap();
+    let bin_dir = std::path::Path::new(env!("CARGO_BIN_EXE_nkv"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let sh = |line: &str| {
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(line)
+            .current_dir(scratch.path())
+            .env("PATH", &path)
+            .env("HOME", scratch.path())
+            .env_remove("NKV_ADDR")
+            .env_remove("NKV_TOKEN_FILE")
+            .env_remove("XDG_DATA_HOME")
+            .env_remove("XDG_RUNTIME_DIR");
+        cmd
+    };
+    let out = sh(block[0]).output().unwrap();
+    if !out.status.success() {
+        eprintln!("SKIPPED: `{}` failed (no openssl?)", block[0]);
+        return;
+    }
+    assert!(block[1].starts_with("nkv-server "));
+    let mut server = sh(&format!("exec {}", block[1]))
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect("127.0.0.1:7411").is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the example's server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let put = sh(block[2]).output().unwrap();
+    let get = sh(block[3]).output().unwrap();
+    let without = sh("nkv --addr tcp:127.0.0.1:7411 get net.eth0.state")
+        .output()
+        .unwrap();
+    let _ = server.kill();
+    let _ = server.wait();
+    ok(&put);
+    assert_eq!(ok(&get), "up");
+    let err = String::from_utf8_lossy(&without.stderr);
+    assert_eq!(without.status.code(), Some(2), "{err}");
+    assert!(err.contains("requires a token"), "{err}");
+}

@@ -429,6 +429,48 @@ fn c_manual_dispatch_with_poll_valgrind() {
     c_test("test_manual_dispatch", true);
 }
 
+/// Tokens from C: the server listens on loopback TCP with a token file;
+/// the program connects without, with a wrong, the right token, and the
+/// file.
+fn c_tokens(valgrind: bool) {
+    const SECRET: &str = "5f0c3e2a9b7d41e68a2c4b1d9e0f7a36";
+    let files = tempfile::tempdir().expect("temp dir");
+    let token_file = files.path().join("tokens");
+    std::fs::write(&token_file, format!("backup {SECRET}\n")).unwrap();
+    let port = common::free_port();
+    let tcp = format!("tcp:127.0.0.1:{port}");
+    // Program wants 'static strings: a test process can afford these.
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    let program = Program {
+        name: "test_token",
+        server_args: Box::leak(Box::new([
+            "--listen",
+            leak(tcp.clone()),
+            "--token-file",
+            leak(token_file.display().to_string()),
+        ])),
+        env: Box::leak(Box::new([
+            ("NKV_TEST_TCP_ADDR", leak(tcp)),
+            ("NKV_TEST_TOKEN", SECRET),
+            (
+                "NKV_TEST_TOKEN_FILE",
+                leak(token_file.display().to_string()),
+            ),
+        ])),
+    };
+    c_test_program(&program, valgrind);
+}
+
+#[test]
+fn c_tokens_over_tcp() {
+    c_tokens(false);
+}
+
+#[test]
+fn c_tokens_over_tcp_valgrind() {
+    c_tokens(true);
+}
+
 /// `nkv.h` compiles as strict C11 when included twice.
 #[test]
 fn header_compiles_as_c_included_twice() {

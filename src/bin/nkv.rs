@@ -35,6 +35,10 @@ struct Cli {
     /// Seconds to wait for each answer.
     #[arg(long, global = true, value_name = "SECS", default_value_t = 10.0)]
     timeout: f64,
+    /// File holding the access token (needed over TCP when the server has
+    /// a token file).
+    #[arg(long, global = true, value_name = "FILE", env = "NKV_TOKEN_FILE")]
+    token_file: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -133,10 +137,15 @@ fn run(cli: Cli) -> Result<(), Failure> {
         .ok()
         .filter(|t| !t.is_zero())
         .ok_or_else(|| failure(2, format!("invalid --timeout {}", cli.timeout)))?;
+    let token = match &cli.token_file {
+        Some(path) => Some(nkv::client::read_token_file(path)?),
+        None => None,
+    };
     let options = ClientOptions {
         name: concat!("nkv-cli ", env!("CARGO_PKG_VERSION")).to_owned(),
         timeout,
         connect_timeout: timeout,
+        token,
         ..ClientOptions::default()
     };
     let client = Client::connect(&addr, options)?;

@@ -93,7 +93,7 @@ pub(crate) fn spawn(
                         return;
                     }
                 };
-                let first = connect(addr.clone(), options.name.clone(), options.connect_timeout);
+                let first = connect(addr.clone(), options.hello(), options.connect_timeout);
                 let first = match first.await {
                     Ok((sock, server, leftover)) => {
                         io_link.with(|core| core.connected(sock, server, leftover))
@@ -207,7 +207,7 @@ impl Io {
                         .with(|core| core.shared.set_state(ConnState::Connecting));
                     phase = Phase::Connecting(Box::pin(connect(
                         self.addr.clone(),
-                        self.options.name.clone(),
+                        self.options.hello(),
                         self.options.connect_timeout,
                     )));
                 }
@@ -246,7 +246,11 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 /// Connects and performs the handshake within `timeout`.
-async fn connect(addr: Address, name: String, timeout: Duration) -> Result<Handshaken, Error> {
+async fn connect(
+    addr: Address,
+    name: (String, Option<String>),
+    timeout: Duration,
+) -> Result<Handshaken, Error> {
     match tokio::time::timeout(timeout, handshake(&addr, name)).await {
         Ok(result) => result,
         Err(_) => Err(Error::new(
@@ -256,7 +260,7 @@ async fn connect(addr: Address, name: String, timeout: Duration) -> Result<Hands
     }
 }
 
-async fn handshake(addr: &Address, name: String) -> Result<Handshaken, Error> {
+async fn handshake(addr: &Address, name: (String, Option<String>)) -> Result<Handshaken, Error> {
     let io_error = |e: io::Error| Error::connection(format!("connecting to {addr}: {e}"));
     if let Address::Unix(path) = addr {
         // Never talk to a server someone else planted in our default directory.
@@ -290,7 +294,7 @@ async fn handshake(addr: &Address, name: String) -> Result<Handshaken, Error> {
 async fn hello<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     addr: &Address,
-    name: String,
+    (name, token): (String, Option<String>),
 ) -> Result<(ServerInfo, BytesMut), Error> {
     let io_error = |e: io::Error| Error::connection(format!("connecting to {addr}: {e}"));
     let mut encoder = ClientCodec::new();
@@ -298,7 +302,7 @@ async fn hello<S: AsyncRead + AsyncWrite + Unpin>(
     let request = Request::Hello {
         version: PROTOCOL_VERSION,
         client_name: name,
-        token: None,
+        token,
     };
     encoder
         .encode(ClientFrame { id: 1, request }, &mut hello)

@@ -136,6 +136,40 @@ pub struct ClientOptions {
     /// Events a subscription's queue holds before it merges events of the
     /// same key.
     pub queue_limit: usize,
+    /// The access token sent in HELLO (a secret of the server's token
+    /// file): needed over TCP when the server has one. See
+    /// [`read_token_file`].
+    pub token: Option<String>,
+}
+
+impl ClientOptions {
+    /// What HELLO carries: the name and the token.
+    pub(crate) fn hello(&self) -> (String, Option<String>) {
+        (self.name.clone(), self.token.clone())
+    }
+}
+
+/// Reads a token file as clients use it: its first secret (the whole
+/// first non-comment line, or its second word for `NAME SECRET`), so the
+/// server's own token file works for a client too.
+pub fn read_token_file(path: &std::path::Path) -> Result<String, Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Error::new(
+            ErrorKind::InvalidArgument,
+            format!("cannot read token file {}: {e}", path.display()),
+        )
+    })?;
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .find(|l| !l.is_empty())
+        .and_then(|l| l.split_whitespace().last())
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidArgument,
+                format!("token file {} holds no token", path.display()),
+            )
+        })
 }
 
 /// Who runs subscription handlers.
@@ -160,6 +194,7 @@ impl Default for ClientOptions {
             keepalive: Duration::from_secs(15),
             dispatch: DispatchMode::Thread,
             queue_limit: 1024,
+            token: None,
         }
     }
 }

@@ -99,6 +99,53 @@ pub unsafe extern "C" fn nkv_options_set_name(
     }
 }
 
+/// The access token sent at HELLO (a secret of the server's token file;
+/// needed over TCP when the server has one). NULL removes it.
+///
+/// # Safety
+/// `options` is NULL or live; `token` NULL or NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn nkv_options_set_token(
+    options: *mut nkv_options,
+    token: *const c_char,
+) -> nkv_status {
+    let token = if token.is_null() {
+        Ok(None)
+    } else {
+        // SAFETY: the caller's contract.
+        unsafe { text(token, "token") }.map(|t| Some(t.to_owned()))
+    };
+    // SAFETY: the caller's contract.
+    unsafe {
+        set(options, |o| {
+            o.token = token?;
+            Ok(())
+        })
+    }
+}
+
+/// Reads the access token from a token file (its first secret), as the
+/// CLI's `--token-file` does. Fails with `NKV_ERR_INVALID_ARGUMENT` if the
+/// file cannot be read or holds no token.
+///
+/// # Safety
+/// `options` is NULL or live; `path` NUL-terminated.
+#[no_mangle]
+pub unsafe extern "C" fn nkv_options_set_token_file(
+    options: *mut nkv_options,
+    path: *const c_char,
+) -> nkv_status {
+    // SAFETY: the caller's contract.
+    let path = unsafe { text(path, "path") }.map(std::path::PathBuf::from);
+    // SAFETY: the caller's contract.
+    unsafe {
+        set(options, |o| {
+            o.token = Some(crate::client::read_token_file(&path?)?);
+            Ok(())
+        })
+    }
+}
+
 /// How long connecting plus the handshake may take (default 5000 ms).
 ///
 /// # Safety

@@ -86,6 +86,8 @@ _SIGNATURES = {
     "nkv_options_new_abi": (_p, [c_uint32]),
     "nkv_options_free": (None, [_p]),
     "nkv_options_set_name": (_status, [_p, c_char_p]),
+    "nkv_options_set_token": (_status, [_p, c_char_p]),
+    "nkv_options_set_token_file": (_status, [_p, c_char_p]),
     "nkv_options_set_connect_timeout": (_status, [_p, c_uint32]),
     "nkv_options_set_request_timeout": (_status, [_p, c_uint32]),
     "nkv_options_set_reconnect": (_status, [_p, c_int, c_uint32, c_uint32]),

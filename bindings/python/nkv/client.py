@@ -11,6 +11,7 @@ import ctypes
 import enum
 import itertools
 import logging
+import os
 import queue
 import threading
 import weakref
@@ -397,6 +398,10 @@ class Client:
             (0 turns it off; default 15).
         queue_limit: events a subscription holds for a slow callback before
             it keeps only the latest per key (default 1024).
+        token: the access token sent at HELLO (needed over TCP when the
+            server has a token file).
+        token_file: a file holding it (its first secret); None: the file
+            named by ``$NKV_TOKEN_FILE``, if set.
 
     Use as a context manager, or call :meth:`close`. Closing ends every
     subscription (each callback gets a final CLOSED event). A client may be
@@ -415,6 +420,8 @@ class Client:
         reconnect: bool = True,
         keepalive: Optional[float] = None,
         queue_limit: Optional[int] = None,
+        token: Optional[str] = None,
+        token_file: Optional[str] = None,
         _manual: bool = False,
     ) -> None:
         self._lib = _native.lib()
@@ -428,6 +435,12 @@ class Client:
         try:
             if name is not None:
                 _check(self._lib.nkv_options_set_name(opts, name.encode("utf-8")))
+            if token_file is None and token is None:
+                token_file = os.environ.get("NKV_TOKEN_FILE") or None
+            if token is not None:
+                _check(self._lib.nkv_options_set_token(opts, token.encode("utf-8")))
+            elif token_file is not None:
+                _check(self._lib.nkv_options_set_token_file(opts, os.fsencode(token_file)))
             if timeout is not None:
                 _check(self._lib.nkv_options_set_request_timeout(opts, _millis(timeout, "timeout")))
             if connect_timeout is not None:

@@ -131,6 +131,43 @@ class ServerTest(unittest.TestCase):
         self.addCleanup(self.client.close)
 
 
+class TestTokens(unittest.TestCase):
+    """Over TCP a server with a token file needs the token at HELLO."""
+
+    SECRET = "5f0c3e2a9b7d41e68a2c4b1d9e0f7a36"
+
+    def test_token_token_file_and_environment(self) -> None:
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        tokens = os.path.join(tmp.name, "tokens")
+        with open(tokens, "w") as f:
+            f.write(f"backup {self.SECRET}\n")
+        probe = socket.socket()
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+        probe.close()
+        server = Server(tmp.name, "nkv", "--listen", f"tcp:127.0.0.1:{port}", "--token-file", tokens)
+        self.addCleanup(server.stop)
+        addr = f"tcp:127.0.0.1:{port}"
+        with self.assertRaises(nkv.Unauthorized):
+            nkv.Client(addr, reconnect=False)
+        with self.assertRaises(nkv.Unauthorized):
+            nkv.Client(addr, token="0" * 32, reconnect=False)
+        with nkv.Client(addr, token=self.SECRET) as c:
+            c.put("a.b", b"1")
+        with nkv.Client(addr, token_file=tokens) as c:
+            self.assertEqual(c.get("a.b"), b"1")
+        os.environ["NKV_TOKEN_FILE"] = tokens
+        try:
+            with nkv.Client(addr) as c:
+                self.assertEqual(c.get("a.b"), b"1")
+        finally:
+            del os.environ["NKV_TOKEN_FILE"]
+        # Over the Unix socket the uid identifies the caller: no token.
+        with nkv.Client(server.addr) as c:
+            self.assertEqual(c.get("a.b"), b"1")
+
+
 class TestRequests(ServerTest):
     def test_version(self) -> None:
         self.assertEqual(nkv.version(), "0.1.0")
