@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod common;
+
 const BENCH: &str = env!("CARGO_BIN_EXE_nkv-bench");
 const SERVER: &str = env!("CARGO_BIN_EXE_nkv-server");
 
@@ -31,7 +33,9 @@ const TINY: &[&str] = &[
 /// A bench command with its own TMPDIR, so leftovers can be checked.
 fn bench(tmp: &Path, args: &[&str]) -> Command {
     let mut cmd = Command::new(BENCH);
+    // The libnkv.so this test run built (cargo test leaves it in deps/).
     cmd.arg(format!("--server-bin={SERVER}"))
+        .arg(format!("--lib-dir={}", common::lib_dir().display()))
         .args(TINY)
         .args(args)
         .env("TMPDIR", tmp)

@@ -47,6 +47,11 @@ pub struct Args {
     #[arg(long, value_name = "PATH")]
     pub server_bin: Option<PathBuf>,
 
+    /// The directory holding the libnkv.so the libnkv row measures
+    /// [default: next to this executable].
+    #[arg(long, value_name = "DIR")]
+    pub lib_dir: Option<PathBuf>,
+
     /// An extra flag for every nkv-server the bench starts (repeat for
     /// several), e.g. `--server-arg=--threads=1`.
     #[arg(long, value_name = "ARG", allow_hyphen_values = true)]

@@ -56,6 +56,8 @@ pub struct Ctx {
     pub server_bin: PathBuf,
     /// `--server-arg`: extra flags for every nkv-server started.
     pub server_args: Vec<String>,
+    /// `--lib-dir`: where libnkv.so is, if not next to the bench.
+    pub lib_dir: Option<PathBuf>,
     /// `--addr`: an nkv server already running.
     pub addr: Option<Target>,
     /// Whether redis-server is on PATH.
@@ -162,6 +164,7 @@ fn run(args: Args) -> Result<ExitCode, String> {
         sizes,
         server_bin,
         server_args: args.server_arg.clone(),
+        lib_dir: args.lib_dir.clone(),
         addr,
         redis,
         echo: None,

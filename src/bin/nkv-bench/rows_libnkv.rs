@@ -48,10 +48,12 @@ pub fn row(ctx: &mut Ctx) -> RowReport {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/c/libnkv_bench.c"),
         Path::new(env!("CARGO_MANIFEST_DIR")).join("include"),
     );
-    let lib_dir = std::env::current_exe()
-        .ok()
-        .and_then(|e| e.parent().map(Path::to_path_buf))
-        .unwrap_or_default();
+    let lib_dir = ctx.lib_dir.clone().unwrap_or_else(|| {
+        std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(Path::to_path_buf))
+            .unwrap_or_default()
+    });
     let missing = if !on_path("cc") {
         Some("no C compiler (cc) on PATH".to_owned())
     } else if !lib_dir.join("libnkv.so").is_file() {
