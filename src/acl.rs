@@ -167,25 +167,16 @@ pub trait Names {
     fn gid(&self, name: &str) -> Option<u32>;
 }
 
-/// Names from `/etc/passwd` and `/etc/group` (the files, not NSS: on the
-/// devices nkv is for, they are the user database).
+/// Names from the system's user database (NSS, through `uzers`), as
+/// `--socket-group` resolves them.
 pub struct SystemNames;
-
-fn id_in(file: &str, name: &str) -> Option<u32> {
-    let text = std::fs::read_to_string(file).ok()?;
-    text.lines().find_map(|line| {
-        let mut fields = line.split(':');
-        (fields.next()? == name).then_some(())?;
-        fields.nth(1)?.parse().ok()
-    })
-}
 
 impl Names for SystemNames {
     fn uid(&self, name: &str) -> Option<u32> {
-        id_in("/etc/passwd", name)
+        uzers::get_user_by_name(name).map(|u| u.uid())
     }
     fn gid(&self, name: &str) -> Option<u32> {
-        id_in("/etc/group", name)
+        uzers::get_group_by_name(name).map(|g| g.gid())
     }
 }
 
@@ -443,6 +434,20 @@ mod tests {
         assert!(acl.all_under(&user(1001), "net", Right::Write));
         assert!(!acl.all_under(&ui, "", Right::Write));
         assert!(acl.all_under(&ui, "ui", Right::Write));
+    }
+
+    #[test]
+    fn system_names_resolve_real_users_and_groups() {
+        let acl = Acl::parse("cfg user:root read\ncfg group:root write", &SystemNames).unwrap();
+        assert_eq!(
+            acl.rights(&user(0), "cfg.x"),
+            Rights {
+                read: true,
+                write: true,
+                subscribe: false
+            }
+        );
+        assert!(Acl::parse("cfg user:no-such-user-here read", &SystemNames).is_err());
     }
 
     #[test]
