@@ -227,6 +227,24 @@ typedef enum nkv_dispatch_mode {
 } nkv_dispatch_mode;
 
 /**
+ * The state `nkv_wait` waits for.
+ */
+typedef enum nkv_wait_for {
+  /**
+   * The key exists, whatever its value.
+   */
+  NKV_WAIT_PRESENT = 0,
+  /**
+   * The key holds exactly the bytes given.
+   */
+  NKV_WAIT_VALUE = 1,
+  /**
+   * The key does not exist.
+   */
+  NKV_WAIT_ABSENT = 2,
+} nkv_wait_for;
+
+/**
  * A client connection (opaque). Create with `nkv_connect`, destroy with
  * `nkv_close`. One client may be used from many threads at once, and
  * closed while calls on other threads are in flight (they fail with
@@ -534,6 +552,27 @@ enum nkv_status nkv_stats(struct nkv_client *client, struct nkv_stats_list **out
 enum nkv_status nkv_compact(struct nkv_client *client,
                             uint64_t *out_bytes_before,
                             uint64_t *out_bytes_after);
+
+/**
+ * Blocks until the key is in the state `until` (an `nkv_wait_for`) asks for (at once if it is
+ * already): `NKV_OK` then; `NKV_ERR_TIMEOUT` when `timeout_ms` passes
+ * first (a negative `timeout_ms` waits without limit). `data`/`len` is the
+ * value for `NKV_WAIT_VALUE` (ignored otherwise). Goes on waiting across
+ * a lost connection. Needs the dispatcher thread: in manual dispatch mode,
+ * or from inside a callback, `NKV_ERR_INVALID_ARGUMENT`. A start-up gate
+ * for services: Android's wait-for-property.
+ *
+ * # Safety
+ * `client` is NULL or a live handle; `key` as in `nkv_put`; `data` NULL
+ * (with `len` 0) or `len` readable bytes.
+ */
+enum nkv_status nkv_wait(struct nkv_client *client,
+                         const char *key,
+                         size_t key_len,
+                         int until,
+                         const void *data,
+                         size_t len,
+                         int64_t timeout_ms);
 
 /**
  * Closes the client: stops reconnecting, fails requests in flight with

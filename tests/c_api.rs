@@ -471,6 +471,16 @@ fn c_tokens_over_tcp_valgrind() {
     c_tokens(true);
 }
 
+#[test]
+fn c_wait_for_a_state() {
+    c_test("test_wait", false);
+}
+
+#[test]
+fn c_wait_for_a_state_valgrind() {
+    c_test("test_wait", true);
+}
+
 /// `nkv.h` compiles as strict C11 when included twice.
 #[test]
 fn header_compiles_as_c_included_twice() {

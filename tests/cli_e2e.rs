@@ -117,3 +117,66 @@ fn unreachable_server_is_a_clear_error() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.starts_with("nkv:"), "{stderr}");
 }
+
+/// `nkv wait`: a shell gate for start-up ordering. Exit 0 once the state
+/// holds (now or later), 1 on timeout.
+#[test]
+fn wait_exits_zero_when_the_state_holds_and_one_on_timeout() {
+    let server = TestServer::start();
+    let out = nkv(&server, &["wait", "svc.netd.alive", "--timeout", "0.2"]);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("timed out waiting for svc.netd.alive"));
+
+    // Written while the gate waits (no --timeout: no limit).
+    let waiter = std::process::Command::new(env!("CARGO_BIN_EXE_nkv"))
+        .args([
+            "--addr",
+            &server.addr(),
+            "wait",
+            "svc.netd.alive",
+            "--value",
+            "yes",
+        ])
+        .spawn()
+        .unwrap();
+    let mut waiter = Waiter(waiter);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        waiter.0.try_wait().unwrap().is_none(),
+        "returned before the write"
+    );
+    assert!(nkv(&server, &["put", "svc.netd.alive", "no"])
+        .status
+        .success());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(
+        waiter.0.try_wait().unwrap().is_none(),
+        "a different value opened the gate"
+    );
+    assert!(nkv(&server, &["put", "svc.netd.alive", "yes"])
+        .status
+        .success());
+    let status = waiter.0.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+
+    // Already true: at once; absent after a delete.
+    assert!(nkv(&server, &["wait", "svc.netd.alive"]).status.success());
+    assert!(nkv(&server, &["del", "svc.netd.alive"]).status.success());
+    let out = nkv(
+        &server,
+        &["wait", "svc.netd.alive", "--absent", "--timeout", "5"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    let out = nkv(&server, &["wait", "x", "--absent", "--value", "v"]);
+    assert_eq!(out.status.code(), Some(2), "--absent and --value together");
+}
+
+/// Kills the process at the end, whatever the test did.
+struct Waiter(std::process::Child);
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

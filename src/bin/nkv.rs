@@ -12,7 +12,7 @@ use clap::{ArgGroup, Parser, Subcommand};
 use serde_json::{json, Map, Value};
 
 use nkv::addr::Address;
-use nkv::client::{Client, ClientOptions, Error, ErrorKind, SubscriptionEvent};
+use nkv::client::{Client, ClientOptions, Error, ErrorKind, SubscriptionEvent, WaitFor};
 use nkv::protocol::Condition;
 
 const EXIT_HELP: &str = "\
@@ -32,9 +32,10 @@ struct Cli {
     /// Print JSON, one object per line, for scripts.
     #[arg(long, global = true)]
     json: bool,
-    /// Seconds to wait for each answer.
-    #[arg(long, global = true, value_name = "SECS", default_value_t = 10.0)]
-    timeout: f64,
+    /// Seconds to wait for each answer [default: 10]; for `wait`, for the
+    /// state (default: no limit).
+    #[arg(long, global = true, value_name = "SECS")]
+    timeout: Option<f64>,
     /// File holding the access token (needed over TCP when the server has
     /// a token file).
     #[arg(long, global = true, value_name = "FILE", env = "NKV_TOKEN_FILE")]
@@ -86,6 +87,18 @@ enum Command {
         #[arg(long, value_name = "REV")]
         since: Option<u64>,
     },
+    /// Wait until KEY exists (or holds VALUE, or is absent), now or later:
+    /// exit 0 then, 1 when --timeout passes first.
+    Wait {
+        /// The key.
+        key: String,
+        /// Wait for this exact value.
+        #[arg(long, conflicts_with = "absent")]
+        value: Option<OsString>,
+        /// Wait until the key does not exist.
+        #[arg(long)]
+        absent: bool,
+    },
     /// Show the server's counters.
     Stats,
     /// Compact the server's store now, reclaiming the space of overwritten
@@ -133,10 +146,22 @@ fn run(cli: Cli) -> Result<(), Failure> {
         None => Address::from_env_or_default(),
     }
     .map_err(|e| failure(2, e.to_string()))?;
-    let timeout = Duration::try_from_secs_f64(cli.timeout)
-        .ok()
-        .filter(|t| !t.is_zero())
-        .ok_or_else(|| failure(2, format!("invalid --timeout {}", cli.timeout)))?;
+    let given = match cli.timeout {
+        Some(secs) => Some(
+            Duration::try_from_secs_f64(secs)
+                .ok()
+                .filter(|t| !t.is_zero())
+                .ok_or_else(|| failure(2, format!("invalid --timeout {secs}")))?,
+        ),
+        None => None,
+    };
+    // `wait` waits for the state as long as --timeout says (no limit by
+    // default); its requests, and every other command's, take 10 s at most.
+    let waiting = matches!(cli.command, Command::Wait { .. });
+    let timeout = match given {
+        Some(t) if !waiting => t,
+        _ => Duration::from_secs(10),
+    };
     let token = match &cli.token_file {
         Some(path) => Some(nkv::client::read_token_file(path)?),
         None => None,
@@ -165,12 +190,35 @@ fn run(cli: Cli) -> Result<(), Failure> {
             drop(out);
             return watch(client, json, key.as_deref().unwrap_or(""), since);
         }
+        Command::Wait { key, value, absent } => {
+            let until = match (value, absent) {
+                (Some(v), _) => WaitFor::Value(bytes::Bytes::from(v.into_encoded_bytes())),
+                (None, true) => WaitFor::Absent,
+                (None, false) => WaitFor::Present,
+            };
+            match client.wait(&key, &until, given) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(failure(
+                    1,
+                    format!("timed out waiting for {key} ({})", describe(&until)),
+                )),
+                Err(e) => Err(e.into()),
+            }
+        }
         Command::Stats => stats(&client, &mut out, json),
         Command::Compact => compact(&client, &mut out, json),
     };
     client.close();
     result?;
     out.flush().map_err(write_failure)
+}
+
+fn describe(until: &WaitFor) -> String {
+    match until {
+        WaitFor::Present => "to exist".into(),
+        WaitFor::Value(v) => format!("the value {}", String::from_utf8_lossy(v)),
+        WaitFor::Absent => "to be absent".into(),
+    }
 }
 
 /// A failed write to stdout. A reader that went away (`nkv list | head`)

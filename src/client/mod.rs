@@ -88,6 +88,7 @@ mod link;
 mod queue;
 mod socket;
 pub mod subscription;
+mod wait;
 
 use std::os::fd::BorrowedFd;
 use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
@@ -101,6 +102,7 @@ pub use deadline::{clear_deadline, set_deadline};
 pub use error::{Error, ErrorKind};
 pub use hub::Handler;
 pub use subscription::SubscriptionEvent;
+pub use wait::WaitFor;
 
 use crate::addr::Address;
 use crate::key::{validate_key, validate_prefix};

@@ -1,13 +1,13 @@
 //! The exported request functions: ping, put, get, list, delete, stats,
 //! compact, and the client's settings and state.
 
-use std::ffi::{c_char, c_void};
+use std::ffi::{c_char, c_int, c_void};
 use std::time::Duration;
 
 use super::handle::{acquire, nkv_client};
 use super::types::{nkv_conn_state, nkv_entries, nkv_stats_list, nkv_value, OwnedValue};
 use super::{bytes_arg, guard, invalid, key_arg, nkv_status, Failure};
-use crate::client::{ConnState, Error, ErrorKind};
+use crate::client::{ConnState, Error, ErrorKind, WaitFor};
 use crate::protocol::Condition;
 
 /// Writes `value` through `out` when `out` is not NULL.
@@ -428,5 +428,68 @@ pub unsafe extern "C" fn nkv_compact(
             store_opt(out_bytes_after, after);
         }
         Ok(())
+    })
+}
+
+/// The state `nkv_wait` waits for.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum nkv_wait_for {
+    /// The key exists, whatever its value.
+    NKV_WAIT_PRESENT = 0,
+    /// The key holds exactly the bytes given.
+    NKV_WAIT_VALUE = 1,
+    /// The key does not exist.
+    NKV_WAIT_ABSENT = 2,
+}
+
+/// Blocks until the key is in the state `until` (an `nkv_wait_for`) asks for (at once if it is
+/// already): `NKV_OK` then; `NKV_ERR_TIMEOUT` when `timeout_ms` passes
+/// first (a negative `timeout_ms` waits without limit). `data`/`len` is the
+/// value for `NKV_WAIT_VALUE` (ignored otherwise). Goes on waiting across
+/// a lost connection. Needs the dispatcher thread: in manual dispatch mode,
+/// or from inside a callback, `NKV_ERR_INVALID_ARGUMENT`. A start-up gate
+/// for services: Android's wait-for-property.
+///
+/// # Safety
+/// `client` is NULL or a live handle; `key` as in `nkv_put`; `data` NULL
+/// (with `len` 0) or `len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn nkv_wait(
+    client: *mut nkv_client,
+    key: *const c_char,
+    key_len: usize,
+    until: c_int,
+    data: *const c_void,
+    len: usize,
+    timeout_ms: i64,
+) -> nkv_status {
+    guard(|| {
+        // SAFETY: the caller's contract covers every pointer.
+        let (handle, key, value) = unsafe {
+            (
+                acquire(client)?,
+                key_arg(key, key_len, "key")?,
+                bytes_arg(data.cast(), len)?,
+            )
+        };
+        // An int, not the enum: a value C passes outside it is refused,
+        // never undefined behaviour.
+        let until = match until {
+            u if u == nkv_wait_for::NKV_WAIT_PRESENT as c_int => WaitFor::Present,
+            u if u == nkv_wait_for::NKV_WAIT_VALUE as c_int => {
+                WaitFor::Value(bytes::Bytes::copy_from_slice(value))
+            }
+            u if u == nkv_wait_for::NKV_WAIT_ABSENT as c_int => WaitFor::Absent,
+            other => return Err(invalid(format!("unknown wait state {other}"))),
+        };
+        let timeout = u64::try_from(timeout_ms).ok().map(Duration::from_millis);
+        match handle.client.wait(key, &until, timeout)? {
+            true => Ok(()),
+            false => Err(Failure::from(Error::new(
+                ErrorKind::Timeout,
+                format!("{key} did not reach the state in {timeout_ms} ms"),
+            ))),
+        }
     })
 }

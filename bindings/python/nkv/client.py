@@ -589,6 +589,43 @@ class Client:
             raise
         return rev.value
 
+    def wait(
+        self,
+        key: str,
+        value: Optional[Bytes] = None,
+        *,
+        absent: bool = False,
+        timeout: Optional[float] = None,
+    ) -> bool:
+        """Blocks until ``key`` exists (or holds ``value``, or with
+        ``absent=True`` does not exist), now or later: True then, False when
+        ``timeout`` seconds pass first (None: no limit). A start-up gate.
+
+        It keeps the client busy: :meth:`close` from another thread takes
+        effect when the wait ends, so give a timeout where that matters.
+        Not from inside a callback (it would wait for its own thread).
+        """
+        if absent and value is not None:
+            raise ValueError("give value or absent=True, not both")
+        k, n = _key(key)
+        if absent:
+            mode, data = 2, b""
+        elif value is not None:
+            mode, data = 1, _value(value)
+        else:
+            mode, data = 0, b""
+        if timeout is None:
+            ms = -1
+        elif timeout < 0:
+            raise ValueError("timeout must not be negative")
+        else:
+            ms = int(timeout * 1000)
+        try:
+            self._call(self._lib.nkv_wait, k, n, mode, data, len(data), ms)
+        except Timeout:
+            return False
+        return True
+
     def entry(self, key: str) -> Optional[Entry]:
         """The value of ``key`` with its revision, or None when it is absent."""
         out = POINTER(NkvValue)()

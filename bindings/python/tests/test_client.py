@@ -168,6 +168,25 @@ class TestTokens(unittest.TestCase):
             self.assertEqual(c.get("a.b"), b"1")
 
 
+class TestWait(ServerTest):
+    """client.wait: a start-up gate."""
+
+    def test_wait_for_present_value_and_absent(self) -> None:
+        self.assertFalse(self.client.wait("svc.up", timeout=0.1))
+        writer = threading.Timer(0.2, lambda: self.client.put("svc.up", b"yes"))
+        writer.start()
+        self.addCleanup(writer.cancel)
+        self.assertTrue(self.client.wait("svc.up", b"yes", timeout=10))
+        self.assertTrue(self.client.wait("svc.up"))
+        self.assertFalse(self.client.wait("svc.up", b"no", timeout=0.1))
+        self.client.delete("svc.up")
+        self.assertTrue(self.client.wait("svc.up", absent=True, timeout=5))
+        with self.assertRaises(ValueError):
+            self.client.wait("svc.up", b"x", absent=True)
+        with self.assertRaises(nkv.InvalidKey):
+            self.client.wait("bad..key", timeout=0.1)
+
+
 class TestRequests(ServerTest):
     def test_version(self) -> None:
         self.assertEqual(nkv.version(), "0.1.0")
