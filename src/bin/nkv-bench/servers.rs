@@ -207,20 +207,7 @@ impl Server {
     }
 
     fn spawn(&mut self) -> Result<(), String> {
-        let log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.log)
-            .map_err(|e| format!("log file: {e}"))?;
-        let child = Command::new(&self.program)
-            .args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().map_err(|e| e.to_string())?)
-            .stderr(log)
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", self.program.display()))?;
-        registry().pids.push(child.id() as i32);
-        self.child = Some(child);
+        self.respawn_nowait()?;
         self.wait_ready()
     }
 
@@ -309,14 +296,14 @@ impl Server {
         Ok(start.elapsed())
     }
 
-    /// Starts the server again with the same flags and data, without
+    /// Starts the server (again, with the same flags and data) without
     /// waiting for it (the restart measurement polls by itself).
     pub fn respawn_nowait(&mut self) -> Result<(), String> {
         let log = fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&self.log)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| format!("log file: {e}"))?;
         let child = Command::new(&self.program)
             .args(&self.args)
             .stdin(Stdio::null())
