@@ -255,7 +255,7 @@ fn calls_from_many_threads_and_a_subscription_survive_server_restarts_mid_call()
                     }
                     SubscriptionEvent::Reset => view.values.clear(),
                     SubscriptionEvent::Disconnected => view.disconnects += 1,
-                    SubscriptionEvent::Synced { .. } => {}
+                    SubscriptionEvent::Synced { .. } | SubscriptionEvent::Group { .. } => {}
                     SubscriptionEvent::Closed { reason } => view.closed = Some(reason.clone()),
                 }
             }),

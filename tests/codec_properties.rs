@@ -16,10 +16,10 @@
 use std::fmt::Debug;
 
 use bytes::{Bytes, BytesMut};
-use nkv::protocol::wire::DEFAULT_MAX_FRAME;
+use nkv::protocol::wire::{DEFAULT_MAX_FRAME, MAX_EPHEMERAL_GRACE_MS};
 use nkv::protocol::{
-    ClientCodec, ClientFrame, Condition, ErrorCode, ErrorFrame, Event, Inbound, Request, Response,
-    ServerCodec, ServerFrame,
+    Check, ClientCodec, ClientFrame, Condition, ErrorCode, ErrorFrame, Event, Inbound, Request,
+    Response, ServerCodec, ServerFrame, Txn, TxnCondition, TxnOp,
 };
 use nkv::store::format::{
     encode_batch_value, encode_record, Kind, OpRef, SegmentHeader, HEADER_LEN, R_KEY,
@@ -151,10 +151,42 @@ fn request() -> impl Strategy<Value = Request> {
         text().prop_map(|prefix| Request::List { prefix }),
         (text(), any::<Option<u64>>())
             .prop_map(|(prefix, since)| Request::Subscribe { prefix, since }),
+        (text(), any::<Option<u64>>())
+            .prop_map(|(prefix, since)| Request::SubscribeGrouped { prefix, since }),
+        (text(), blob(), condition(), 0..=MAX_EPHEMERAL_GRACE_MS).prop_map(
+            |(key, value, condition, grace_ms)| Request::PutEphemeral {
+                key,
+                value,
+                condition,
+                grace_ms
+            }
+        ),
+        txn().prop_map(Request::Txn),
         any::<u32>().prop_map(|subscription| Request::Unsubscribe { subscription }),
         Just(Request::Stats),
         Just(Request::Compact),
     ]
+}
+
+fn txn() -> impl Strategy<Value = Txn> {
+    let check = prop_oneof![
+        Just(Check::Absent),
+        Just(Check::Present),
+        any::<u64>().prop_map(Check::RevisionEquals),
+    ];
+    let op = prop_oneof![
+        (text(), blob()).prop_map(|(key, value)| TxnOp::Put { key, value }),
+        text().prop_map(|key| TxnOp::Delete { key }),
+        text().prop_map(|prefix| TxnOp::DeletePrefix { prefix }),
+    ];
+    (
+        prop::collection::vec(
+            (text(), check).prop_map(|(key, check)| TxnCondition { key, check }),
+            0..4,
+        ),
+        prop::collection::vec(op, 0..4),
+    )
+        .prop_map(|(conditions, ops)| Txn { conditions, ops })
 }
 
 fn client_frame() -> impl Strategy<Value = ClientFrame> {
@@ -163,10 +195,13 @@ fn client_frame() -> impl Strategy<Value = ClientFrame> {
 
 fn error_frame() -> impl Strategy<Value = ErrorFrame> {
     // Canonical: a current revision exactly for CONDITION_FAILED.
-    (code(), text(), any::<u64>()).prop_map(|(code, message, rev)| ErrorFrame {
-        code,
-        message,
-        current_revision: (code == ErrorCode::ConditionFailed).then_some(rev),
+    (code(), text(), any::<u64>(), any::<Option<String>>()).prop_map(|(code, message, rev, key)| {
+        ErrorFrame {
+            code,
+            message,
+            current_revision: (code == ErrorCode::ConditionFailed).then_some(rev),
+            key: key.filter(|_| code == ErrorCode::ConditionFailed),
+        }
     })
 }
 
@@ -185,6 +220,7 @@ fn response() -> impl Strategy<Value = Response> {
         (any::<u64>(), blob()).prop_map(|(revision, value)| Response::GetOk { revision, value }),
         any::<u64>().prop_map(|revision| Response::PutOk { revision }),
         any::<(u64, u32)>().prop_map(|(revision, deleted)| Response::DelOk { revision, deleted }),
+        any::<(u64, u32)>().prop_map(|(revision, deleted)| Response::TxnOk { revision, deleted }),
         (any::<u64>(), text(), blob()).prop_map(|(revision, key, value)| Response::ListItem {
             revision,
             key,
@@ -221,6 +257,7 @@ fn event() -> impl Strategy<Value = Event> {
         any::<u64>().prop_map(|revision| Event::Synced { revision }),
         Just(Event::Reset),
         (code(), text()).prop_map(|(code, message)| Event::Closed { code, message }),
+        any::<(u32, u64)>().prop_map(|(count, revision)| Event::Group { count, revision }),
     ]
 }
 

@@ -155,7 +155,7 @@ impl Follower {
                 self.since = Some(self.since.map_or(*revision, |s| s.max(*revision)));
                 return;
             }
-            Event::Closed { .. } => return,
+            Event::Closed { .. } | Event::Group { .. } => return,
         };
         if let Some(&before) = self.seen.get(&key) {
             assert!(

@@ -17,13 +17,13 @@ use common::hexdoc::{load, Example};
 use bytes::{Bytes, BytesMut};
 use nkv::protocol::wire::frame_type as ft;
 use nkv::protocol::{
-    ClientCodec, ClientFrame, Condition, ErrorCode, ErrorFrame, Event, Inbound, Request, Response,
-    ServerCodec, ServerFrame,
+    Check, ClientCodec, ClientFrame, Condition, ErrorCode, ErrorFrame, Event, Inbound, Request,
+    Response, ServerCodec, ServerFrame, Txn, TxnCondition, TxnOp,
 };
 use tokio_util::codec::{Decoder, Encoder};
 
 /// Frame type names as `protocol.md` spells them.
-const FRAME_NAMES: [(&str, u8); 27] = [
+const FRAME_NAMES: [(&str, u8); 30] = [
     ("HELLO", ft::HELLO),
     ("PING", ft::PING),
     ("GET", ft::GET),
@@ -34,6 +34,9 @@ const FRAME_NAMES: [(&str, u8); 27] = [
     ("UNSUB", ft::UNSUB),
     ("STATS", ft::STATS),
     ("COMPACT", ft::COMPACT),
+    ("TXN", ft::TXN),
+    ("TXN_OK", ft::TXN_OK),
+    ("GROUP", ft::GROUP),
     ("HELLO_OK", ft::HELLO_OK),
     ("PONG", ft::PONG),
     ("GET_OK", ft::GET_OK),
@@ -188,6 +191,87 @@ fn expected() -> Vec<(&'static str, Expected)> {
         ),
         ("put", c(9, put(K, "down", RevisionEquals(42)))),
         ("put-ok", r(9, Response::PutOk { revision: 43 })),
+        (
+            "put-ephemeral",
+            c(
+                21,
+                Request::PutEphemeral {
+                    key: "svc.netd.alive".into(),
+                    value: Bytes::from_static(b"1"),
+                    condition: MustNotExist,
+                    grace_ms: 3000,
+                },
+            ),
+        ),
+        (
+            "txn",
+            c(
+                22,
+                Request::Txn(Txn {
+                    conditions: vec![
+                        TxnCondition {
+                            key: K.into(),
+                            check: Check::RevisionEquals(43),
+                        },
+                        TxnCondition {
+                            key: "net.lock".into(),
+                            check: Check::Absent,
+                        },
+                    ],
+                    ops: vec![
+                        TxnOp::Put {
+                            key: K.into(),
+                            value: Bytes::from_static(b"up"),
+                        },
+                        TxnOp::DeletePrefix {
+                            prefix: "net.eth1".into(),
+                        },
+                    ],
+                }),
+            ),
+        ),
+        (
+            "txn-ok",
+            r(
+                22,
+                Response::TxnOk {
+                    revision: 44,
+                    deleted: 2,
+                },
+            ),
+        ),
+        (
+            "error-txn-condition",
+            r(
+                22,
+                Response::Error(ErrorFrame::txn_condition_failed(
+                    1,
+                    "net.lock",
+                    Check::Absent,
+                    40,
+                )),
+            ),
+        ),
+        (
+            "sub-grouped",
+            c(
+                23,
+                Request::SubscribeGrouped {
+                    prefix: "net".into(),
+                    since: None,
+                },
+            ),
+        ),
+        (
+            "group",
+            e(
+                23,
+                Event::Group {
+                    count: 3,
+                    revision: 44,
+                },
+            ),
+        ),
         (
             "del",
             c(

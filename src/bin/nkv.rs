@@ -423,6 +423,9 @@ fn event_line(event: &SubscriptionEvent) -> String {
         }
         SubscriptionEvent::Synced { revision } => format!("SYNCED at rev {revision}"),
         SubscriptionEvent::Reset => "RESET".to_owned(),
+        SubscriptionEvent::Group { count, revision } => {
+            format!("GROUP of {count} at rev {revision}")
+        }
         SubscriptionEvent::Disconnected => "DISCONNECTED".to_owned(),
         SubscriptionEvent::Closed { reason } => {
             format!("CLOSED {}", printable(reason.as_bytes()))
@@ -454,6 +457,9 @@ fn event_json(event: &SubscriptionEvent) -> Value {
             json!({ "event": "synced", "revision": revision })
         }
         SubscriptionEvent::Reset => json!({ "event": "reset" }),
+        SubscriptionEvent::Group { count, revision } => {
+            json!({ "event": "group", "count": count, "revision": revision })
+        }
         SubscriptionEvent::Disconnected => json!({ "event": "disconnected" }),
         SubscriptionEvent::Closed { reason } => json!({ "event": "closed", "reason": reason }),
     }

@@ -59,6 +59,15 @@ pub enum SubscriptionEvent {
     /// subscription: the changes that were missed (or `Reset` and a
     /// snapshot), then `Synced`.
     Disconnected,
+    /// Grouped subscriptions only: the next `count` updates and deletes
+    /// belong together (one transaction or prefix delete); applied together
+    /// they make the view consistent at `revision`.
+    Group {
+        /// How many events of the group follow.
+        count: u32,
+        /// The revision the view is consistent at after the last of them.
+        revision: u64,
+    },
     /// The subscription ended (the client was closed, the server ended it,
     /// or it could not be resumed). The last event of a subscription; the
     /// handler is dropped right after.
@@ -94,6 +103,7 @@ impl SubscriptionEvent {
             },
             Event::Synced { revision } => SubscriptionEvent::Synced { revision },
             Event::Reset => SubscriptionEvent::Reset,
+            Event::Group { count, revision } => SubscriptionEvent::Group { count, revision },
             Event::Closed { code, message } => SubscriptionEvent::Closed {
                 reason: format!("{code}: {message}"),
             },

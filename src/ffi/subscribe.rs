@@ -72,6 +72,13 @@ impl CallbackHandler {
                     (nkv_event_kind::NKV_EVENT_SYNCED, None, &[], *revision, 0)
                 }
                 SubscriptionEvent::Reset => (nkv_event_kind::NKV_EVENT_RESET, None, &[], 0, 0),
+                SubscriptionEvent::Group { count, revision } => (
+                    nkv_event_kind::NKV_EVENT_GROUP,
+                    None,
+                    &[],
+                    *revision,
+                    u64::from(*count),
+                ),
                 SubscriptionEvent::Disconnected => {
                     (nkv_event_kind::NKV_EVENT_DISCONNECTED, None, &[], 0, 0)
                 }

@@ -62,6 +62,10 @@ pub enum nkv_event_kind {
     /// `data`/`len` hold the reason as UTF-8 text. No event follows, and
     /// `free_user_data` comes right after.
     NKV_EVENT_CLOSED = 5,
+    /// Grouped subscriptions only: the next `coalesced` UPDATE and DELETE
+    /// events belong together (one transaction or prefix delete); applied
+    /// together they make the view consistent at `revision`.
+    NKV_EVENT_GROUP = 6,
 }
 
 /// The state of a client's connection (`nkv_state`).

@@ -34,11 +34,13 @@ use tokio_util::codec::{Decoder, Encoder};
 
 use super::error::{ErrorCode, FrameError};
 use super::frame::{
-    bytes32_len, ClientFrame, Condition, ErrorFrame, Event, Request, Response, ServerFrame,
+    bytes32_len, Check, ClientFrame, Condition, ErrorFrame, Event, Request, Response, ServerFrame,
+    Txn, TxnCondition, TxnOp,
 };
 use super::wire::{
-    condition, del_flags, frame_type as ft, sub_flags, CONNECTION_ID, DEFAULT_MAX_FRAME,
-    LENGTH_SIZE, MAGIC, MIN_FRAME_LENGTH,
+    condition, del_flags, frame_type as ft, put_flags, sub_flags, txn_condition, txn_op,
+    CONNECTION_ID, DEFAULT_MAX_FRAME, LENGTH_SIZE, MAGIC, MAX_EPHEMERAL_GRACE_MS,
+    MAX_TXN_CONDITIONS, MAX_TXN_OPS, MIN_FRAME_LENGTH,
 };
 
 /// What the server's decoder yields for one well-framed client frame.
@@ -458,15 +460,31 @@ fn decode_request(raw: RawFrame) -> Result<Result<Request, Invalid>, FrameError>
             let (cond, expected) = (f.u8()?, f.u64()?);
             let key = f.str16_bytes()?;
             let value = f.bytes32()?;
+            // Optional trailing flags and grace period (section 7).
+            let trailer = if f.buf.has_remaining() {
+                Some((f.u8()?, f.u32()?))
+            } else {
+                None
+            };
             f.finish()?;
             parse_condition(cond, expected).and_then(|condition| {
-                Ok(Request::Put {
-                    key: key_text(&key, "key")?,
-                    value,
-                    condition,
-                })
+                let key = key_text(&key, "key")?;
+                match parse_put_flags(trailer)? {
+                    None => Ok(Request::Put {
+                        key,
+                        value,
+                        condition,
+                    }),
+                    Some(grace_ms) => Ok(Request::PutEphemeral {
+                        key,
+                        value,
+                        condition,
+                        grace_ms,
+                    }),
+                }
             })
         }
+        ft::TXN => decode_txn(&mut f)?,
         ft::DEL => {
             let (flags, cond, expected) = (f.u8()?, f.u8()?, f.u64()?);
             let key = f.str16_bytes()?;
@@ -490,9 +508,11 @@ fn decode_request(raw: RawFrame) -> Result<Result<Request, Invalid>, FrameError>
             let prefix = f.str16_bytes()?;
             f.finish()?;
             parse_since(flags, since).and_then(|since| {
-                Ok(Request::Subscribe {
-                    prefix: key_text(&prefix, "prefix")?,
-                    since,
+                let prefix = key_text(&prefix, "prefix")?;
+                Ok(if flags & sub_flags::GROUPED != 0 {
+                    Request::SubscribeGrouped { prefix, since }
+                } else {
+                    Request::Subscribe { prefix, since }
                 })
             })
         }
@@ -507,6 +527,126 @@ fn decode_request(raw: RawFrame) -> Result<Result<Request, Invalid>, FrameError>
         ),
     };
     Ok(result)
+}
+
+/// Reads a TXN payload. Every field is read before anything is validated
+/// (see [`decode_request`]).
+fn decode_txn(f: &mut Fields) -> Result<Result<Request, Invalid>, FrameError> {
+    let n_conditions = f.u16()?;
+    let mut conditions = Vec::new();
+    for _ in 0..n_conditions {
+        let (kind, revision) = (f.u8()?, f.u64()?);
+        conditions.push((kind, revision, f.str16_bytes()?));
+    }
+    let n_ops = f.u16()?;
+    let mut ops = Vec::new();
+    for _ in 0..n_ops {
+        let kind = f.u8()?;
+        let key = f.str16_bytes()?;
+        let value = if kind == txn_op::PUT {
+            Some(f.bytes32()?)
+        } else {
+            None
+        };
+        ops.push((kind, key, value));
+    }
+    f.finish()?;
+    Ok(txn_request(conditions, ops))
+}
+
+type RawCondition = (u8, u64, Bytes);
+type RawOp = (u8, Bytes, Option<Bytes>);
+
+fn txn_request(conditions: Vec<RawCondition>, ops: Vec<RawOp>) -> Result<Request, Invalid> {
+    if conditions.len() > MAX_TXN_CONDITIONS || ops.len() > MAX_TXN_OPS {
+        return invalid(
+            ErrorCode::Limit,
+            format!(
+                "a transaction carries at most {MAX_TXN_CONDITIONS} conditions and \
+                 {MAX_TXN_OPS} operations (got {} and {})",
+                conditions.len(),
+                ops.len()
+            ),
+        );
+    }
+    let text = |b: &Bytes, what: &str| match utf8(b) {
+        Some(s) => Ok(s),
+        None => invalid(ErrorCode::InvalidKey, format!("{what} is not valid UTF-8")),
+    };
+    let mut txn = Txn::default();
+    for (i, (kind, revision, key)) in conditions.into_iter().enumerate() {
+        let check = match kind {
+            txn_condition::REVISION_EQUALS => Check::RevisionEquals(revision),
+            txn_condition::ABSENT | txn_condition::PRESENT if revision != 0 => {
+                return invalid(
+                    ErrorCode::InvalidArgument,
+                    format!("condition {i}: revision must be 0 unless kind is 3"),
+                )
+            }
+            txn_condition::ABSENT => Check::Absent,
+            txn_condition::PRESENT => Check::Present,
+            other => {
+                return invalid(
+                    ErrorCode::InvalidArgument,
+                    format!("condition {i}: unknown kind {other}"),
+                )
+            }
+        };
+        txn.conditions.push(TxnCondition {
+            key: text(&key, "a condition's key")?,
+            check,
+        });
+    }
+    for (i, (kind, key, value)) in ops.into_iter().enumerate() {
+        let op = match (kind, value) {
+            (txn_op::PUT, Some(value)) => TxnOp::Put {
+                key: text(&key, "an operation's key")?,
+                value,
+            },
+            (txn_op::DELETE, _) => TxnOp::Delete {
+                key: text(&key, "an operation's key")?,
+            },
+            (txn_op::DELETE_PREFIX, _) => TxnOp::DeletePrefix {
+                prefix: text(&key, "an operation's prefix")?,
+            },
+            (other, _) => {
+                return invalid(
+                    ErrorCode::InvalidArgument,
+                    format!("operation {i}: unknown kind {other}"),
+                )
+            }
+        };
+        txn.ops.push(op);
+    }
+    Ok(Request::Txn(txn))
+}
+
+/// Checks PUT's optional trailer; returns the grace period of an
+/// ephemeral PUT, `None` for a plain one.
+fn parse_put_flags(trailer: Option<(u8, u32)>) -> Result<Option<u32>, Invalid> {
+    let Some((flags, grace_ms)) = trailer else {
+        return Ok(None);
+    };
+    if flags & !put_flags::ALL != 0 {
+        return invalid(
+            ErrorCode::InvalidArgument,
+            format!("undefined PUT flag bits 0x{:02X}", flags & !put_flags::ALL),
+        );
+    }
+    if flags == 0 {
+        // One way to say "plain PUT": without the trailer.
+        return invalid(
+            ErrorCode::InvalidArgument,
+            "PUT flags 0 must be left out (omit flags and grace_ms)",
+        );
+    }
+    if grace_ms > MAX_EPHEMERAL_GRACE_MS {
+        return invalid(
+            ErrorCode::InvalidArgument,
+            format!("grace_ms {grace_ms} is over the maximum {MAX_EPHEMERAL_GRACE_MS}"),
+        );
+    }
+    Ok(Some(grace_ms))
 }
 
 fn parse_condition(cond: u8, expected: u64) -> Result<Condition, Invalid> {
@@ -614,6 +754,10 @@ fn decode_server_frame(raw: RawFrame) -> Result<ServerFrame, FrameError> {
         }),
         ft::SUB_OK => response(Response::SubOk),
         ft::UNSUB_OK => response(Response::UnsubOk),
+        ft::TXN_OK => response(Response::TxnOk {
+            revision: f.u64()?,
+            deleted: f.u32()?,
+        }),
         ft::COMPACT_OK => response(Response::CompactOk {
             bytes_before: f.u64()?,
             bytes_after: f.u64()?,
@@ -631,15 +775,23 @@ fn decode_server_frame(raw: RawFrame) -> Result<ServerFrame, FrameError> {
         ft::ERROR => {
             let code = code(&mut f)?;
             let message = f.str16()?;
-            let current_revision = if code == ErrorCode::ConditionFailed {
-                Some(f.u64()?)
+            let (current_revision, key) = if code == ErrorCode::ConditionFailed {
+                let current = f.u64()?;
+                // A TXN's failed condition names its key.
+                let key = if f.buf.has_remaining() {
+                    Some(f.str16()?)
+                } else {
+                    None
+                };
+                (Some(current), key)
             } else {
-                None
+                (None, None)
             };
             response(Response::Error(ErrorFrame {
                 code,
                 message,
                 current_revision,
+                key,
             }))
         }
         ft::UPDATE => event(Event::Update {
@@ -655,6 +807,10 @@ fn decode_server_frame(raw: RawFrame) -> Result<ServerFrame, FrameError> {
         }),
         ft::SYNCED => event(Event::Synced { revision: f.u64()? }),
         ft::RESET => event(Event::Reset),
+        ft::GROUP => event(Event::Group {
+            count: f.u32()?,
+            revision: f.u64()?,
+        }),
         ft::CLOSED => event(Event::Closed {
             code: code(&mut f)?,
             message: f.str16()?,

@@ -11,7 +11,9 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::error::{ErrorCode, FrameError};
-use super::wire::{condition, del_flags, frame_type, sub_flags, MAGIC};
+use super::wire::{
+    condition, del_flags, frame_type, put_flags, sub_flags, txn_condition, txn_op, MAGIC,
+};
 
 /// The condition of a PUT or DEL.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -45,6 +47,107 @@ impl Condition {
     }
 }
 
+/// What a TXN condition requires of its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// The key must not exist.
+    Absent,
+    /// The key must exist.
+    Present,
+    /// The key must exist with exactly this revision.
+    RevisionEquals(u64),
+}
+
+impl Check {
+    /// The condition's `kind` byte.
+    pub fn wire_value(self) -> u8 {
+        match self {
+            Check::Absent => txn_condition::ABSENT,
+            Check::Present => txn_condition::PRESENT,
+            Check::RevisionEquals(_) => txn_condition::REVISION_EQUALS,
+        }
+    }
+
+    /// The condition's `revision` field (0 unless [`Check::RevisionEquals`]).
+    pub fn revision(self) -> u64 {
+        match self {
+            Check::RevisionEquals(r) => r,
+            _ => 0,
+        }
+    }
+
+    /// Whether a key whose current revision is `current` (`None`: absent)
+    /// passes.
+    pub fn holds(self, current: Option<u64>) -> bool {
+        match self {
+            Check::Absent => current.is_none(),
+            Check::Present => current.is_some(),
+            Check::RevisionEquals(r) => current == Some(r),
+        }
+    }
+}
+
+/// One condition of a TXN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TxnCondition {
+    /// The key it is about.
+    pub key: String,
+    /// What it requires.
+    pub check: Check,
+}
+
+/// One operation of a TXN.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TxnOp {
+    /// Set a key.
+    Put {
+        /// The key.
+        key: String,
+        /// The value.
+        value: Bytes,
+    },
+    /// Delete a key (nothing happens if it is absent).
+    Delete {
+        /// The key.
+        key: String,
+    },
+    /// Delete a key and every key below it (`""`: every key).
+    DeletePrefix {
+        /// The prefix.
+        prefix: String,
+    },
+}
+
+impl TxnOp {
+    /// The operation's `kind` byte.
+    pub fn wire_value(&self) -> u8 {
+        match self {
+            TxnOp::Put { .. } => txn_op::PUT,
+            TxnOp::Delete { .. } => txn_op::DELETE,
+            TxnOp::DeletePrefix { .. } => txn_op::DELETE_PREFIX,
+        }
+    }
+
+    /// The key (or prefix) the operation names.
+    pub fn key(&self) -> &str {
+        match self {
+            TxnOp::Put { key, .. }
+            | TxnOp::Delete { key }
+            | TxnOp::DeletePrefix { prefix: key } => key,
+        }
+    }
+}
+
+/// A transaction: if every condition holds, every operation is applied, in
+/// order, all under one revision; otherwise nothing is.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Txn {
+    /// Checked first, all of them, against the state before the operations.
+    pub conditions: Vec<TxnCondition>,
+    /// Applied in order if every condition holds.
+    pub ops: Vec<TxnOp>,
+}
+
 /// A client request, without its id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {
@@ -74,6 +177,20 @@ pub enum Request {
         /// When to write.
         condition: Condition,
     },
+    /// PUT (0x11) with the ephemeral flag: write one key that belongs to
+    /// this connection and is deleted when the connection ends, after
+    /// `grace_ms` (0: at once) unless it is taken back or written plainly.
+    PutEphemeral {
+        /// The key.
+        key: String,
+        /// The new value.
+        value: Bytes,
+        /// When to write.
+        condition: Condition,
+        /// How long the key outlives its connection, in milliseconds
+        /// (at most [`MAX_EPHEMERAL_GRACE_MS`](super::wire::MAX_EPHEMERAL_GRACE_MS)).
+        grace_ms: u32,
+    },
     /// DEL (0x12) without the prefix flag: delete one key.
     Delete {
         /// The key.
@@ -101,6 +218,14 @@ pub enum Request {
         /// `None` for a full snapshot.
         since: Option<u64>,
     },
+    /// SUB (0x14) with the grouped flag: as [`Request::Subscribe`], and
+    /// live events that belong together are announced by [`Event::Group`].
+    SubscribeGrouped {
+        /// The prefix (`""` = every key).
+        prefix: String,
+        /// Resume: the last revision the client saw, or `None`.
+        since: Option<u64>,
+    },
     /// UNSUB (0x15): end a subscription of this connection.
     Unsubscribe {
         /// The subscription id (the id of the SUB that created it).
@@ -110,6 +235,8 @@ pub enum Request {
     Stats,
     /// COMPACT (0x17): compact the store now (an operator's request).
     Compact,
+    /// TXN (0x19): conditions and operations applied all or nothing.
+    Txn(Txn),
 }
 
 /// A request with its client-chosen id (never 0): what a client sends.
@@ -132,6 +259,9 @@ pub struct ErrorFrame {
     /// (`Some(0)` = the key does not exist). Always `None` for other codes
     /// (the encoder ignores it there, and the decoder never sets it).
     pub current_revision: Option<u64>,
+    /// For [`ErrorCode::ConditionFailed`] of a TXN only: the key of the
+    /// condition that failed (the first one, in request order).
+    pub key: Option<String>,
 }
 
 impl ErrorFrame {
@@ -141,6 +271,7 @@ impl ErrorFrame {
             code,
             message: message.into(),
             current_revision: None,
+            key: None,
         }
     }
 
@@ -155,6 +286,33 @@ impl ErrorFrame {
             code: ErrorCode::ConditionFailed,
             message,
             current_revision: Some(current_revision),
+            key: None,
+        }
+    }
+
+    /// The CONDITION_FAILED answer to a TXN whose condition on `key`
+    /// (number `index` in the request, from 0) did not hold.
+    pub fn txn_condition_failed(
+        index: usize,
+        key: &str,
+        check: Check,
+        current_revision: u64,
+    ) -> ErrorFrame {
+        let wanted = match check {
+            Check::Absent => "absent".to_owned(),
+            Check::Present => "present".to_owned(),
+            Check::RevisionEquals(r) => format!("at revision {r}"),
+        };
+        let found = if current_revision == 0 {
+            "it does not exist".to_owned()
+        } else {
+            format!("its revision is {current_revision}")
+        };
+        ErrorFrame {
+            code: ErrorCode::ConditionFailed,
+            message: format!("condition {index} failed: {key} must be {wanted}, {found}"),
+            current_revision: Some(current_revision),
+            key: Some(key.to_owned()),
         }
     }
 }
@@ -224,6 +382,15 @@ pub enum Response {
         /// Bytes of the data files after.
         bytes_after: u64,
     },
+    /// TXN_OK (0x99): every condition held and every operation is applied
+    /// (durable under the server's fsync policy).
+    TxnOk {
+        /// The transaction's revision (the current store revision when it
+        /// changed nothing).
+        revision: u64,
+        /// How many keys it deleted (prefix deletes included).
+        deleted: u32,
+    },
     /// STATS_OK (0x96): named counters, at most 65535.
     StatsOk {
         /// `(name, value)` pairs in the server's order.
@@ -271,6 +438,16 @@ pub enum Event {
         /// A human-readable explanation.
         message: String,
     },
+    /// GROUP (0xC5), grouped subscriptions only: the next `count` UPDATE and
+    /// DELETE events belong together (one transaction or prefix delete, or
+    /// writes a slow subscriber's coalescing merged); applied together they
+    /// make the view consistent at `revision`.
+    Group {
+        /// How many events follow that belong to the group (2 or more).
+        count: u32,
+        /// The revision the view is consistent at after the last of them.
+        revision: u64,
+    },
 }
 
 /// Anything a server sends.
@@ -305,13 +482,14 @@ impl Request {
             Request::Hello { .. } => frame_type::HELLO,
             Request::Ping => frame_type::PING,
             Request::Get { .. } => frame_type::GET,
-            Request::Put { .. } => frame_type::PUT,
+            Request::Put { .. } | Request::PutEphemeral { .. } => frame_type::PUT,
             Request::Delete { .. } | Request::DeletePrefix { .. } => frame_type::DEL,
             Request::List { .. } => frame_type::LIST,
-            Request::Subscribe { .. } => frame_type::SUB,
+            Request::Subscribe { .. } | Request::SubscribeGrouped { .. } => frame_type::SUB,
             Request::Unsubscribe { .. } => frame_type::UNSUB,
             Request::Stats => frame_type::STATS,
             Request::Compact => frame_type::COMPACT,
+            Request::Txn(_) => frame_type::TXN,
         }
     }
 
@@ -331,11 +509,17 @@ impl Request {
             Request::Put { key, value, .. } => {
                 1 + 8 + str16_len("key", key)? + bytes32_len("value", value)?
             }
+            Request::PutEphemeral { key, value, .. } => {
+                1 + 8 + str16_len("key", key)? + bytes32_len("value", value)? + 1 + 4
+            }
             Request::Delete { key, .. } => 1 + 1 + 8 + str16_len("key", key)?,
             Request::DeletePrefix { prefix } => 1 + 1 + 8 + str16_len("prefix", prefix)?,
             Request::List { prefix } => str16_len("prefix", prefix)?,
-            Request::Subscribe { prefix, .. } => 1 + 8 + str16_len("prefix", prefix)?,
+            Request::Subscribe { prefix, .. } | Request::SubscribeGrouped { prefix, .. } => {
+                1 + 8 + str16_len("prefix", prefix)?
+            }
             Request::Unsubscribe { .. } => 4,
+            Request::Txn(txn) => txn_len(txn)?,
         })
     }
 
@@ -365,6 +549,19 @@ impl Request {
                 put_str16(dst, key);
                 put_bytes32(dst, value);
             }
+            Request::PutEphemeral {
+                key,
+                value,
+                condition,
+                grace_ms,
+            } => {
+                dst.put_u8(condition.wire_value());
+                dst.put_u64(condition.expected_revision());
+                put_str16(dst, key);
+                put_bytes32(dst, value);
+                dst.put_u8(put_flags::EPHEMERAL);
+                dst.put_u32(*grace_ms);
+            }
             Request::Delete { key, condition } => {
                 dst.put_u8(0);
                 dst.put_u8(condition.wire_value());
@@ -386,7 +583,61 @@ impl Request {
                 dst.put_u64(since.unwrap_or(0));
                 put_str16(dst, prefix);
             }
+            Request::SubscribeGrouped { prefix, since } => {
+                let resume = if since.is_some() {
+                    sub_flags::RESUME
+                } else {
+                    0
+                };
+                dst.put_u8(sub_flags::GROUPED | resume);
+                dst.put_u64(since.unwrap_or(0));
+                put_str16(dst, prefix);
+            }
             Request::Unsubscribe { subscription } => dst.put_u32(*subscription),
+            Request::Txn(txn) => write_txn(txn, dst),
+        }
+    }
+}
+
+fn txn_len(txn: &Txn) -> Result<usize, FrameError> {
+    let mut len = 2 + 2;
+    for c in &txn.conditions {
+        len += 1 + 8 + str16_len("condition key", &c.key)?;
+    }
+    for op in &txn.ops {
+        len += 1 + str16_len("operation key", op.key())?;
+        if let TxnOp::Put { value, .. } = op {
+            len += bytes32_len("value", value)?;
+        }
+    }
+    for (what, n) in [
+        ("conditions", txn.conditions.len()),
+        ("operations", txn.ops.len()),
+    ] {
+        if n > usize::from(u16::MAX) {
+            return Err(FrameError::FieldTooLong {
+                field: what,
+                len: n,
+            });
+        }
+    }
+    Ok(len)
+}
+
+// Counts were checked by `txn_len`.
+fn write_txn(txn: &Txn, dst: &mut BytesMut) {
+    dst.put_u16(txn.conditions.len() as u16);
+    for c in &txn.conditions {
+        dst.put_u8(c.check.wire_value());
+        dst.put_u64(c.check.revision());
+        put_str16(dst, &c.key);
+    }
+    dst.put_u16(txn.ops.len() as u16);
+    for op in &txn.ops {
+        dst.put_u8(op.wire_value());
+        put_str16(dst, op.key());
+        if let TxnOp::Put { value, .. } = op {
+            put_bytes32(dst, value);
         }
     }
 }
@@ -406,6 +657,7 @@ impl Response {
             Response::UnsubOk => frame_type::UNSUB_OK,
             Response::StatsOk { .. } => frame_type::STATS_OK,
             Response::CompactOk { .. } => frame_type::COMPACT_OK,
+            Response::TxnOk { .. } => frame_type::TXN_OK,
             Response::Error(_) => frame_type::ERROR,
         }
     }
@@ -418,7 +670,7 @@ impl Response {
             Response::Pong | Response::SubOk | Response::UnsubOk => 0,
             Response::GetOk { value, .. } => 8 + bytes32_len("value", value)?,
             Response::PutOk { .. } => 8,
-            Response::DelOk { .. } => 8 + 4,
+            Response::DelOk { .. } | Response::TxnOk { .. } => 8 + 4,
             Response::ListItem { key, value, .. } => {
                 8 + str16_len("key", key)? + bytes32_len("value", value)?
             }
@@ -438,10 +690,10 @@ impl Response {
                 len
             }
             Response::Error(e) => {
-                let extra = if e.code == ErrorCode::ConditionFailed {
-                    8
-                } else {
-                    0
+                let extra = match (e.code == ErrorCode::ConditionFailed, &e.key) {
+                    (true, Some(key)) => 8 + str16_len("key", key)?,
+                    (true, None) => 8,
+                    (false, _) => 0,
                 };
                 2 + str16_len("message", &e.message)? + extra
             }
@@ -469,7 +721,7 @@ impl Response {
                 put_bytes32(dst, value);
             }
             Response::PutOk { revision } => dst.put_u64(*revision),
-            Response::DelOk { revision, deleted } => {
+            Response::DelOk { revision, deleted } | Response::TxnOk { revision, deleted } => {
                 dst.put_u64(*revision);
                 dst.put_u32(*deleted);
             }
@@ -506,6 +758,9 @@ impl Response {
                 put_str16(dst, &e.message);
                 if e.code == ErrorCode::ConditionFailed {
                     dst.put_u64(e.current_revision.unwrap_or(0));
+                    if let Some(key) = &e.key {
+                        put_str16(dst, key);
+                    }
                 }
             }
         }
@@ -521,6 +776,7 @@ impl Event {
             Event::Synced { .. } => frame_type::SYNCED,
             Event::Reset => frame_type::RESET,
             Event::Closed { .. } => frame_type::CLOSED,
+            Event::Group { .. } => frame_type::GROUP,
         }
     }
 
@@ -533,6 +789,7 @@ impl Event {
             Event::Synced { .. } => 8,
             Event::Reset => 0,
             Event::Closed { message, .. } => 2 + str16_len("message", message)?,
+            Event::Group { .. } => 4 + 8,
         })
     }
 
@@ -563,6 +820,10 @@ impl Event {
             Event::Closed { code, message } => {
                 dst.put_u16(code.as_u16());
                 put_str16(dst, message);
+            }
+            Event::Group { count, revision } => {
+                dst.put_u32(*count);
+                dst.put_u64(*revision);
             }
         }
     }

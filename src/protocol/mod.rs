@@ -33,4 +33,7 @@ mod tests;
 pub use change::EncodedChange;
 pub use codec::{ClientCodec, Inbound, ServerCodec};
 pub use error::{ErrorCode, FrameError};
-pub use frame::{ClientFrame, Condition, ErrorFrame, Event, Request, Response, ServerFrame};
+pub use frame::{
+    Check, ClientFrame, Condition, ErrorFrame, Event, Request, Response, ServerFrame, Txn,
+    TxnCondition, TxnOp,
+};

@@ -105,6 +105,9 @@ pub mod frame_type {
     pub const STATS: u8 = 0x16;
     /// Client → server: compact the store now.
     pub const COMPACT: u8 = 0x17;
+    /// Client → server: an atomic multi-key transaction. (0x18 is left
+    /// unused: its response type would be LIST_ITEM's 0x98.)
+    pub const TXN: u8 = 0x19;
 
     /// Server → client: answer to HELLO.
     pub const HELLO_OK: u8 = RESPONSE_BIT | HELLO;
@@ -126,6 +129,8 @@ pub mod frame_type {
     pub const STATS_OK: u8 = RESPONSE_BIT | STATS;
     /// Server → client: answer to COMPACT.
     pub const COMPACT_OK: u8 = RESPONSE_BIT | COMPACT;
+    /// Server → client: answer to TXN.
+    pub const TXN_OK: u8 = RESPONSE_BIT | TXN;
     /// Server → client: one entry of a LIST answer, before LIST_OK.
     pub const LIST_ITEM: u8 = 0x98;
 
@@ -139,6 +144,9 @@ pub mod frame_type {
     pub const RESET: u8 = 0xC3;
     /// Event: the server ended the subscription.
     pub const CLOSED: u8 = 0xC4;
+    /// Event (grouped subscriptions only): the next `count` events belong
+    /// together and are to be applied at once.
+    pub const GROUP: u8 = 0xC5;
 
     /// Server → client: a request (or the connection) failed.
     pub const ERROR: u8 = 0xFF;
@@ -166,9 +174,50 @@ pub mod del_flags {
 pub mod sub_flags {
     /// Resume: only what changed after `since` is sent as the snapshot.
     pub const RESUME: u8 = 0x01;
+    /// Grouped: runs of live events that belong together (one
+    /// transaction, one prefix delete) are announced by a GROUP event.
+    pub const GROUPED: u8 = 0x02;
     /// Every bit that has a meaning; the others must be zero.
-    pub const ALL: u8 = RESUME;
+    pub const ALL: u8 = RESUME | GROUPED;
 }
+
+/// Bits of the optional `flags` byte at the end of PUT.
+pub mod put_flags {
+    /// The key belongs to the connection that wrote it and is deleted when
+    /// that connection ends (after the grace period, if any).
+    pub const EPHEMERAL: u8 = 0x01;
+    /// Every bit that has a meaning; the others must be zero.
+    pub const ALL: u8 = EPHEMERAL;
+}
+
+/// Longest grace period an ephemeral PUT may ask for: 10 minutes.
+pub const MAX_EPHEMERAL_GRACE_MS: u32 = 600_000;
+
+/// Kinds of a TXN condition.
+pub mod txn_condition {
+    /// The key must not exist.
+    pub const ABSENT: u8 = 1;
+    /// The key must exist.
+    pub const PRESENT: u8 = 2;
+    /// The key must exist with exactly `revision`.
+    pub const REVISION_EQUALS: u8 = 3;
+}
+
+/// Kinds of a TXN operation.
+pub mod txn_op {
+    /// Set a key (a value follows the key).
+    pub const PUT: u8 = 1;
+    /// Delete a key (no error if absent).
+    pub const DELETE: u8 = 2;
+    /// Delete a key and every key below it.
+    pub const DELETE_PREFIX: u8 = 3;
+}
+
+/// Most conditions one TXN may carry.
+pub const MAX_TXN_CONDITIONS: usize = 256;
+
+/// Most operations one TXN may carry.
+pub const MAX_TXN_OPS: usize = 1024;
 
 /// Names of the counters in STATS_OK (per-subscription names are built with
 /// [`sub_pending`](stats::sub_pending) and [`sub_coalesced`](stats::sub_coalesced)).

@@ -94,6 +94,9 @@ impl Connection {
             }
             Request::Stats => self.submit(Command::Stats, EngineOp::Stats),
             Request::Compact => self.submit(Command::Compact, EngineOp::Compact),
+            Request::PutEphemeral { .. } | Request::SubscribeGrouped { .. } | Request::Txn(_) => {
+                Work::Error(ErrorFrame::new(ErrorCode::Unsupported, "not yet"))
+            }
         };
         if let Work::Error(e) = &work {
             if e.code.closes_connection() {
