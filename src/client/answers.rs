@@ -8,6 +8,7 @@
 
 use std::thread::Thread;
 
+use super::ephemeral::Claim;
 use super::error::Error;
 use super::link::Core;
 use super::subscription::{SubState, SubscriptionEvent};
@@ -51,7 +52,14 @@ pub(crate) enum Pending {
         waiter: Waiter,
         prefix: String,
         since: Option<u64>,
+        grouped: bool,
     },
+    /// A caller's ephemeral PUT: on PUT_OK the client holds the key.
+    Claim { waiter: Waiter, claim: Claim },
+    /// An ephemeral PUT nobody waits for: a re-assertion after a reconnect
+    /// (`reassert`; on failure the key is no longer held), or a caller's
+    /// that timed out (a late PUT_OK still means the key is held).
+    Reclaim { claim: Claim, reassert: bool },
     /// A caller's answer, until the caller collects it.
     Answered(Result<Answer, Error>),
     /// A SUB re-sent after a reconnect.
@@ -128,9 +136,10 @@ impl Core {
                 waiter,
                 prefix,
                 since,
+                grouped,
             } => match response {
                 Response::SubOk => {
-                    self.subs.insert(id, SubState::new(prefix, since));
+                    self.subs.insert(id, SubState::new(prefix, since, grouped));
                     if !self.hub.is_live(id) {
                         // Nobody will activate it: end it rather than leak it.
                         self.subs.remove(&id);
@@ -150,6 +159,25 @@ impl Core {
                 self.pending.insert(id, answered);
                 return Err(format!("the server answered request {id} twice"));
             }
+            Pending::Claim { waiter, claim } => {
+                let answer = match response {
+                    Response::PutOk { revision } => {
+                        self.claimed(claim, revision);
+                        Ok(Answer::Response(Response::PutOk { revision }))
+                    }
+                    Response::Error(e) => Err(Error::from_wire(e)),
+                    // The caller reports it.
+                    other => Ok(Answer::Response(other)),
+                };
+                self.complete(id, waiter, answer);
+            }
+            Pending::Reclaim { claim, reassert } => match response {
+                Response::PutOk { revision } => self.claimed(claim, revision),
+                Response::Error(e) if reassert => {
+                    self.claim_lost(&claim.key, &Error::from_wire(e).to_string());
+                }
+                _ => {}
+            },
             Pending::Resubscribe => match response {
                 Response::SubOk => {}
                 Response::Error(e) => {
@@ -194,7 +222,9 @@ impl Core {
         let wakeups = &mut self.wakeups;
         self.pending.retain(
             |_, pending| match std::mem::replace(pending, Pending::Ignore) {
-                Pending::Call { waiter, .. } | Pending::Subscribe { waiter, .. } => {
+                Pending::Call { waiter, .. }
+                | Pending::Subscribe { waiter, .. }
+                | Pending::Claim { waiter, .. } => {
                     *pending = Pending::Answered(Err(error.clone()));
                     waiter.wake(wakeups);
                     true
@@ -203,9 +233,10 @@ impl Core {
                     *pending = answered;
                     true
                 }
-                // Resubscribes are still in `subs`: re-sent on the next
-                // connection.
+                // Resubscribes are still in `subs`, and held keys in the
+                // holdings: re-sent on the next connection.
                 Pending::Resubscribe
+                | Pending::Reclaim { .. }
                 | Pending::Forgotten
                 | Pending::Keepalive
                 | Pending::Ignore => false,

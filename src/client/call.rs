@@ -26,34 +26,61 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::answers::{Answer, Pending, Waiter};
+use super::ephemeral::Claim;
 use super::error::{Error, ErrorKind};
 use super::link::{Core, Link, ReadRole};
 use super::socket::Filled;
 use crate::protocol::Request;
 
-/// A subscribe's own parts: the id the hub reserved, the prefix, `since`.
-type SubscribeArgs = (u32, String, Option<u64>);
+/// A subscribe's own parts.
+pub(crate) struct SubscribeArgs {
+    /// The id the hub reserved (the request id too).
+    pub id: u32,
+    /// The prefix.
+    pub prefix: String,
+    /// Resume after this revision.
+    pub since: Option<u64>,
+    /// GROUP announces events that belong together.
+    pub grouped: bool,
+}
+
+/// What a request is for, beyond its answer.
+enum Purpose {
+    /// Only the answer.
+    Call,
+    /// A subscription, with the id the hub reserved.
+    Subscribe(SubscribeArgs),
+    /// An ephemeral PUT: on success the client holds the key.
+    Claim(Claim),
+}
 
 impl Link {
     /// Sends `request` and waits at most `timeout` for its answer.
     pub fn call(&self, request: Request, timeout: Duration) -> Result<Answer, Error> {
-        self.request(None, request, timeout)
+        self.request(Purpose::Call, request, timeout)
+    }
+
+    /// Sends an ephemeral PUT (`request`, which `claim` describes); on
+    /// PUT_OK the client holds the key (`ephemeral.rs`).
+    pub fn claim(
+        &self,
+        request: Request,
+        claim: Claim,
+        timeout: Duration,
+    ) -> Result<Answer, Error> {
+        self.request(Purpose::Claim(claim), request, timeout)
     }
 
     /// Subscribes with the id the hub reserved; returns once the server
     /// confirmed (the handler stays in the hub all along).
-    pub fn subscribe(
-        &self,
-        id: u32,
-        prefix: String,
-        since: Option<u64>,
-        timeout: Duration,
-    ) -> Result<(), Error> {
-        let request = Request::Subscribe {
-            prefix: prefix.clone(),
-            since,
+    pub fn subscribe(&self, args: SubscribeArgs, timeout: Duration) -> Result<(), Error> {
+        let (prefix, since) = (args.prefix.clone(), args.since);
+        let request = if args.grouped {
+            Request::SubscribeGrouped { prefix, since }
+        } else {
+            Request::Subscribe { prefix, since }
         };
-        self.request(Some((id, prefix, since)), request, timeout)
+        self.request(Purpose::Subscribe(args), request, timeout)
             .map(|_| ())
     }
 
@@ -66,14 +93,14 @@ impl Link {
 
     fn request(
         &self,
-        subscribe: Option<SubscribeArgs>,
+        purpose: Purpose,
         request: Request,
         timeout: Duration,
     ) -> Result<Answer, Error> {
         // `None`: so far away that it cannot be represented; never reached.
         let start = Instant::now();
         let deadline = start.checked_add(timeout);
-        let (id, role) = self.with(|core| core.begin(subscribe, request))?;
+        let (id, role) = self.with(|core| core.begin(purpose, request))?;
         match role {
             Some(role) => self.lead(id, role, start, deadline, timeout),
             None => self.follow(id, deadline, timeout),
@@ -161,15 +188,15 @@ impl Core {
     /// reader role when no other call is in flight and nobody reads.
     fn begin(
         &mut self,
-        subscribe: Option<SubscribeArgs>,
+        purpose: Purpose,
         request: Request,
     ) -> Result<(u32, Option<ReadRole>), Error> {
         if self.closed || self.conn.is_none() {
             return Err(self.not_connected());
         }
-        let id = match &subscribe {
-            Some((id, ..)) => *id,
-            None => self.alloc_id(),
+        let id = match &purpose {
+            Purpose::Subscribe(args) => args.id,
+            _ => self.alloc_id(),
         };
         self.send(id, request)?;
         let role = if self.callers == 0 {
@@ -179,13 +206,15 @@ impl Core {
         };
         self.leave_flush = role.is_none() && self.io_reads();
         let waiter = Waiter(role.is_none().then(thread::current));
-        let pending = match subscribe {
-            Some((_, prefix, since)) => Pending::Subscribe {
+        let pending = match purpose {
+            Purpose::Subscribe(args) => Pending::Subscribe {
                 waiter,
-                prefix,
-                since,
+                prefix: args.prefix,
+                since: args.since,
+                grouped: args.grouped,
             },
-            None => Pending::Call {
+            Purpose::Claim(claim) => Pending::Claim { waiter, claim },
+            Purpose::Call => Pending::Call {
                 waiter,
                 items: Vec::new(),
             },
@@ -220,10 +249,19 @@ impl Core {
             return answer;
         }
         if let Some(pending) = self.pending.get_mut(&id) {
-            match pending {
-                Pending::Call { .. } => *pending = Pending::Ignore,
+            match std::mem::replace(pending, Pending::Ignore) {
+                Pending::Call { .. } => {}
                 Pending::Subscribe { .. } => *pending = Pending::Forgotten,
-                _ => return Err(error),
+                Pending::Claim { claim, .. } => {
+                    *pending = Pending::Reclaim {
+                        claim,
+                        reassert: false,
+                    }
+                }
+                other => {
+                    *pending = other;
+                    return Err(error);
+                }
             }
             self.callers -= 1;
         }

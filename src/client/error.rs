@@ -18,8 +18,9 @@ use crate::protocol::{ErrorCode, ErrorFrame};
 pub enum ErrorKind {
     /// The key does not exist, or the subscription is not active.
     NotFound = 1,
-    /// The condition of a put or delete did not hold; see
-    /// [`Error::current_revision`].
+    /// The condition of a put, delete or transaction did not hold; see
+    /// [`Error::current_revision`] and, for a transaction,
+    /// [`Error::failed_key`].
     ConditionFailed = 2,
     /// A key or prefix is not valid.
     InvalidKey = 3,
@@ -45,7 +46,8 @@ pub enum ErrorKind {
     // 12 is NKV_ERR_PANIC, produced only by the C layer's panic boundary.
     /// The server does not know the request.
     Unsupported = 13,
-    /// A server limit was reached (connections, subscriptions).
+    /// A server limit was reached (connections, subscriptions, conditions
+    /// or operations of a transaction).
     Limit = 14,
     /// The server could not persist the write; nothing was acknowledged.
     Storage = 15,
@@ -118,6 +120,10 @@ pub struct Error {
     /// For [`ErrorKind::ConditionFailed`]: the key's current revision
     /// (`Some(0)` = the key does not exist). `None` otherwise.
     pub current_revision: Option<u64>,
+    /// For [`ErrorKind::ConditionFailed`] of a transaction: the key of the
+    /// condition that failed (the first in the transaction's order), whose
+    /// revision `current_revision` is. `None` otherwise.
+    pub failed_key: Option<String>,
 }
 
 impl Error {
@@ -127,6 +133,7 @@ impl Error {
             kind,
             message: message.into(),
             current_revision: None,
+            failed_key: None,
         }
     }
 
@@ -136,6 +143,7 @@ impl Error {
             kind: ErrorKind::from_wire(frame.code),
             message: frame.message,
             current_revision: frame.current_revision,
+            failed_key: frame.key,
         }
     }
 
@@ -194,5 +202,16 @@ mod tests {
         let e = Error::from_wire(ErrorFrame::condition_failed(7));
         assert_eq!(e.to_string(), "CONDITION_FAILED: current revision 7");
         assert_eq!(e.current_revision, Some(7));
+        assert_eq!(e.failed_key, None);
+    }
+
+    #[test]
+    fn a_failed_transaction_names_its_key() {
+        let frame =
+            ErrorFrame::txn_condition_failed(1, "net.lock", crate::protocol::Check::Absent, 40);
+        let e = Error::from_wire(frame);
+        assert_eq!(e.kind, ErrorKind::ConditionFailed);
+        assert_eq!(e.failed_key.as_deref(), Some("net.lock"));
+        assert_eq!(e.current_revision, Some(40));
     }
 }

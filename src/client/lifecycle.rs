@@ -68,7 +68,8 @@ impl Core {
         let _ = self.wake.send(Command::Lost);
     }
 
-    /// A new connection is up: adopt its limits, resume every subscription.
+    /// A new connection is up: adopt its limits, take back the ephemeral
+    /// keys held, resume every subscription.
     pub(super) fn connected(
         &mut self,
         sock: Sock,
@@ -90,6 +91,8 @@ impl Core {
         self.next_gen += 1;
         self.shared.set_state(ConnState::Connected);
         self.last_heard = Instant::now();
+        // Held ephemeral keys first: their grace period is running.
+        self.reassert();
         let subs: Vec<(u32, SubState)> = self.subs.iter().map(|(&id, s)| (id, s.clone())).collect();
         for (id, sub) in subs {
             if sub.needs_reset() {
@@ -97,11 +100,7 @@ impl Core {
                 // will not delete.
                 self.hub.push(id, SubscriptionEvent::Reset);
             }
-            let request = Request::Subscribe {
-                prefix: sub.prefix.clone(),
-                since: sub.resume,
-            };
-            match self.send(id, request) {
+            match self.send(id, sub.resubscribe()) {
                 Ok(()) => {
                     self.pending.insert(id, Pending::Resubscribe);
                 }

@@ -31,6 +31,7 @@ use tokio::sync::mpsc::UnboundedSender;
 use tokio_util::codec::Encoder;
 
 use super::answers::Pending;
+use super::ephemeral::Holdings;
 use super::error::{Error, ErrorKind};
 use super::hub::{Hub, FIRST_REQUEST_ID};
 use super::socket::{Filled, Gate, Interest, Reader, Sock};
@@ -85,6 +86,8 @@ pub(crate) struct Core {
     pub(super) callers: usize,
     /// Active subscriptions by id, ordered so re-subscribing is deterministic.
     pub(super) subs: BTreeMap<u32, SubState>,
+    /// Ephemeral keys the client holds, re-asserted on a new connection.
+    pub(super) holdings: Holdings,
     /// The next request id to try (never 0).
     next_id: u32,
     /// Encodes requests (its maximum follows the server's `max_frame`).
@@ -213,6 +216,7 @@ impl Link {
                 pending: foldhash::HashMap::default(),
                 callers: 0,
                 subs: BTreeMap::new(),
+                holdings: Holdings::default(),
                 next_id: FIRST_REQUEST_ID,
                 encoder: ClientCodec::new(),
                 last_heard: Instant::now(),

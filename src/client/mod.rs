@@ -69,7 +69,19 @@
 //! subscription is resumed from the last revision known to be complete (see
 //! [`subscription`]): the handler receives what it missed (or a `Reset` and
 //! a full snapshot), then `Synced`. Events of the last revision seen before
-//! the loss may be delivered again.
+//! the loss may be delivered again. The ephemeral keys the client holds
+//! ([`Client::put_ephemeral`]) are taken back first, each only if nobody
+//! wrote it meanwhile (see `client/ephemeral.rs`).
+//!
+//! # Transactions and groups
+//!
+//! [`Client::txn`] applies a [`Txn`] (conditions on any keys, then puts and
+//! deletes) all or nothing under one revision. A subscription made with
+//! [`SubscribeOptions::grouped`] receives [`SubscriptionEvent::Group`]
+//! before the events of one transaction or prefix delete: a handler that
+//! applies the `count` events that follow together never shows a state the
+//! store never had, even when its queue merges events of a slow handler
+//! (`client/queue.rs`).
 //!
 //! # Fork
 //!
@@ -80,6 +92,7 @@
 mod answers;
 mod call;
 mod deadline;
+mod ephemeral;
 mod error;
 mod hub;
 mod io;
@@ -91,7 +104,7 @@ pub mod subscription;
 mod wait;
 
 use std::os::fd::BorrowedFd;
-use std::sync::atomic::{AtomicU32, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::{JoinHandle, ThreadId};
 use std::time::Duration;
@@ -106,8 +119,11 @@ pub use wait::WaitFor;
 
 use crate::addr::Address;
 use crate::key::{validate_key, validate_prefix};
-use crate::protocol::{Condition, Request, Response};
+use crate::protocol::wire::{MAX_EPHEMERAL_GRACE_MS, MAX_TXN_CONDITIONS, MAX_TXN_OPS};
+use crate::protocol::{Condition, Request, Response, Txn, TxnOp};
 use answers::Answer;
+use call::SubscribeArgs;
+use ephemeral::Claim;
 use hub::Hub;
 use link::Link;
 
@@ -225,6 +241,9 @@ pub(crate) struct Shared {
     max_key: AtomicU32,
     max_value: AtomicU32,
     state: AtomicU8,
+    /// How many ephemeral keys the client holds: plain writes take the
+    /// core's lock to forget theirs only when there are some.
+    holdings: AtomicUsize,
 }
 
 impl Shared {
@@ -277,6 +296,27 @@ pub struct Entry {
     pub value: Bytes,
     /// Revision of the key's last write.
     pub revision: u64,
+}
+
+/// What an applied transaction did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TxnOutcome {
+    /// The transaction's revision (the current revision when it changed
+    /// nothing).
+    pub revision: u64,
+    /// How many keys it deleted (prefix deletes included).
+    pub deleted: u32,
+}
+
+/// How [`Client::subscribe_with`] subscribes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SubscribeOptions {
+    /// Resume: only what changed after this revision (or `Reset` and a
+    /// snapshot when the server no longer knows).
+    pub since: Option<u64>,
+    /// Announce events that belong together (one transaction, one prefix
+    /// delete) with [`SubscriptionEvent::Group`].
+    pub grouped: bool,
 }
 
 /// One key of a listing.
@@ -336,6 +376,7 @@ impl Client {
             max_key: AtomicU32::new(0),
             max_value: AtomicU32::new(0),
             state: AtomicU8::new(ConnState::Connecting as u8),
+            holdings: AtomicUsize::new(0),
         });
         let manual = options.dispatch == DispatchMode::Manual;
         let hub =
@@ -431,26 +472,129 @@ impl Client {
     /// Writes `value` at `key` if `condition` holds; returns the revision of
     /// the write. A failed condition gives [`ErrorKind::ConditionFailed`]
     /// with [`Error::current_revision`].
+    ///
+    /// A plain put makes an ephemeral key ordinary again: if this client
+    /// held `key` (see [`Client::put_ephemeral`]), it no longer does.
     pub fn put(&self, key: &str, value: &[u8], condition: Condition) -> Result<u64, Error> {
         let inner = self.inner()?;
-        let (max_key, max_value) = inner.limits();
-        validate_key(key, max_key).map_err(|e| Error::invalid_key("key", key, e))?;
-        if value.len() > max_value {
-            return Err(Error::new(
-                ErrorKind::TooLarge,
-                format!(
-                    "value is {} bytes, more than the server's limit of {max_value}",
-                    value.len(),
-                ),
-            ));
-        }
+        inner.check_key(key)?;
+        inner.check_value(value)?;
         let request = Request::Put {
             key: key.to_owned(),
             value: Bytes::copy_from_slice(value),
             condition,
         };
         match inner.call(request)? {
+            Answer::Response(Response::PutOk { revision }) => {
+                inner.disown(|core| core.disown_key(key));
+                Ok(revision)
+            }
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Writes an ephemeral key: like [`Client::put`], but the key belongs to
+    /// this client's connection, and the server deletes it when the
+    /// connection ends (the client closes, crashes, or loses the
+    /// connection) and `grace` has passed (at most 600 s; zero: at once).
+    /// Returns the revision of the write.
+    ///
+    /// After a reconnect within `grace` the client takes the key back by
+    /// itself (the same value and grace, only if its revision is still the
+    /// one this client wrote). The key stops being this client's when
+    /// someone else writes or deletes it, when the client writes or deletes
+    /// it plainly, or when taking it back fails; [`Client::ephemeral_keys`]
+    /// lists what it holds. `Condition::MustNotExist` makes this a leader
+    /// claim: of several clients, exactly one gets the key, and it is freed
+    /// when that client goes away.
+    pub fn put_ephemeral(
+        &self,
+        key: &str,
+        value: &[u8],
+        condition: Condition,
+        grace: Duration,
+    ) -> Result<u64, Error> {
+        let inner = self.inner()?;
+        inner.check_key(key)?;
+        inner.check_value(value)?;
+        let grace_ms = u32::try_from(grace.as_millis())
+            .ok()
+            .filter(|ms| *ms <= MAX_EPHEMERAL_GRACE_MS)
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::InvalidArgument,
+                    format!(
+                        "grace period {grace:?} is over the protocol's limit of {} s",
+                        MAX_EPHEMERAL_GRACE_MS / 1000
+                    ),
+                )
+            })?;
+        let value = Bytes::copy_from_slice(value);
+        let claim = Claim {
+            key: key.to_owned(),
+            value: value.clone(),
+            grace_ms,
+        };
+        let request = Request::PutEphemeral {
+            key: key.to_owned(),
+            value,
+            condition,
+            grace_ms,
+        };
+        match inner.link.claim(request, claim, inner.timeout()?)? {
             Answer::Response(Response::PutOk { revision }) => Ok(revision),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// The ephemeral keys this client holds now (written with
+    /// [`Client::put_ephemeral`], and not lost since), in key order.
+    pub fn ephemeral_keys(&self) -> Vec<String> {
+        match self.inner() {
+            Ok(inner) => inner.link.with(|core| core.held_keys()),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Applies a transaction: if every condition holds (checked against
+    /// the state before it), every operation, in order, all under one
+    /// revision; otherwise nothing. A failed condition gives
+    /// [`ErrorKind::ConditionFailed`] with [`Error::failed_key`] (the
+    /// first condition that failed, in the transaction's order) and
+    /// [`Error::current_revision`] (that key's revision, 0 when absent).
+    /// More than 256 conditions or 1024 operations give
+    /// [`ErrorKind::Limit`]; operations whose keys, values and 7 bytes
+    /// each exceed the server's value limit, [`ErrorKind::TooLarge`].
+    ///
+    /// ```no_run
+    /// # let client: nkv::client::Client = unimplemented!();
+    /// use nkv::protocol::Txn;
+    /// let txn = Txn::new()
+    ///     .if_absent("net.lock")
+    ///     .put("net.lock", "me")
+    ///     .delete("net.old")
+    ///     .delete_prefix("tmp");
+    /// let outcome = client.txn(&txn)?;
+    /// # Ok::<(), nkv::client::Error>(())
+    /// ```
+    ///
+    /// The keys it writes or deletes stop being ephemeral keys of this
+    /// client.
+    pub fn txn(&self, txn: &Txn) -> Result<TxnOutcome, Error> {
+        let inner = self.inner()?;
+        inner.check_txn(txn)?;
+        match inner.call(Request::Txn(txn.clone()))? {
+            Answer::Response(Response::TxnOk { revision, deleted }) => {
+                inner.disown(|core| {
+                    for op in &txn.ops {
+                        match op {
+                            TxnOp::Put { key, .. } | TxnOp::Delete { key } => core.disown_key(key),
+                            TxnOp::DeletePrefix { prefix } => core.disown_prefix(prefix),
+                        }
+                    }
+                });
+                Ok(TxnOutcome { revision, deleted })
+            }
             other => Err(unexpected(other)),
         }
     }
@@ -495,7 +639,10 @@ impl Client {
             condition,
         };
         match inner.call(request)? {
-            Answer::Response(Response::DelOk { revision, .. }) => Ok(revision),
+            Answer::Response(Response::DelOk { revision, .. }) => {
+                inner.disown(|core| core.disown_key(key));
+                Ok(revision)
+            }
             other => Err(unexpected(other)),
         }
     }
@@ -509,7 +656,10 @@ impl Client {
             prefix: prefix.to_owned(),
         };
         match inner.call(request)? {
-            Answer::Response(Response::DelOk { revision, deleted }) => Ok((revision, deleted)),
+            Answer::Response(Response::DelOk { revision, deleted }) => {
+                inner.disown(|core| core.disown_prefix(prefix));
+                Ok((revision, deleted))
+            }
             other => Err(unexpected(other)),
         }
     }
@@ -552,6 +702,25 @@ impl Client {
         self.subscribe_then(prefix, since, handler, &mut |_| {})
     }
 
+    /// Like [`Client::subscribe`], grouped: before the live events of one
+    /// transaction or prefix delete (two or more keys), the handler
+    /// receives [`SubscriptionEvent::Group`] with how many of the events
+    /// that follow belong together; applied at once, they make the view
+    /// the store's state at the group's revision. Snapshots need no group
+    /// (`Synced` marks the consistent point).
+    pub fn subscribe_grouped(
+        &self,
+        prefix: &str,
+        since: Option<u64>,
+        handler: Handler,
+    ) -> Result<u32, Error> {
+        let options = SubscribeOptions {
+            since,
+            grouped: true,
+        };
+        self.subscribe_with(prefix, options, handler, &mut |_| {})
+    }
+
     /// Like [`Client::subscribe`]; `before_activate` receives the id after
     /// the server confirmed and before the handler can be called (the C API
     /// stores `*out_subscription` there).
@@ -559,6 +728,22 @@ impl Client {
         &self,
         prefix: &str,
         since: Option<u64>,
+        handler: Handler,
+        before_activate: &mut dyn FnMut(u32),
+    ) -> Result<u32, Error> {
+        let options = SubscribeOptions {
+            since,
+            grouped: false,
+        };
+        self.subscribe_with(prefix, options, handler, before_activate)
+    }
+
+    /// Subscribes with [`SubscribeOptions`]; otherwise as
+    /// [`Client::subscribe_then`].
+    pub fn subscribe_with(
+        &self,
+        prefix: &str,
+        options: SubscribeOptions,
         handler: Handler,
         before_activate: &mut dyn FnMut(u32),
     ) -> Result<u32, Error> {
@@ -574,7 +759,13 @@ impl Client {
             }
         };
         let id = inner.hub.reserve(handler);
-        match inner.link.subscribe(id, prefix.to_owned(), since, timeout) {
+        let args = SubscribeArgs {
+            id,
+            prefix: prefix.to_owned(),
+            since: options.since,
+            grouped: options.grouped,
+        };
+        match inner.link.subscribe(args, timeout) {
             Ok(()) => {
                 before_activate(id);
                 inner.hub.activate(id);
@@ -732,6 +923,76 @@ impl Inner {
         validate_prefix(prefix, max).map_err(|e| Error::invalid_key("prefix", prefix, e))
     }
 
+    fn check_value(&self, value: &[u8]) -> Result<(), Error> {
+        let (_, max_value) = self.limits();
+        if value.len() > max_value {
+            return Err(Error::new(
+                ErrorKind::TooLarge,
+                format!(
+                    "value is {} bytes, more than the server's limit of {max_value}",
+                    value.len(),
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// What the server would refuse in a transaction, refused before
+    /// anything is sent (protocol.md, TXN): counts, keys, sizes.
+    fn check_txn(&self, txn: &Txn) -> Result<(), Error> {
+        for (what, n, max) in [
+            ("conditions", txn.conditions.len(), MAX_TXN_CONDITIONS),
+            ("operations", txn.ops.len(), MAX_TXN_OPS),
+        ] {
+            if n > max {
+                return Err(Error::new(
+                    ErrorKind::Limit,
+                    format!("a transaction has at most {max} {what}, this one has {n}"),
+                ));
+            }
+        }
+        for condition in &txn.conditions {
+            self.check_key(&condition.key)?;
+        }
+        let (_, max_value) = self.limits();
+        let mut size = 0usize;
+        for op in &txn.ops {
+            match op {
+                TxnOp::Put { key, value } => {
+                    self.check_key(key)?;
+                    self.check_value(value)?;
+                    size += key.len() + value.len() + TXN_OP_OVERHEAD;
+                }
+                TxnOp::Delete { key } => {
+                    self.check_key(key)?;
+                    size += key.len() + TXN_OP_OVERHEAD;
+                }
+                TxnOp::DeletePrefix { prefix } => {
+                    self.check_prefix(prefix)?;
+                    size += prefix.len() + TXN_OP_OVERHEAD;
+                }
+            }
+        }
+        if size > max_value {
+            return Err(Error::new(
+                ErrorKind::TooLarge,
+                format!(
+                    "the transaction's operations take {size} bytes (keys, values and \
+                     {TXN_OP_OVERHEAD} bytes each), more than the server's limit of {max_value}"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Runs `f` on the core if the client holds ephemeral keys (after a
+    /// plain write that may have been one of them).
+    fn disown(&self, f: impl FnOnce(&mut link::Core)) {
+        if self.shared.holdings.load(Ordering::Relaxed) > 0 {
+            self.link.with(f);
+        }
+    }
+
     /// Sends a request and waits for its answer.
     fn call(&self, request: Request) -> Result<Answer, Error> {
         let timeout = self.timeout()?;
@@ -764,6 +1025,10 @@ impl Client {
         self.inner.timeout_ms.store(ms, Ordering::Relaxed);
     }
 }
+
+/// What each TXN operation costs against the server's value limit beside
+/// its key and value (protocol.md, TXN).
+const TXN_OP_OVERHEAD: usize = 7;
 
 fn unexpected(answer: Answer) -> Error {
     let what = match answer {

@@ -20,7 +20,7 @@
 
 use bytes::Bytes;
 
-use crate::protocol::Event;
+use crate::protocol::{Event, Request};
 
 /// What a subscription handler receives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,20 +124,36 @@ pub(crate) struct SubState {
     /// True once SYNCED was seen on the current connection: from then on
     /// events are live and in revision order.
     pub live: bool,
+    /// Live events that belong together are announced by GROUP.
+    pub grouped: bool,
 }
 
 impl SubState {
     /// A subscription as requested: `since` is the caller's resume point,
     /// trusted as complete exactly as the server trusts it.
-    pub fn new(prefix: String, since: Option<u64>) -> SubState {
+    pub fn new(prefix: String, since: Option<u64>, grouped: bool) -> SubState {
         SubState {
             prefix,
             resume: since,
             live: false,
+            grouped,
         }
     }
 
-    /// Updates the resume point for an event about to be delivered.
+    /// The SUB that subscribes again from the resume point.
+    pub fn resubscribe(&self) -> Request {
+        let (prefix, since) = (self.prefix.clone(), self.resume);
+        if self.grouped {
+            Request::SubscribeGrouped { prefix, since }
+        } else {
+            Request::Subscribe { prefix, since }
+        }
+    }
+
+    /// Updates the resume point for an event about to be delivered. GROUP
+    /// is no data event: it moves nothing (the events it announces do, each
+    /// to one below its revision, so a group cut by a lost connection is
+    /// delivered again whole by the resume).
     pub fn observe(&mut self, event: &Event) {
         match event {
             Event::Synced { revision } => {
@@ -186,7 +202,7 @@ mod tests {
 
     #[test]
     fn snapshot_events_do_not_move_the_resume_point() {
-        let mut s = SubState::new("p".into(), None);
+        let mut s = SubState::new("p".into(), None, false);
         s.observe(&update(9));
         assert_eq!(s.resume, None);
         assert!(s.needs_reset());
@@ -196,7 +212,7 @@ mod tests {
 
     #[test]
     fn live_events_resume_one_below_their_revision() {
-        let mut s = SubState::new("p".into(), None);
+        let mut s = SubState::new("p".into(), None, false);
         s.observe(&Event::Synced { revision: 5 });
         s.observe(&update(9));
         assert_eq!(s.resume, Some(8));
@@ -210,7 +226,7 @@ mod tests {
 
     #[test]
     fn resume_phase_after_reconnect_keeps_the_old_point_until_synced() {
-        let mut s = SubState::new("p".into(), Some(3));
+        let mut s = SubState::new("p".into(), Some(3), false);
         assert!(!s.needs_reset());
         s.observe(&Event::Synced { revision: 4 });
         s.disconnected();
@@ -221,8 +237,41 @@ mod tests {
     }
 
     #[test]
+    fn a_group_marker_is_no_data_event() {
+        // A transaction at 10 on two keys: the GROUP, then its events. A
+        // loss right after the GROUP, or between the events, resumes at 9:
+        // the whole group comes again.
+        let mut s = SubState::new("p".into(), None, true);
+        s.observe(&Event::Synced { revision: 5 });
+        s.observe(&Event::Group {
+            count: 2,
+            revision: 10,
+        });
+        assert_eq!(s.resume, Some(5));
+        s.observe(&update(10));
+        assert_eq!(s.resume, Some(9));
+        s.observe(&update(10));
+        assert_eq!(s.resume, Some(9));
+        assert_eq!(
+            s.resubscribe(),
+            Request::SubscribeGrouped {
+                prefix: "p".into(),
+                since: Some(9)
+            }
+        );
+        let plain = SubState::new("p".into(), None, false);
+        assert_eq!(
+            plain.resubscribe(),
+            Request::Subscribe {
+                prefix: "p".into(),
+                since: None
+            }
+        );
+    }
+
+    #[test]
     fn reset_voids_the_resume_point() {
-        let mut s = SubState::new("p".into(), Some(3));
+        let mut s = SubState::new("p".into(), Some(3), false);
         s.observe(&Event::Reset);
         assert!(s.needs_reset());
         s.observe(&update(30));

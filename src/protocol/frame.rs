@@ -148,6 +148,64 @@ pub struct Txn {
     pub ops: Vec<TxnOp>,
 }
 
+/// Building a transaction step by step, e.g.
+/// `Txn::new().if_absent("net.lock").put("net.lock", "me").delete("net.old")`:
+/// conditions and operations keep the order they are added in.
+impl Txn {
+    /// An empty transaction (no condition, no operation).
+    pub fn new() -> Txn {
+        Txn::default()
+    }
+
+    /// Adds a condition: `key` must not exist.
+    pub fn if_absent(self, key: impl Into<String>) -> Txn {
+        self.check(key, Check::Absent)
+    }
+
+    /// Adds a condition: `key` must exist.
+    pub fn if_present(self, key: impl Into<String>) -> Txn {
+        self.check(key, Check::Present)
+    }
+
+    /// Adds a condition: `key` must exist at exactly `revision`.
+    pub fn if_revision(self, key: impl Into<String>, revision: u64) -> Txn {
+        self.check(key, Check::RevisionEquals(revision))
+    }
+
+    /// Adds a condition on `key`.
+    pub fn check(mut self, key: impl Into<String>, check: Check) -> Txn {
+        self.conditions.push(TxnCondition {
+            key: key.into(),
+            check,
+        });
+        self
+    }
+
+    /// Adds an operation: set `key` to `value`.
+    pub fn put(mut self, key: impl Into<String>, value: impl Into<Bytes>) -> Txn {
+        self.ops.push(TxnOp::Put {
+            key: key.into(),
+            value: value.into(),
+        });
+        self
+    }
+
+    /// Adds an operation: delete `key` (nothing happens if it is absent).
+    pub fn delete(mut self, key: impl Into<String>) -> Txn {
+        self.ops.push(TxnOp::Delete { key: key.into() });
+        self
+    }
+
+    /// Adds an operation: delete `prefix` and every key below it (`""`:
+    /// every key).
+    pub fn delete_prefix(mut self, prefix: impl Into<String>) -> Txn {
+        self.ops.push(TxnOp::DeletePrefix {
+            prefix: prefix.into(),
+        });
+        self
+    }
+}
+
 /// A client request, without its id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Request {

@@ -748,3 +748,40 @@ fn layout_offsets_match_the_encoder() {
         (15, 1)
     );
 }
+
+#[test]
+fn the_txn_builder_keeps_the_order_it_is_given() {
+    let txn = Txn::new()
+        .if_revision("net.x", 42)
+        .if_absent("net.lock")
+        .if_present("net.y")
+        .put("net.lock", "me")
+        .delete("net.old")
+        .delete_prefix("tmp");
+    assert_eq!(
+        txn.conditions
+            .iter()
+            .map(|c| (c.key.as_str(), c.check))
+            .collect::<Vec<_>>(),
+        [
+            ("net.x", Check::RevisionEquals(42)),
+            ("net.lock", Check::Absent),
+            ("net.y", Check::Present),
+        ]
+    );
+    assert_eq!(
+        txn.ops,
+        [
+            TxnOp::Put {
+                key: "net.lock".into(),
+                value: Bytes::from_static(b"me"),
+            },
+            TxnOp::Delete {
+                key: "net.old".into()
+            },
+            TxnOp::DeletePrefix {
+                prefix: "tmp".into()
+            },
+        ]
+    );
+}
