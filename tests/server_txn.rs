@@ -310,50 +310,55 @@ fn grouped_subscribers_get_a_transaction_as_one_group() {
 
 #[test]
 fn a_slow_grouped_subscriber_never_sees_half_a_transaction() {
-    // Every transaction sets pair.x and pair.y to the same value; single
-    // writes of pair.x alone would break that, so none is made. A grouped
-    // subscriber that reads late (its mailbox coalesces) and applies each
-    // unit at once must see x == y after every unit.
+    // Transactions write overlapping sets of keys, each with its own value.
+    // A grouped subscriber that reads late (so its mailbox coalesces) and
+    // applies each unit (a GROUP's events, or a lone event) at once must,
+    // after every unit, hold exactly the state the store had at that
+    // unit's revision: replaying the transactions up to it says which.
     let server = TestServer::start();
     let mut writer = server.wire();
     let mut reader = server.wire();
-    let sub = subscribe(&mut reader, "pair", true);
-    let rounds = 300;
+    let sub = subscribe(&mut reader, "k", true);
     // Values large enough that the socket fills and the mailbox coalesces.
     let value = |i: usize| format!("{i:0>2000}");
-    for i in 0..rounds {
-        let v = value(i);
-        let ops = if i % 3 == 0 {
-            // Some transactions list the keys the other way round.
-            vec![put_op("pair.y", &v), put_op("pair.x", &v)]
-        } else {
-            vec![
-                put_op("pair.x", &v),
-                put_op("pair.y", &v),
-                put_op("pair.z", &v),
-            ]
-        };
+    let keys = ["k.0", "k.1", "k.2", "k.3", "k.4"];
+    let mut history: Vec<(u64, Vec<&str>, String)> = Vec::new();
+    for i in 0..400 {
+        // 1 to 3 keys, overlapping differently each time.
+        let picked: Vec<&str> = (0..1 + i % 3).map(|j| keys[(i * 7 + j * 3) % 5]).collect();
         let txn = Txn {
             conditions: vec![],
-            ops,
+            ops: picked.iter().map(|k| put_op(k, &value(i))).collect(),
         };
-        assert!(matches!(
-            writer.call(Request::Txn(txn)),
-            Response::TxnOk { .. }
-        ));
-        if i % 50 == 0 {
-            // A few lone writes of a third key interleave.
-            put(&mut writer, "pair.w", &v);
-        }
+        let revision = match writer.call(Request::Txn(txn)) {
+            Response::TxnOk { revision, .. } => revision,
+            other => panic!("{other:?}"),
+        };
+        history.push((revision, picked, value(i)));
     }
+    let state_at = |revision: u64| {
+        let mut state = BTreeMap::new();
+        for (r, keys, value) in &history {
+            if *r <= revision {
+                for k in keys {
+                    state.insert(k.to_string(), value.clone());
+                }
+            }
+        }
+        state
+    };
+    let final_revision = history.last().unwrap().0;
     let mut view: BTreeMap<String, String> = BTreeMap::new();
-    let mut coalesced = 0;
-    let last = value(rounds - 1);
-    while view.get("pair.x") != Some(&last) || view.get("pair.y") != Some(&last) {
+    let (mut coalesced, mut groups, mut at) = (0, 0, 0);
+    while at < final_revision {
         let (id, event) = reader.event();
         assert_eq!(id, sub);
         let unit = match event {
-            Event::Group { count, .. } => (0..count).map(|_| reader.event().1).collect(),
+            Event::Group { count, revision } => {
+                groups += 1;
+                at = revision;
+                (0..count).map(|_| reader.event().1).collect()
+            }
             single => vec![single],
         };
         for event in unit {
@@ -362,19 +367,20 @@ fn a_slow_grouped_subscriber_never_sees_half_a_transaction() {
                     key,
                     value,
                     coalesced: c,
-                    ..
+                    revision,
                 } => {
                     coalesced += c;
+                    at = at.max(revision);
                     view.insert(key, String::from_utf8(value.to_vec()).unwrap());
                 }
                 other => panic!("{other:?}"),
             }
         }
-        assert_eq!(
-            view.get("pair.x"),
-            view.get("pair.y"),
-            "a unit left x and y apart"
+        assert!(
+            view == state_at(at),
+            "after a unit at revision {at} the view is a state the store never had"
         );
     }
     assert!(coalesced > 0, "the test must make the mailbox coalesce");
+    assert!(groups > 0);
 }
