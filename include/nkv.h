@@ -209,6 +209,12 @@ typedef enum nkv_event_kind {
    * `free_user_data` comes right after.
    */
   NKV_EVENT_CLOSED = 5,
+  /**
+   * Grouped subscriptions only: the next `coalesced` UPDATE and DELETE
+   * events belong together (one transaction or prefix delete); applied
+   * together they make the view consistent at `revision`.
+   */
+  NKV_EVENT_GROUP = 6,
 } nkv_event_kind;
 
 /**

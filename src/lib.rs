@@ -23,4 +23,5 @@ pub mod notify;
 pub mod perms;
 pub mod protocol;
 pub mod server;
+pub mod storage;
 pub mod store;

@@ -8,7 +8,7 @@
 //! costs memory bounded by the number of keys it covers, not by the write
 //! rate, and it never slows a writer.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use bytes::Bytes;
@@ -81,6 +81,11 @@ pub struct PendingEvent {
     pub change: Arc<Change>,
     /// How many earlier changes of this key were skipped.
     pub coalesced: u32,
+    /// Whether a subscriber that applied this event and every one before
+    /// it holds a state the store had (at this event's revision). False
+    /// inside a group: a multi-key write whose other keys follow, or an
+    /// event that coalescing merged with a later one of another key.
+    pub ends_group: bool,
 }
 
 /// Identifies a subscription server-wide: its connection and its id there.
@@ -101,6 +106,8 @@ pub struct Mailbox {
     /// Wakes the connection that drains this mailbox. Shared by every
     /// subscription of one connection, so one task can wait on all of them.
     waker: Arc<Notify>,
+    /// The subscriber asked for groups to be announced (SUB's grouped flag).
+    grouped: bool,
 }
 
 #[derive(Debug, Default)]
@@ -110,12 +117,66 @@ struct MailboxState {
     /// latest (in `latest`) was replaced and is skipped when drained.
     order: VecDeque<(u64, Arc<Change>)>,
     /// For each key with a pending change: the sequence number of its
-    /// latest change and how many earlier ones were folded into it.
-    latest: HashMap<Key, (u64, u32), Hasher>,
+    /// latest change, how many earlier ones were folded into it, and the
+    /// revision of the earliest of those.
+    latest: HashMap<Key, (u64, u32, u64), Hasher>,
+    /// The earliest folded revision of each pending change that has folded
+    /// ones (a multiset: revision -> count). A change folded at revision F
+    /// but pending at a later position means the subscriber cannot be
+    /// consistent anywhere from F until it has that change.
+    folded: BTreeMap<u64, u32>,
     /// The next sequence number.
     next_seq: u64,
     /// Every update skipped over the subscription's life, for STATS.
     coalesced_total: u64,
+}
+
+impl MailboxState {
+    fn push(&mut self, change: Arc<Change>) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let revision = change.encoded.revision();
+        match self.latest.get_mut(&change.key) {
+            Some(latest) => {
+                let (first, was_folded) = (latest.2, latest.1 > 0);
+                *latest = (seq, latest.1.saturating_add(1), first);
+                self.coalesced_total += 1;
+                if !was_folded {
+                    *self.folded.entry(first).or_default() += 1;
+                }
+            }
+            None => {
+                self.latest.insert(change.key.clone(), (seq, 0, revision));
+            }
+        }
+        self.order.push_back((seq, change));
+        // Replaced entries are dropped once they are half the queue, so
+        // the queue stays within twice the keys pending.
+        if self.order.len() > 2 * self.latest.len() + 32 {
+            let latest = &self.latest;
+            self.order
+                .retain(|(seq, change)| latest.get(&change.key).map(|l| l.0) == Some(*seq));
+        }
+    }
+
+    /// Drops replaced entries from the front of the queue.
+    fn skip_replaced(&mut self) {
+        while let Some((seq, change)) = self.order.front() {
+            if self.latest.get(&change.key).map(|l| l.0) == Some(*seq) {
+                return;
+            }
+            self.order.pop_front();
+        }
+    }
+
+    fn unfold(&mut self, first: u64) {
+        if let Some(n) = self.folded.get_mut(&first) {
+            *n -= 1;
+            if *n == 0 {
+                self.folded.remove(&first);
+            }
+        }
+    }
 }
 
 impl Mailbox {
@@ -124,7 +185,21 @@ impl Mailbox {
         Mailbox {
             state: Mutex::new(MailboxState::default()),
             waker,
+            grouped: false,
         }
+    }
+
+    /// A mailbox whose subscriber wants groups announced (GROUP events).
+    pub fn grouped(waker: Arc<Notify>) -> Self {
+        Mailbox {
+            grouped: true,
+            ..Mailbox::new(waker)
+        }
+    }
+
+    /// Whether its subscriber wants groups announced.
+    pub fn is_grouped(&self) -> bool {
+        self.grouped
     }
 
     fn lock(&self) -> MutexGuard<'_, MailboxState> {
@@ -138,53 +213,56 @@ impl Mailbox {
     /// Queues `change`, replacing (and counting) any pending change of the
     /// same key; the key moves to the back of the queue.
     pub fn push(&self, change: Arc<Change>) {
+        self.lock().push(change);
+        self.waker.notify_one();
+    }
+
+    /// Queues the changes of one multi-key write at once, so that a drain
+    /// never sees part of them (see [`PendingEvent::ends_group`]).
+    pub fn push_group(&self, changes: impl IntoIterator<Item = Arc<Change>>) {
         {
             let mut state = self.lock();
-            let state = &mut *state;
-            let seq = state.next_seq;
-            state.next_seq += 1;
-            match state.latest.get_mut(&change.key) {
-                Some(latest) => {
-                    *latest = (seq, latest.1.saturating_add(1));
-                    state.coalesced_total += 1;
-                }
-                None => {
-                    state.latest.insert(change.key.clone(), (seq, 0));
-                }
-            }
-            state.order.push_back((seq, change));
-            // Replaced entries are dropped once they are half the queue,
-            // so the queue stays within twice the keys pending.
-            if state.order.len() > 2 * state.latest.len() + 32 {
-                let latest = &state.latest;
-                state
-                    .order
-                    .retain(|(seq, change)| latest.get(&change.key).map(|l| l.0) == Some(*seq));
+            for change in changes {
+                state.push(change);
             }
         }
         self.waker.notify_one();
     }
 
-    /// Moves up to `max` pending events, oldest first, into `out`.
+    /// Moves up to `max` pending events, oldest first, into `out`; past
+    /// `max` if needed to finish a group, so that the last event moved
+    /// always ends one.
     pub fn drain_into(&self, max: usize, out: &mut Vec<PendingEvent>) {
         let mut state = self.lock();
         let state = &mut *state;
         let mut taken = 0;
-        while taken < max {
-            let Some((seq, change)) = state.order.pop_front() else {
+        let mut in_group = false;
+        loop {
+            state.skip_replaced();
+            if taken >= max && !in_group {
+                break;
+            }
+            let Some((_, change)) = state.order.pop_front() else {
                 break;
             };
-            match state.latest.remove(&change.key) {
-                Some((latest, coalesced)) if latest == seq => {
-                    out.push(PendingEvent { change, coalesced });
-                    taken += 1;
-                }
-                // Replaced by a later change of the key: skip it.
-                Some(newer) => {
-                    state.latest.insert(change.key.clone(), newer);
-                }
-                None => {}
+            let Some((_, coalesced, first)) = state.latest.remove(&change.key) else {
+                continue;
+            };
+            if coalesced > 0 {
+                state.unfold(first);
             }
+            let revision = change.encoded.revision();
+            state.skip_replaced();
+            let next = state.order.front().map(|(_, c)| c.encoded.revision());
+            let ends_group = next.is_none_or(|n| n > revision)
+                && state.folded.keys().next().is_none_or(|&f| f > revision);
+            in_group = !ends_group;
+            out.push(PendingEvent {
+                change,
+                coalesced,
+                ends_group,
+            });
+            taken += 1;
         }
         if state.order.is_empty() && state.order.capacity() > 1024 {
             state.order = VecDeque::new();
@@ -302,6 +380,50 @@ impl Registry {
         })
     }
 
+    /// Delivers `events` (in revision order): each multi-key write (a run
+    /// of events with one revision) is queued in each mailbox at once.
+    pub fn publish_all(&self, events: &[KeyEvent]) {
+        if self.by_prefix.is_empty() {
+            return;
+        }
+        for run in events.chunk_by(|a, b| a.revision == b.revision) {
+            match run {
+                [event] => self.publish(event),
+                run => self.publish_group(run),
+            }
+        }
+    }
+
+    fn publish_group(&self, run: &[KeyEvent]) {
+        // Each subscription's share of the run, by its mailbox.
+        let mut shares: HashMap<SubscriptionKey, (&Arc<Mailbox>, Vec<Arc<Change>>), Hasher> =
+            HashMap::default();
+        for event in run {
+            let mut change: Option<Arc<Change>> = None;
+            for prefix in ancestors(&event.key) {
+                let Some(subs) = self.by_prefix.get(prefix) else {
+                    continue;
+                };
+                if change.is_none() {
+                    change = Change::of(event);
+                }
+                let Some(change) = &change else {
+                    break;
+                };
+                for sub in subs {
+                    shares
+                        .entry(sub.key)
+                        .or_insert_with(|| (&sub.mailbox, Vec::new()))
+                        .1
+                        .push(change.clone());
+                }
+            }
+        }
+        for (mailbox, changes) in shares.into_values() {
+            mailbox.push_group(changes);
+        }
+    }
+
     /// Delivers `event` to every subscription whose prefix covers its key.
     /// The change is framed once, and only if someone receives it.
     pub fn publish(&self, event: &KeyEvent) {
@@ -395,10 +517,54 @@ mod tests {
             assert!(state.order.len() <= 2 * state.latest.len() + 33);
         }
         assert_eq!(mailbox.pending(), 2);
+        // x's pending update folded changes older than y's: applying x
+        // alone would show a state the store never had, so a drain of one
+        // goes on to y, and only y ends the group.
         let got = mailbox.drain(1);
+        assert_eq!(got.len(), 2);
         assert_eq!(got[0].change.encoded.revision(), 9_998);
         assert_eq!(got[0].coalesced, 4_999);
-        assert_eq!(mailbox.drain(5)[0].change.encoded.revision(), 9_999);
+        assert!(!got[0].ends_group);
+        assert_eq!(got[1].change.encoded.revision(), 9_999);
+        assert!(got[1].ends_group);
+        assert!(mailbox.drain(5).is_empty());
+    }
+
+    #[test]
+    fn a_multi_key_write_is_one_group_even_when_coalesced_into() {
+        let mailbox = Mailbox::new(Arc::new(Notify::new()));
+        // Single writes stand alone.
+        mailbox.push(update("a", 1, b"1"));
+        mailbox.push(update("b", 2, b"2"));
+        let got = mailbox.drain(10);
+        assert!(got.iter().all(|p| p.ends_group));
+        // A transaction of a, b, c at 3 ends only at its last key...
+        mailbox.push_group([
+            update("a", 3, b"3"),
+            update("b", 3, b"3"),
+            update("c", 3, b"3"),
+        ]);
+        let got = mailbox.drain(1);
+        let ends: Vec<_> = got.iter().map(|p| p.ends_group).collect();
+        assert_eq!(
+            ends,
+            [false, false, true],
+            "a drain never stops inside a group"
+        );
+        // ...and when a later write of `a` folds into the pending group,
+        // the group runs until that write.
+        mailbox.push_group([update("a", 4, b"4"), update("b", 4, b"4")]);
+        mailbox.push(update("z", 5, b"5"));
+        mailbox.push(update("a", 6, b"6"));
+        let got = mailbox.drain(10);
+        let seen: Vec<_> = got
+            .iter()
+            .map(|p| (p.change.key.to_string(), p.ends_group))
+            .collect();
+        assert_eq!(
+            seen,
+            [("b".into(), false), ("z".into(), false), ("a".into(), true)]
+        );
     }
 
     #[test]

@@ -33,6 +33,7 @@ fn put_many(engine: &Engine, count: usize, size: usize) {
                     key: format!("k.{}", n % 1000),
                     value: value.clone(),
                     condition: Condition::None,
+                    ephemeral: None,
                 };
                 (n as u64, put)
             })

@@ -43,6 +43,12 @@ struct Cli {
     #[arg(long)]
     insecure_no_auth: bool,
 
+    /// Keep keys under PREFIX in memory only: served and notified like any
+    /// other, never written to disk, gone after a restart (e.g. `run`, as
+    /// a device keeps /run apart from /persist). Repeat for several.
+    #[arg(long, value_name = "PREFIX")]
+    volatile: Vec<String>,
+
     /// Per-prefix rights for callers (see docs/security.md). Reloaded on
     /// SIGHUP.
     #[arg(long, value_name = "FILE")]
@@ -268,6 +274,7 @@ fn run(cli: Cli) -> Result<(), String> {
         write_timeout: secs(cli.write_timeout),
         shutdown_grace: secs(cli.shutdown_grace),
         access: rules.clone(),
+        volatile: cli.volatile.clone(),
         // A frame must hold the largest value, its key and the header.
         max_frame: defaults
             .max_frame
@@ -275,6 +282,10 @@ fn run(cli: Cli) -> Result<(), String> {
         ..defaults
     };
 
+    for prefix in &cli.volatile {
+        nkv::key::validate_prefix(prefix, cli.max_key)
+            .map_err(|e| format!("--volatile {prefix:?}: {e}"))?;
+    }
     let store = Store::open(&data_dir, options).map_err(|e| e.to_string())?;
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = cli.threads {

@@ -58,7 +58,7 @@ impl Compactor {
 impl Engine {
     /// After writes: starts an automatic compaction if one is due.
     pub(super) fn compact_if_due(&self, core: &mut Core) {
-        if let Some(job) = core.store.start_compaction_if_due() {
+        if let Some(job) = core.store.log_mut().start_compaction_if_due() {
             self.run_in_background(core, job);
         }
     }
@@ -72,8 +72,8 @@ impl Engine {
         ticket: Ticket,
         out: &mut Vec<(Ticket, Reply)>,
     ) {
-        if !core.store.is_compacting() {
-            match core.store.start_compaction_if_room() {
+        if !core.store.log().is_compacting() {
+            match core.store.log_mut().start_compaction_if_room() {
                 Ok(job) => self.run_in_background(core, job),
                 Err(e) => return out.push((ticket, Err(EngineError::Store(e)))),
             }
@@ -90,7 +90,7 @@ impl Engine {
                     "compaction".to_string(),
                     std::io::Error::other("the server is shutting down"),
                 );
-                core.store.compaction_job_failed(job, why);
+                core.store.log_mut().compaction_job_failed(job, why);
                 return;
             }
         };
@@ -119,7 +119,7 @@ impl Engine {
                 // The job was dropped unrun: it made no file yet.
                 tracing::error!(error = %e, "cannot start the compaction thread");
                 self.compactor.state().cancel = None;
-                core.store.compaction_not_run();
+                core.store.log_mut().compaction_not_run();
             }
         }
     }
@@ -151,13 +151,13 @@ impl Engine {
         };
         if let Err(e) = ran {
             let mut core = self.write();
-            let e = core.store.compaction_job_failed(job, e);
+            let e = core.store.log_mut().compaction_job_failed(job, e);
             tracing::warn!(error = %e, "compaction failed");
             return Err(e.to_string());
         }
         loop {
             let mut core = self.write();
-            match core.store.install_compaction(&mut job) {
+            match core.store.log_mut().install_compaction(&mut job) {
                 Ok(Some(report)) => {
                     tracing::info!(
                         before = report.bytes_before,

@@ -26,6 +26,7 @@
 //! either in its snapshot or as an event, never both, never neither.
 
 mod compact;
+mod owners;
 mod sync;
 
 use std::collections::VecDeque;
@@ -35,7 +36,11 @@ use bytes::Bytes;
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::notify::{ChangeKind, KeyEvent, Mailbox, Registry, SubscriptionKey};
-use crate::store::{CompactionReport, Condition, FsyncPolicy, Store, StoreError, StoreStats, View};
+use crate::protocol::{Check, Txn, TxnOp};
+use crate::storage::{BackendStats, Op, Placement, Tiers, TiersSnapshot, Written};
+use crate::store::{CompactionReport, Condition, FsyncPolicy, Store, StoreError, StoreStats};
+
+use owners::Owners;
 
 /// Numbers a connection gives its requests to the engine, increasing, so
 /// answers that come later (through the reply channel) find their request.
@@ -56,7 +61,13 @@ pub enum Command {
         value: Bytes,
         /// The compare-and-swap condition.
         condition: Condition,
+        /// `Some(grace)`: the key is ephemeral, owned by this connection,
+        /// deleted `grace` after it ends.
+        ephemeral: Option<std::time::Duration>,
     },
+    /// Conditions and operations applied all or nothing, under one
+    /// revision.
+    Txn(Txn),
     /// Delete one key.
     Delete {
         /// The key.
@@ -109,10 +120,17 @@ pub enum Outcome {
     /// mailbox.
     Subscribed {
         /// The store as of the registration: the snapshot to send.
-        view: View,
+        view: TiersSnapshot,
     },
     /// The subscription is gone; no event of it follows.
     Unsubscribed,
+    /// A transaction was applied.
+    Transacted {
+        /// Its revision, or the current one when it changed nothing.
+        revision: u64,
+        /// Keys it deleted.
+        deleted: u32,
+    },
     /// Counters.
     Stats(Box<EngineStats>),
     /// What a compaction did.
@@ -133,6 +151,17 @@ pub enum EngineError {
     UnknownSubscription(u32),
     /// The compaction asked for failed (the store is as it was).
     CompactionFailed(String),
+    /// A transaction's condition did not hold; nothing was written.
+    TxnConditionFailed {
+        /// Its position in the request, from 0.
+        index: usize,
+        /// Its key.
+        key: String,
+        /// What it required.
+        check: Check,
+        /// The key's revision (0: absent).
+        current: u64,
+    },
 }
 
 impl std::fmt::Display for EngineError {
@@ -147,6 +176,15 @@ impl std::fmt::Display for EngineError {
                 write!(f, "no subscription {id} on this connection")
             }
             EngineError::CompactionFailed(why) => write!(f, "compaction failed: {why}"),
+            EngineError::TxnConditionFailed {
+                index,
+                key,
+                current,
+                ..
+            } => write!(
+                f,
+                "condition {index} on {key} failed (current revision {current})"
+            ),
         }
     }
 }
@@ -167,8 +205,13 @@ pub struct SubscriptionStats {
 /// Everything the engine can report.
 #[derive(Debug, Clone)]
 pub struct EngineStats {
-    /// The store's own numbers.
+    /// The log store's own numbers, but for keys, bytes, revision and
+    /// floor, which count the keys kept in memory too.
     pub store: StoreStats,
+    /// Keys and bytes kept in memory only (volatile and ephemeral).
+    pub memory: BackendStats,
+    /// Ephemeral keys (orphans waiting for their grace period included).
+    pub ephemeral: u64,
     /// Batches of writes applied.
     pub commits: u64,
     /// Each live subscription.
@@ -188,19 +231,21 @@ struct Pending {
 
 /// The state behind the write lock.
 struct Core {
-    store: Store,
+    store: Tiers,
+    /// Owners of the ephemeral keys.
+    owners: Owners,
     /// Under `Always`: submissions written but not yet durable, oldest first.
     pending: VecDeque<Pending>,
     /// What readers see while `pending` is not empty (or for good after a
     /// failed fsync): the newest state whose writes are all durable.
-    durable: Option<View>,
+    durable: Option<TiersSnapshot>,
     /// Batches of writes applied.
     commits: u64,
 }
 
 impl Core {
     /// What a reader may see now.
-    fn readable(&self) -> Result<&View, &Store> {
+    fn readable(&self) -> Result<&TiersSnapshot, &Tiers> {
         self.durable.as_ref().ok_or(&self.store)
     }
 }
@@ -232,14 +277,23 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    /// Wraps an open store and starts the sync thread.
-    pub fn start(mut store: Store) -> std::io::Result<Arc<Engine>> {
-        let policy = store.options().fsync;
+    /// Wraps an open store (every key durable) and starts the sync
+    /// thread.
+    pub fn start(store: Store) -> std::io::Result<Arc<Engine>> {
+        let tiers = Tiers::open(store, Placement::default()).map_err(std::io::Error::other)?;
+        Engine::start_tiers(tiers)
+    }
+
+    /// Wraps the log store and the memory (see [`Tiers`]) and starts the
+    /// sync thread.
+    pub fn start_tiers(mut store: Tiers) -> std::io::Result<Arc<Engine>> {
+        let policy = store.log().options().fsync;
         // Sealed segments' hints are written by the sync thread.
-        store.defer_hints();
+        store.log_mut().defer_hints();
         let engine = Arc::new_cyclic(|me| Engine {
             core: RwLock::new(Core {
                 store,
+                owners: Owners::default(),
                 pending: VecDeque::new(),
                 durable: None,
                 commits: 0,
@@ -282,7 +336,7 @@ impl Engine {
     }
 
     /// A consistent view of what readers may see now (for LIST).
-    pub fn view(&self) -> View {
+    pub fn view(&self) -> TiersSnapshot {
         match self.read().readable() {
             Ok(view) => view.clone(),
             Err(store) => store.view(),
@@ -308,28 +362,35 @@ impl Engine {
         }
         // The interval timer starts with the first unsynced write.
         let idle = matches!(self.policy, FsyncPolicy::Interval(_))
-            && core.store.next_sync_deadline().is_none();
+            && core.store.log().next_sync_deadline().is_none();
         let mut batch = Batch::default();
         let mut wrote = false;
-        core.store.begin_batch();
+        core.store.log_mut().begin_batch();
         for (ticket, command) in commands.drain(..) {
             match command {
                 Command::Put {
                     key,
                     value,
                     condition,
+                    ephemeral,
                 } => {
-                    let reply = put(&mut core.store, key, value, condition, &mut batch.events);
+                    let owner = ephemeral.map(|grace| (connection, grace));
+                    let reply = put(core, key, value, condition, owner, &mut batch.events);
                     wrote |= reply.is_ok();
                     batch.replies.push((ticket, reply));
                 }
                 Command::Delete { key, condition } => {
-                    let reply = delete(&mut core.store, key, condition, &mut batch.events);
+                    let reply = delete(core, key, condition, &mut batch.events);
                     wrote |= reply.is_ok();
                     batch.replies.push((ticket, reply));
                 }
                 Command::DeletePrefix { prefix } => {
-                    let reply = delete_prefix(&mut core.store, &prefix, &mut batch.events);
+                    let reply = delete_prefix(core, &prefix, &mut batch.events);
+                    wrote |= reply.is_ok();
+                    batch.replies.push((ticket, reply));
+                }
+                Command::Txn(txn) => {
+                    let reply = transact(core, &txn, &mut batch.events);
                     wrote |= reply.is_ok();
                     batch.replies.push((ticket, reply));
                 }
@@ -355,7 +416,7 @@ impl Engine {
                         Err(EngineError::DuplicateSubscription(subscription))
                     };
                     out.push((ticket, reply));
-                    core.store.begin_batch();
+                    core.store.log_mut().begin_batch();
                 }
                 Command::Unsubscribe { subscription } => {
                     let key = SubscriptionKey {
@@ -383,15 +444,13 @@ impl Engine {
         if wrote {
             self.compact_if_due(core);
         }
-        let background = core.store.writeback_due() || core.store.has_hint_jobs();
-        if background || (idle && core.store.next_sync_deadline().is_some()) {
+        let background = core.store.log().writeback_due() || core.store.log().has_hint_jobs();
+        if background || (idle && core.store.log().next_sync_deadline().is_some()) {
             self.sync.wake();
         }
         drop(guard);
         if let Some((registry, events)) = registry {
-            for event in &events {
-                registry.publish(event);
-            }
+            registry.publish_all(&events);
         }
     }
 
@@ -405,9 +464,7 @@ impl Engine {
         out: &mut Vec<(Ticket, Reply)>,
     ) {
         if let Some((registry, events)) = self.end(core, batch, to, out) {
-            for event in &events {
-                registry.publish(event);
-            }
+            registry.publish_all(&events);
         }
     }
 
@@ -422,7 +479,7 @@ impl Engine {
         to: &ReplyTo,
         out: &mut Vec<(Ticket, Reply)>,
     ) -> Option<(MutexGuard<'_, Registry>, Vec<KeyEvent>)> {
-        let written = core.store.end_batch();
+        let written = core.store.log_mut().end_batch();
         let events = std::mem::take(&mut batch.events);
         let replies = std::mem::take(&mut batch.replies);
         if let Err(e) = written {
@@ -452,7 +509,7 @@ impl Engine {
         out.extend(replies);
         if self.policy == FsyncPolicy::Always && core.pending.is_empty() {
             // Nothing waits for a sync: readers see the store itself again.
-            if core.store.poisoned().is_none() {
+            if core.store.log().poisoned().is_none() {
                 core.durable = None;
             }
         }
@@ -462,9 +519,57 @@ impl Engine {
         Some((self.registry(), events))
     }
 
-    /// The connection is gone: drops its subscriptions.
-    pub fn disconnect(&self, connection: u64) {
+    /// The connection is gone: drops its subscriptions and deletes the
+    /// ephemeral keys it owned that have no grace period. Returns the
+    /// grace periods of the others: call [`Engine::expire_ephemeral`]
+    /// after each.
+    pub fn disconnect(&self, connection: u64) -> Vec<std::time::Duration> {
         self.registry().unregister_connection(connection);
+        let mut core = self.write();
+        if core.owners.is_empty() {
+            return Vec::new();
+        }
+        let (gone, waits) = core
+            .owners
+            .disconnect(connection, std::time::Instant::now());
+        self.delete_owned(core, gone);
+        waits
+    }
+
+    /// Deletes the orphaned ephemeral keys whose grace period is over.
+    pub fn expire_ephemeral(&self) {
+        let mut core = self.write();
+        let gone = core.owners.expired(std::time::Instant::now());
+        self.delete_owned(core, gone);
+    }
+
+    /// Deletes ephemeral keys whose owner went, as one write (subscribers
+    /// see the DELETEs as one group), like a client's write.
+    fn delete_owned(&self, mut guard: RwLockWriteGuard<'_, Core>, keys: Vec<crate::store::Key>) {
+        if keys.is_empty() {
+            return;
+        }
+        let core = &mut *guard;
+        if self.policy == FsyncPolicy::Always && core.pending.is_empty() {
+            core.durable.get_or_insert_with(|| core.store.view());
+        }
+        let ops: Vec<Op<'_>> = keys.iter().map(|key| Op::Delete { key }).collect();
+        let mut batch = Batch::default();
+        core.store.log_mut().begin_batch();
+        match core.store.write(&ops) {
+            Ok(written) => events_of(&written, &mut batch.events),
+            Err(e) => {
+                tracing::error!(error = %e, "deleting the keys of a closed connection failed")
+            }
+        }
+        // Nobody waits for this answer.
+        let (to, _) = tokio::sync::mpsc::unbounded_channel();
+        let mut out = Vec::new();
+        let registry = self.end(core, &mut batch, &to, &mut out);
+        drop(guard);
+        if let Some((registry, events)) = registry {
+            registry.publish_all(&events);
+        }
     }
 
     fn stats_of(&self, core: &Core) -> EngineStats {
@@ -479,8 +584,17 @@ impl Engine {
             .collect();
         drop(registry);
         subscriptions.sort_by_key(|s| s.key);
+        let mut store = core.store.log().stats();
+        let all = core.store.stats();
+        store.keys = all.keys;
+        store.tombstones = all.tombstones;
+        store.data_bytes = all.data_bytes;
+        store.revision = core.store.revision();
+        store.tombstone_floor = core.store.floor();
         EngineStats {
-            store: core.store.stats(),
+            store,
+            memory: core.store.memory_stats(),
+            ephemeral: core.owners.len() as u64,
             commits: core.commits,
             subscriptions,
         }
@@ -492,7 +606,7 @@ impl Engine {
         self.compactor.stop();
         self.sync.stop();
         let mut core = self.write();
-        let synced = core.store.sync();
+        let synced = core.store.log_mut().sync();
         if let Err(e) = &synced {
             tracing::error!(error = %e, "final sync at shutdown failed");
         }
@@ -500,16 +614,29 @@ impl Engine {
     }
 }
 
+/// A single PUT; `owner` makes it ephemeral (connection, grace).
 fn put(
-    store: &mut Store,
+    core: &mut Core,
     key: String,
     value: Bytes,
     condition: Condition,
+    owner: Option<(u64, std::time::Duration)>,
     events: &mut Vec<KeyEvent>,
 ) -> Reply {
+    let store = &mut core.store;
+    if condition != Condition::None {
+        condition
+            .check(store.current(&key))
+            .map_err(EngineError::Store)?;
+    }
     let revision = store
-        .put(&key, &value, condition)
+        .put(&key, &value, owner.is_some())
         .map_err(EngineError::Store)?;
+    match owner {
+        Some((connection, grace)) => core.owners.claim(&key, connection, grace),
+        None if !core.owners.is_empty() => core.owners.release(&key),
+        None => {}
+    }
     // Values are never logged, only their sizes.
     tracing::trace!(%key, bytes = value.len(), revision, "put");
     events.push(KeyEvent {
@@ -520,13 +647,15 @@ fn put(
     Ok(Outcome::Written(revision))
 }
 
-fn delete(
-    store: &mut Store,
-    key: String,
-    condition: Condition,
-    events: &mut Vec<KeyEvent>,
-) -> Reply {
-    let revision = store.delete(&key, condition).map_err(EngineError::Store)?;
+fn delete(core: &mut Core, key: String, condition: Condition, events: &mut Vec<KeyEvent>) -> Reply {
+    let store = &mut core.store;
+    condition
+        .check(store.current(&key))
+        .map_err(EngineError::Store)?;
+    let revision = store.delete(&key).map_err(EngineError::Store)?;
+    if !core.owners.is_empty() {
+        core.owners.release(&key);
+    }
     events.push(KeyEvent {
         key,
         revision,
@@ -535,7 +664,8 @@ fn delete(
     Ok(Outcome::Deleted { revision, count: 1 })
 }
 
-fn delete_prefix(store: &mut Store, prefix: &str, events: &mut Vec<KeyEvent>) -> Reply {
+fn delete_prefix(core: &mut Core, prefix: &str, events: &mut Vec<KeyEvent>) -> Reply {
+    let store = &mut core.store;
     let deletion = store.delete_prefix(prefix).map_err(EngineError::Store)?;
     let Some(revision) = deletion.revision else {
         return Ok(Outcome::Deleted {
@@ -544,10 +674,74 @@ fn delete_prefix(store: &mut Store, prefix: &str, events: &mut Vec<KeyEvent>) ->
         });
     };
     let count = u32::try_from(deletion.keys.len()).unwrap_or(u32::MAX);
-    events.extend(deletion.keys.into_iter().map(|key| KeyEvent {
+    for key in deletion.keys {
+        if !core.owners.is_empty() {
+            core.owners.release(&key);
+        }
+        events.push(KeyEvent {
+            key: key.to_string(),
+            revision,
+            kind: ChangeKind::Delete,
+        });
+    }
+    Ok(Outcome::Deleted { revision, count })
+}
+
+/// A TXN: every condition against the state before it, then the
+/// operations as one write.
+fn transact(core: &mut Core, txn: &Txn, events: &mut Vec<KeyEvent>) -> Reply {
+    let store = &mut core.store;
+    for (index, condition) in txn.conditions.iter().enumerate() {
+        crate::key::validate_key(&condition.key, store.log().options().max_key_len)
+            .map_err(|e| EngineError::Store(e.into()))?;
+        let current = store.current(&condition.key);
+        if !condition.check.holds(current) {
+            return Err(EngineError::TxnConditionFailed {
+                index,
+                key: condition.key.clone(),
+                check: condition.check,
+                current: current.unwrap_or(0),
+            });
+        }
+    }
+    let ops: Vec<Op<'_>> = txn
+        .ops
+        .iter()
+        .map(|op| match op {
+            TxnOp::Put { key, value } => Op::Put {
+                key,
+                value,
+                memory: false,
+            },
+            TxnOp::Delete { key } => Op::Delete { key },
+            TxnOp::DeletePrefix { prefix } => Op::DeletePrefix { prefix },
+        })
+        .collect();
+    let written = store.write(&ops).map_err(EngineError::Store)?;
+    let revision = written.revision.unwrap_or(store.revision());
+    if !core.owners.is_empty() {
+        for (key, _) in &written.changes {
+            core.owners.release(key);
+        }
+    }
+    events_of(&written, events);
+    Ok(Outcome::Transacted {
+        revision,
+        deleted: written.deleted,
+    })
+}
+
+/// The events of a multi-key write, all at its revision.
+fn events_of(written: &Written, events: &mut Vec<KeyEvent>) {
+    let Some(revision) = written.revision else {
+        return;
+    };
+    events.extend(written.changes.iter().map(|(key, value)| KeyEvent {
         key: key.to_string(),
         revision,
-        kind: ChangeKind::Delete,
+        kind: match value {
+            Some(value) => ChangeKind::Update(value.clone()),
+            None => ChangeKind::Delete,
+        },
     }));
-    Ok(Outcome::Deleted { revision, count })
 }

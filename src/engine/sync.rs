@@ -105,7 +105,7 @@ pub(super) fn spawn(engine: &Arc<Engine>) -> std::io::Result<()> {
 fn run(engine: &Engine) {
     loop {
         let deadline = match engine.policy {
-            FsyncPolicy::Interval(_) => engine.read().store.next_sync_deadline(),
+            FsyncPolicy::Interval(_) => engine.read().store.log().next_sync_deadline(),
             _ => None,
         };
         if !engine.sync.wait(deadline) {
@@ -115,7 +115,7 @@ fn run(engine: &Engine) {
             FsyncPolicy::Always => engine.sync_pending(),
             FsyncPolicy::Interval(_) => {
                 // A wake only says the timer may have started: sync when due.
-                let due = engine.read().store.next_sync_deadline();
+                let due = engine.read().store.log().next_sync_deadline();
                 if due.is_some_and(|due| due <= Instant::now()) {
                     engine.sync_interval();
                 }
@@ -135,7 +135,7 @@ impl Engine {
                 return;
             }
             (
-                core.store.sync_point(),
+                core.store.log().sync_point(),
                 core.store.revision(),
                 core.store.view(),
             )
@@ -143,7 +143,7 @@ impl Engine {
         let outcome = point.as_ref().map(|p| p.sync());
         let mut core = self.write();
         let synced = match (&point, outcome) {
-            (Some(point), Some(outcome)) => core.store.synced(point, outcome),
+            (Some(point), Some(outcome)) => core.store.log_mut().synced(point, outcome),
             // Nothing was unsynced (a roll synced it all already).
             _ => Ok(()),
         };
@@ -180,32 +180,30 @@ impl Engine {
             for reply in pending.replies {
                 let _ = pending.to.send(reply);
             }
-            for event in &pending.events {
-                registry.publish(event);
-            }
+            registry.publish_all(&pending.events);
         }
     }
 
     /// What the store left to other threads (see `store::background`):
     /// writeback of a filling active segment, hints of sealed ones.
     fn background_work(&self) {
-        if self.policy != FsyncPolicy::Always && self.read().store.writeback_due() {
+        if self.policy != FsyncPolicy::Always && self.read().store.log().writeback_due() {
             self.sync_interval();
         }
-        let jobs = self.write().store.take_hint_jobs();
+        let jobs = self.write().store.log_mut().take_hint_jobs();
         for job in jobs {
             let outcome = job.write();
-            self.write().store.hint_written(job, outcome);
+            self.write().store.log_mut().hint_written(job, outcome);
         }
     }
 
     /// An interval sync: everything written so far.
     fn sync_interval(&self) {
-        let Some(point) = self.read().store.sync_point() else {
+        let Some(point) = self.read().store.log().sync_point() else {
             return;
         };
         let outcome = point.sync();
-        if let Err(e) = self.write().store.synced(&point, outcome) {
+        if let Err(e) = self.write().store.log_mut().synced(&point, outcome) {
             tracing::error!(error = %e, "interval fsync failed; the store refuses further writes");
         }
     }

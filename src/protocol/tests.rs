@@ -465,12 +465,71 @@ fn unknown_conditions_and_flags_are_non_fatal() {
         (ft::DEL, with(&[&[0x01, 2][..], &rev(3)].concat(), &[])),
         (ft::DEL, with(&[&[0x01, 0][..], &rev(3)].concat(), &[])),
         (ft::DEL, with(&[&[0, 9][..], &rev(0)].concat(), &[])),
-        (ft::SUB, with(&[&[0x02][..], &rev(0)].concat(), &[])),
+        (ft::SUB, with(&[&[0x04][..], &rev(0)].concat(), &[])),
         (ft::SUB, with(&[&[0][..], &rev(4)].concat(), &[])),
+        // PUT's trailer: flags 0 (plain PUTs leave it out), an undefined
+        // flag, a grace period over the maximum.
+        (
+            ft::PUT,
+            with(
+                &[&[0u8][..], &rev(0)].concat(),
+                &[0, 0, 0, 0, 0, 0, 0, 0, 0],
+            ),
+        ),
+        (
+            ft::PUT,
+            with(
+                &[&[0u8][..], &rev(0)].concat(),
+                &[0, 0, 0, 0, 2, 0, 0, 0, 0],
+            ),
+        ),
+        (
+            ft::PUT,
+            with(
+                &[&[0u8][..], &rev(0)].concat(),
+                &[0, 0, 0, 0, 1, 0, 0x09, 0x27, 0xC1],
+            ),
+        ),
     ];
     for (ty, payload) in cases {
         assert_invalid(&mut raw(ty, 77, &payload), 77, ErrorCode::InvalidArgument);
     }
+    // TXN: an unknown condition kind, a revision with "absent", an unknown
+    // operation kind.
+    let one_condition = |kind: u8, revision: u64| {
+        [
+            &1u16.to_be_bytes()[..],
+            &[kind],
+            &rev(revision),
+            &key,
+            &0u16.to_be_bytes(),
+        ]
+        .concat()
+    };
+    for payload in [
+        one_condition(9, 0),
+        one_condition(1, 7),
+        [&0u16.to_be_bytes()[..], &1u16.to_be_bytes(), &[7], &key].concat(),
+    ] {
+        assert_invalid(
+            &mut raw(ft::TXN, 78, &payload),
+            78,
+            ErrorCode::InvalidArgument,
+        );
+    }
+}
+
+#[test]
+fn a_txn_over_the_limits_is_refused_whole() {
+    let key = str16(b"k");
+    let mut payload = (wire::MAX_TXN_CONDITIONS as u16 + 1).to_be_bytes().to_vec();
+    for _ in 0..=wire::MAX_TXN_CONDITIONS {
+        payload.push(wire::txn_condition::PRESENT);
+        payload.extend_from_slice(&0u64.to_be_bytes());
+        payload.extend_from_slice(&key);
+    }
+    payload.extend_from_slice(&0u16.to_be_bytes());
+    assert_invalid(&mut raw(ft::TXN, 9, &payload), 9, ErrorCode::Limit);
 }
 
 #[test]
@@ -503,8 +562,8 @@ fn client_refuses_what_a_server_must_never_send() {
         Err(FrameError::ZeroId { .. })
     ));
     assert!(matches!(
-        codec.decode(&mut raw(0xC5, 1, b"")),
-        Err(FrameError::UnknownType { frame_type: 0xC5 })
+        codec.decode(&mut raw(0xC6, 1, b"")),
+        Err(FrameError::UnknownType { frame_type: 0xC6 })
     ));
     assert!(matches!(
         codec.decode(&mut raw(ft::PING, 1, b"")),

@@ -242,6 +242,14 @@ pub mod stats {
     pub const OPS_LIST: &str = "ops.list";
     /// SUB requests served since start.
     pub const OPS_SUB: &str = "ops.sub";
+    /// TXN requests applied since start.
+    pub const OPS_TXN: &str = "ops.txn";
+    /// Live keys kept in memory only (volatile and ephemeral).
+    pub const MEMORY_KEYS: &str = "memory.keys";
+    /// Bytes of the keys and values kept in memory only.
+    pub const MEMORY_BYTES: &str = "memory.bytes";
+    /// Ephemeral keys, orphans in their grace period included.
+    pub const EPHEMERAL_KEYS: &str = "ephemeral.keys";
     /// Number of fsyncs since start.
     pub const FSYNC_COUNT: &str = "fsync.count";
     /// Duration of the last fsync, microseconds.

@@ -18,7 +18,8 @@ use super::connection::Connection;
 use crate::engine::{EngineError, Outcome, Reply, Ticket};
 use crate::notify::Mailbox;
 use crate::protocol::{ErrorCode, ErrorFrame, Event, Response, ServerFrame};
-use crate::store::{Key, StoreError, View, ViewEntry};
+use crate::storage::TiersSnapshot;
+use crate::store::{Key, StoreError, ViewEntry};
 
 /// Events written per subscription before moving on to the next, so one
 /// busy subscription cannot starve the others.
@@ -61,6 +62,8 @@ pub(super) enum EngineOp {
     Put,
     /// DEL (single or prefix) → DEL_OK.
     Delete,
+    /// TXN → TXN_OK.
+    Txn,
     /// SUB → SUB_OK, then the snapshot.
     Subscribe {
         prefix: String,
@@ -80,7 +83,7 @@ pub(super) enum EngineOp {
 
 /// A walk over a view, resumable after the last key sent.
 pub(super) struct Walk {
-    view: View,
+    view: TiersSnapshot,
     prefix: String,
     after: Option<Key>,
     /// Resume point of a subscription (changes after it), if any.
@@ -230,6 +233,10 @@ impl Connection {
             (EngineOp::Put, Outcome::Written(revision)) => {
                 self.shared.ops.put.fetch_add(1, Ordering::Relaxed);
                 Response::PutOk { revision }
+            }
+            (EngineOp::Txn, Outcome::Transacted { revision, deleted }) => {
+                self.shared.ops.txn.fetch_add(1, Ordering::Relaxed);
+                Response::TxnOk { revision, deleted }
             }
             (EngineOp::Delete, Outcome::Deleted { revision, count }) => {
                 self.shared.ops.del.fetch_add(1, Ordering::Relaxed);
@@ -438,14 +445,36 @@ impl Connection {
             let Some(mailbox) = self.active.get(&id) else {
                 continue;
             };
+            let grouped = mailbox.is_grouped();
             mailbox.drain_into(EVENTS_PER_ROUND, &mut batch);
-            more |= batch.len() == EVENTS_PER_ROUND;
-            for pending in batch.drain(..) {
-                // Events of keys the caller may not read (or subscribe to)
-                // are dropped here, with the rules in force now.
-                if !trusted && !self.may_see(&access, &pending.change.key, true) {
-                    continue;
+            more |= batch.len() >= EVENTS_PER_ROUND;
+            // Events of keys the caller may not read (or subscribe to) are
+            // dropped here, with the rules in force now.
+            if !trusted {
+                batch.retain(|pending| self.may_see(&access, &pending.change.key, true));
+            }
+            let mut group_left = 0;
+            for (at, pending) in batch.iter().enumerate() {
+                if grouped && group_left == 0 {
+                    // A run that ends a group: announce it when it has
+                    // more than one event.
+                    let run = batch[at..]
+                        .iter()
+                        .position(|p| p.ends_group)
+                        .map_or(batch.len() - at, |end| end + 1);
+                    if run > 1 {
+                        let last = &batch[at + run - 1];
+                        self.event(
+                            id,
+                            Event::Group {
+                                count: run as u32,
+                                revision: last.change.encoded.revision(),
+                            },
+                        );
+                    }
+                    group_left = run;
                 }
+                group_left = group_left.saturating_sub(1);
                 let encoded = &pending.change.encoded;
                 if let Err(e) =
                     self.codec
@@ -456,6 +485,7 @@ impl Connection {
                     tracing::error!(connection = self.id, error = %e, "cannot encode an event");
                 }
             }
+            batch.clear();
         }
         if more {
             self.waker.notify_one();
@@ -510,6 +540,12 @@ pub fn error_frame(error: &EngineError) -> ErrorFrame {
         EngineError::Store(StoreError::ConditionFailed { current }) => {
             return ErrorFrame::condition_failed(current.unwrap_or(0));
         }
+        EngineError::TxnConditionFailed {
+            index,
+            key,
+            check,
+            current,
+        } => return ErrorFrame::txn_condition_failed(*index, key, *check, *current),
         EngineError::Store(StoreError::NotFound) => ErrorCode::NotFound,
         EngineError::Store(StoreError::InvalidKey(_)) => ErrorCode::InvalidKey,
         EngineError::Store(StoreError::ValueTooLarge { .. }) => ErrorCode::TooLarge,

@@ -522,7 +522,18 @@ impl Drop for Connection {
         if n > 0 {
             self.shared.subscriptions.fetch_sub(n, Ordering::Relaxed);
         }
-        self.shared.engine.disconnect(self.id);
+        let waits = self.shared.engine.disconnect(self.id);
+        // Ephemeral keys with a grace period go when it is over (unless
+        // taken over meanwhile).
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            for wait in waits {
+                let engine = self.shared.engine.clone();
+                runtime.spawn(async move {
+                    tokio::time::sleep(wait).await;
+                    let _ = tokio::task::spawn_blocking(move || engine.expire_ephemeral()).await;
+                });
+            }
+        }
         self.shared.connections.fetch_sub(1, Ordering::SeqCst);
         self.shared.closed.fetch_add(1, Ordering::Relaxed);
         self.shared

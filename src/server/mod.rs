@@ -38,6 +38,7 @@ pub use stream::Stream;
 
 use crate::engine::Engine;
 use crate::protocol::{wire, ErrorCode, ErrorFrame, Response, ServerCodec, ServerFrame};
+use crate::storage::{Placement, Tiers};
 use crate::store::Store;
 
 /// Server settings that are not the store's. Each bound is per connection
@@ -76,6 +77,9 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Tokens and ACL in force (replaced on SIGHUP by the binary).
     pub access: Arc<access::AccessHandle>,
+    /// Keys under these prefixes are kept in memory only
+    /// (`--volatile`).
+    pub volatile: Vec<String>,
 }
 
 impl Default for Config {
@@ -94,6 +98,7 @@ impl Default for Config {
             large_frame_budget: 64 << 20,
             shutdown_grace: Duration::from_secs(5),
             access: Arc::default(),
+            volatile: Vec::new(),
         }
     }
 }
@@ -117,6 +122,7 @@ pub(crate) struct OpCounters {
     pub del: AtomicU64,
     pub list: AtomicU64,
     pub sub: AtomicU64,
+    pub txn: AtomicU64,
 }
 
 /// State shared by every connection task.
@@ -154,7 +160,10 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let (max_key, max_value) = (store.options().max_key_len, store.options().max_value_len);
-    let engine = Engine::start(store)?;
+    let placement = Placement::volatile(&config.volatile, max_key)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("--volatile: {e}")))?;
+    let tiers = Tiers::open(store, placement).map_err(io::Error::other)?;
+    let engine = Engine::start_tiers(tiers)?;
     let budget_kib = (config.large_frame_budget / 1024)
         .max(2 * config.max_frame as usize / 1024 + 1)
         .min(Semaphore::MAX_PERMITS);

@@ -63,6 +63,7 @@ impl Connection {
                     key,
                     value,
                     condition: store_condition(condition),
+                    ephemeral: None,
                 };
                 self.submit(command, EngineOp::Put)
             }
@@ -77,7 +78,8 @@ impl Connection {
                 Ok(()) => self.submit(Command::DeletePrefix { prefix }, EngineOp::Delete),
                 Err(e) => Work::Error(e),
             },
-            Request::Subscribe { prefix, since } => self.subscribe(id, prefix, since),
+            Request::Subscribe { prefix, since } => self.subscribe(id, prefix, since, false),
+            Request::SubscribeGrouped { prefix, since } => self.subscribe(id, prefix, since, true),
             Request::Unsubscribe { subscription } => {
                 if self.logical_subs.remove(&subscription) {
                     self.shared.subscriptions.fetch_sub(1, Ordering::Relaxed);
@@ -94,9 +96,21 @@ impl Connection {
             }
             Request::Stats => self.submit(Command::Stats, EngineOp::Stats),
             Request::Compact => self.submit(Command::Compact, EngineOp::Compact),
-            Request::PutEphemeral { .. } | Request::SubscribeGrouped { .. } | Request::Txn(_) => {
-                Work::Error(ErrorFrame::new(ErrorCode::Unsupported, "not yet"))
-            }
+            Request::PutEphemeral {
+                key,
+                value,
+                condition,
+                grace_ms,
+            } => self.submit(
+                Command::Put {
+                    key,
+                    value,
+                    condition: store_condition(condition),
+                    ephemeral: Some(std::time::Duration::from_millis(grace_ms.into())),
+                },
+                EngineOp::Put,
+            ),
+            Request::Txn(txn) => self.submit(Command::Txn(txn), EngineOp::Txn),
         };
         if let Work::Error(e) = &work {
             if e.code.closes_connection() {
@@ -127,8 +141,28 @@ impl Connection {
         let peer = &self.peer;
         let (what, right, allowed) = match request {
             Request::Get { key } => (key, Right::Read, access.rights(peer, key).read),
-            Request::Put { key, .. } | Request::Delete { key, .. } => {
-                (key, Right::Write, access.rights(peer, key).write)
+            Request::Put { key, .. }
+            | Request::PutEphemeral { key, .. }
+            | Request::Delete { key, .. } => (key, Right::Write, access.rights(peer, key).write),
+            Request::Txn(txn) => {
+                // The first key it may not touch: read for conditions,
+                // write for operations.
+                let reads = txn
+                    .conditions
+                    .iter()
+                    .map(|c| (&c.key, Right::Read, access.rights(peer, &c.key).read));
+                let writes = txn.ops.iter().map(|op| match op {
+                    crate::protocol::TxnOp::DeletePrefix { prefix } => (
+                        prefix,
+                        Right::Write,
+                        access.all_under(peer, prefix, Right::Write),
+                    ),
+                    crate::protocol::TxnOp::Put { key, .. }
+                    | crate::protocol::TxnOp::Delete { key } => {
+                        (key, Right::Write, access.rights(peer, key).write)
+                    }
+                });
+                reads.chain(writes).find(|(_, _, allowed)| !allowed)?
             }
             Request::DeletePrefix { prefix } => (
                 prefix,
@@ -140,7 +174,7 @@ impl Connection {
                 Right::Read,
                 access.any_under(peer, prefix, Right::Read),
             ),
-            Request::Subscribe { prefix, .. } => (
+            Request::Subscribe { prefix, .. } | Request::SubscribeGrouped { prefix, .. } => (
                 prefix,
                 Right::Subscribe,
                 access.any_under(peer, prefix, Right::Subscribe)
@@ -198,7 +232,13 @@ impl Connection {
             .map_err(|e| ErrorFrame::new(ErrorCode::InvalidKey, e.to_string()))
     }
 
-    pub(super) fn subscribe(&mut self, id: u32, prefix: String, since: Option<u64>) -> Work {
+    pub(super) fn subscribe(
+        &mut self,
+        id: u32,
+        prefix: String,
+        since: Option<u64>,
+        grouped: bool,
+    ) -> Work {
         if let Err(e) = self.check_prefix(&prefix) {
             return Work::Error(e);
         }
@@ -231,7 +271,11 @@ impl Connection {
         }
         self.logical_subs.insert(id);
         self.shared.ops.sub.fetch_add(1, Ordering::Relaxed);
-        let mailbox = Arc::new(Mailbox::new(self.waker.clone()));
+        let mailbox = Arc::new(if grouped {
+            Mailbox::grouped(self.waker.clone())
+        } else {
+            Mailbox::new(self.waker.clone())
+        });
         let command = Command::Subscribe {
             subscription: id,
             prefix: prefix.clone(),

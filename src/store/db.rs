@@ -175,16 +175,7 @@ pub(super) fn lock_dir(dir: &Path) -> Result<File, StoreError> {
 }
 
 fn check_condition(current: Option<u64>, condition: Condition) -> Result<(), StoreError> {
-    let ok = match condition {
-        Condition::None => true,
-        Condition::MustNotExist => current.is_none(),
-        Condition::RevisionIs(r) => current == Some(r),
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(StoreError::ConditionFailed { current })
-    }
+    condition.check(current)
 }
 
 impl Store {
@@ -234,6 +225,14 @@ impl Store {
     /// Revision of the last write (0 for a new, empty store).
     pub fn revision(&self) -> u64 {
         self.revision
+    }
+
+    /// Another store took `revision` (the in-memory keys beside this one
+    /// share its revision counter): the next write here gets a higher one.
+    /// Nothing is written now; the next record, or the header of the next
+    /// segment, carries it.
+    pub fn advance_revision(&mut self, revision: u64) {
+        self.revision = self.revision.max(revision);
     }
 
     /// The highest revision known to be on disk: the revision found at open,

@@ -113,6 +113,23 @@ pub enum Condition {
     RevisionIs(u64),
 }
 
+impl Condition {
+    /// Whether a key whose current revision is `current` (`None`: absent)
+    /// passes; `ConditionFailed` carrying `current` when not.
+    pub fn check(self, current: Option<u64>) -> Result<(), StoreError> {
+        let ok = match self {
+            Condition::None => true,
+            Condition::MustNotExist => current.is_none(),
+            Condition::RevisionIs(r) => current == Some(r),
+        };
+        if ok {
+            Ok(())
+        } else {
+            Err(StoreError::ConditionFailed { current })
+        }
+    }
+}
+
 /// A stored value and the revision of its last write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {

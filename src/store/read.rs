@@ -356,6 +356,54 @@ impl View {
         get_with(&self.0.index, &self.source(), key, f)
     }
 
+    /// The keys covered by `prefix` in key order, starting after the key
+    /// `after` if given, as an iterator: without `since` every live key;
+    /// with `since` every key written or deleted after that revision. A
+    /// value is read (and checked) only for an entry it yields.
+    pub fn entries<'a>(
+        &'a self,
+        prefix: &'a str,
+        after: Option<&'a str>,
+        since: Option<u64>,
+    ) -> impl Iterator<Item = Result<ViewEntry, StoreError>> + 'a {
+        let invalid = validate_prefix(prefix, self.0.max_key_len)
+            .err()
+            .map(StoreError::from);
+        let valid = invalid.is_none();
+        let source = self.source();
+        let items = self
+            .0
+            .index
+            .covered(prefix, after)
+            .filter(move |_| valid)
+            .filter_map(move |(key, slot)| match (*slot, since) {
+                (Slot::Live { revision, loc }, None) => Some(
+                    source
+                        .read_entry(key, revision, loc)
+                        .map(|entry| ViewEntry::Live {
+                            key: key.clone(),
+                            entry,
+                        }),
+                ),
+                (Slot::Live { revision, loc }, Some(s)) if revision > s => Some(
+                    source
+                        .read_entry(key, revision, loc)
+                        .map(|entry| ViewEntry::Live {
+                            key: key.clone(),
+                            entry,
+                        }),
+                ),
+                (Slot::Tomb { revision }, Some(s)) if revision > s => {
+                    Some(Ok(ViewEntry::Deleted {
+                        key: key.clone(),
+                        revision,
+                    }))
+                }
+                _ => None,
+            });
+        invalid.map(Err).into_iter().chain(items)
+    }
+
     /// Walks the keys covered by `prefix` in key order, starting after the
     /// key `after` if given, calling `each` until it returns false. Without
     /// `since`, every live key; with `since`, every key written or deleted
@@ -429,6 +477,20 @@ impl Store {
             floor: self.floor,
             max_key_len: self.options.max_key_len,
         }))
+    }
+
+    /// The revision of `key` if it is live.
+    pub fn current(&self, key: &str) -> Option<u64> {
+        self.index.current(key)
+    }
+
+    /// Every live key covered by `prefix`, in key order.
+    pub fn live_keys(&self, prefix: &str) -> Vec<Key> {
+        self.index
+            .covered(prefix, None)
+            .filter(|(_, slot)| matches!(slot, Slot::Live { .. }))
+            .map(|(key, _)| key.clone())
+            .collect()
     }
 
     /// The value and revision of `key`, if it exists.

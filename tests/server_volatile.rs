@@ -1,0 +1,229 @@
+//! `nkv-server --volatile PREFIX`: keys under it are served and notified
+//! like any other, share the one revision counter, never reach the disk,
+//! and are gone after a restart (clean or kill -9), after which a resume
+//! from before gets RESET.
+
+mod common;
+
+use bytes::Bytes;
+use common::{TestServer, Wire};
+use nkv::protocol::{Condition, ErrorCode, Event, Request, Response};
+
+fn put(wire: &mut Wire, key: &str, value: &str) -> u64 {
+    match wire.call(Request::Put {
+        key: key.into(),
+        value: Bytes::copy_from_slice(value.as_bytes()),
+        condition: Condition::None,
+    }) {
+        Response::PutOk { revision } => revision,
+        other => panic!("PUT {key}: {other:?}"),
+    }
+}
+
+fn get(wire: &mut Wire, key: &str) -> Option<(u64, String)> {
+    match wire.call(Request::Get { key: key.into() }) {
+        Response::GetOk { revision, value } => {
+            Some((revision, String::from_utf8(value.to_vec()).unwrap()))
+        }
+        Response::Error(e) if e.code == ErrorCode::NotFound => None,
+        other => panic!("GET {key}: {other:?}"),
+    }
+}
+
+fn stat(wire: &mut Wire, name: &str) -> u64 {
+    match wire.call(Request::Stats) {
+        Response::StatsOk { stats } => stats
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| *v)
+            .unwrap_or_else(|| panic!("no {name} in STATS")),
+        other => panic!("STATS: {other:?}"),
+    }
+}
+
+fn list(wire: &mut Wire, prefix: &str) -> Vec<(String, u64)> {
+    let id = wire.send(Request::List {
+        prefix: prefix.into(),
+    });
+    let mut out = Vec::new();
+    loop {
+        match wire.response() {
+            (got, Response::ListItem { key, revision, .. }) if got == id => {
+                out.push((key, revision))
+            }
+            (got, Response::ListOk { .. }) if got == id => return out,
+            other => panic!("{other:?}"),
+        }
+    }
+}
+
+fn files_contain(dir: &std::path::Path, needle: &[u8]) -> bool {
+    std::fs::read_dir(dir).unwrap().any(|entry| {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap_or_default();
+        bytes.windows(needle.len()).any(|w| w == needle)
+    })
+}
+
+#[test]
+fn volatile_keys_are_served_and_notified_under_one_revision() {
+    let server = TestServer::start_with(&["--volatile", "run", "--volatile", "tmp.cache"]);
+    let mut wire = server.wire();
+    let mut watcher = server.wire();
+    let sub = watcher.send(Request::Subscribe {
+        prefix: String::new(),
+        since: None,
+    });
+    assert_eq!(watcher.response(), (sub, Response::SubOk));
+    assert!(matches!(watcher.event().1, Event::Synced { .. }));
+
+    let r1 = put(&mut wire, "persist.a", "1");
+    let r2 = put(&mut wire, "run.netd.pid", "VOLATILE-PID");
+    let r3 = put(&mut wire, "runner", "durable: not under run");
+    let r4 = put(&mut wire, "tmp.cache.x", "VOLATILE-CACHE");
+    assert!(r1 < r2 && r2 < r3 && r3 < r4, "{r1} {r2} {r3} {r4}");
+    for (key, rev) in [
+        ("persist.a", r1),
+        ("run.netd.pid", r2),
+        ("runner", r3),
+        ("tmp.cache.x", r4),
+    ] {
+        match watcher.event().1 {
+            Event::Update {
+                key: k, revision, ..
+            } => assert_eq!((k.as_str(), revision), (key, rev)),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(
+        get(&mut wire, "run.netd.pid"),
+        Some((r2, "VOLATILE-PID".into()))
+    );
+    assert_eq!(
+        list(&mut wire, ""),
+        [
+            ("persist.a".to_string(), r1),
+            ("run.netd.pid".into(), r2),
+            ("runner".into(), r3),
+            ("tmp.cache.x".into(), r4)
+        ],
+        "LIST merges both sides in key order"
+    );
+    assert_eq!(stat(&mut wire, "keys"), 4);
+    assert_eq!(stat(&mut wire, "memory.keys"), 2);
+    // A prefix delete spans both sides at one revision.
+    let (rev, deleted) = match wire.call(Request::DeletePrefix {
+        prefix: String::new(),
+    }) {
+        Response::DelOk { revision, deleted } => (revision, deleted),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(deleted, 4);
+    for _ in 0..4 {
+        match watcher.event().1 {
+            Event::Delete { revision, .. } => assert_eq!(revision, rev),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(list(&mut wire, "").is_empty());
+    assert!(
+        !files_contain(&server.data_dir(), b"VOLATILE-"),
+        "volatile values on disk"
+    );
+}
+
+#[test]
+fn a_restart_drops_volatile_keys_and_resumes_from_before_get_reset() {
+    let mut server = TestServer::start_with(&["--volatile", "run"]);
+    let mut wire = server.wire();
+    put(&mut wire, "persist.a", "1");
+    put(&mut wire, "run.x", "1");
+    let seen = put(&mut wire, "run.x", "2");
+    // A resume works while the server runs: changes since, across sides.
+    put(&mut wire, "persist.b", "1");
+    let id = wire.send(Request::Subscribe {
+        prefix: String::new(),
+        since: Some(seen - 1),
+    });
+    assert_eq!(wire.response(), (id, Response::SubOk));
+    let mut keys = Vec::new();
+    loop {
+        match wire.event().1 {
+            Event::Update { key, .. } => keys.push(key),
+            Event::Synced { .. } => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    keys.sort();
+    assert_eq!(keys, ["persist.b", "run.x"]);
+    drop(wire);
+
+    server.kill9_and_restart();
+    let mut wire = server.wire();
+    assert_eq!(get(&mut wire, "run.x"), None, "volatile keys are gone");
+    assert!(get(&mut wire, "persist.b").is_some());
+    let revision = stat(&mut wire, "revision");
+    assert!(
+        revision >= seen + 1,
+        "no revision is reused ({revision} < {seen})"
+    );
+    for since in [seen - 1, seen, revision] {
+        let id = wire.send(Request::Subscribe {
+            prefix: String::new(),
+            since: Some(since),
+        });
+        assert_eq!(wire.response(), (id, Response::SubOk));
+        assert_eq!(wire.event(), (id, Event::Reset), "resume from {since}");
+        loop {
+            if let Event::Synced { .. } = wire.event().1 {
+                break;
+            }
+        }
+        assert!(matches!(
+            wire.call(Request::Unsubscribe { subscription: id }),
+            Response::UnsubOk
+        ));
+    }
+    // New writes take revisions above every one handed out before.
+    assert!(put(&mut wire, "run.y", "1") > seen);
+    // A clean restart does the same.
+    drop(wire);
+    assert!(server.terminate().success());
+    server.restart();
+    let mut wire = server.wire();
+    assert_eq!(get(&mut wire, "run.y"), None);
+}
+
+#[test]
+fn a_server_without_volatile_keys_still_resumes_across_restarts() {
+    let mut server = TestServer::start();
+    let mut wire = server.wire();
+    let seen = put(&mut wire, "a", "1");
+    put(&mut wire, "b", "1");
+    drop(wire);
+    server.kill9_and_restart();
+    let mut wire = server.wire();
+    let id = wire.send(Request::Subscribe {
+        prefix: String::new(),
+        since: Some(seen),
+    });
+    assert_eq!(wire.response(), (id, Response::SubOk));
+    match wire.event().1 {
+        Event::Update { key, .. } => assert_eq!(key, "b"),
+        other => panic!("expected the change since, not {other:?}"),
+    }
+}
+
+#[test]
+fn a_bad_volatile_prefix_is_refused_at_start() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_nkv-server"))
+        .args(["--volatile", "bad..prefix", "--listen"])
+        .arg(format!(
+            "unix:{}",
+            std::env::temp_dir().join("nkv-never.sock").display()
+        ))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("--volatile \"bad..prefix\""), "{stderr}");
+}
