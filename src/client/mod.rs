@@ -563,8 +563,9 @@ impl Client {
     /// first condition that failed, in the transaction's order) and
     /// [`Error::current_revision`] (that key's revision, 0 when absent).
     /// More than 256 conditions or 1024 operations give
-    /// [`ErrorKind::Limit`]; operations whose keys, values and 7 bytes
-    /// each exceed the server's value limit, [`ErrorKind::TooLarge`].
+    /// [`ErrorKind::Limit`] (before anything is sent); a value over the
+    /// server's value limit, or a transaction whose changed keys, their
+    /// values and 7 bytes each exceed it, [`ErrorKind::TooLarge`].
     ///
     /// ```no_run
     /// # let client: nkv::client::Client = unimplemented!();
@@ -938,7 +939,9 @@ impl Inner {
     }
 
     /// What the server would refuse in a transaction, refused before
-    /// anything is sent (protocol.md, TXN): counts, keys, sizes.
+    /// anything is sent (protocol.md, TXN): counts, keys, values. The
+    /// total size is the server's to judge: it counts the keys the
+    /// transaction ends up changing, which a prefix delete decides.
     fn check_txn(&self, txn: &Txn) -> Result<(), Error> {
         for (what, n, max) in [
             ("conditions", txn.conditions.len(), MAX_TXN_CONDITIONS),
@@ -954,33 +957,15 @@ impl Inner {
         for condition in &txn.conditions {
             self.check_key(&condition.key)?;
         }
-        let (_, max_value) = self.limits();
-        let mut size = 0usize;
         for op in &txn.ops {
             match op {
                 TxnOp::Put { key, value } => {
                     self.check_key(key)?;
                     self.check_value(value)?;
-                    size += key.len() + value.len() + TXN_OP_OVERHEAD;
                 }
-                TxnOp::Delete { key } => {
-                    self.check_key(key)?;
-                    size += key.len() + TXN_OP_OVERHEAD;
-                }
-                TxnOp::DeletePrefix { prefix } => {
-                    self.check_prefix(prefix)?;
-                    size += prefix.len() + TXN_OP_OVERHEAD;
-                }
+                TxnOp::Delete { key } => self.check_key(key)?,
+                TxnOp::DeletePrefix { prefix } => self.check_prefix(prefix)?,
             }
-        }
-        if size > max_value {
-            return Err(Error::new(
-                ErrorKind::TooLarge,
-                format!(
-                    "the transaction's operations take {size} bytes (keys, values and \
-                     {TXN_OP_OVERHEAD} bytes each), more than the server's limit of {max_value}"
-                ),
-            ));
         }
         Ok(())
     }
@@ -1025,10 +1010,6 @@ impl Client {
         self.inner.timeout_ms.store(ms, Ordering::Relaxed);
     }
 }
-
-/// What each TXN operation costs against the server's value limit beside
-/// its key and value (protocol.md, TXN).
-const TXN_OP_OVERHEAD: usize = 7;
 
 fn unexpected(answer: Answer) -> Error {
     let what = match answer {
