@@ -13,14 +13,40 @@ use serde_json::{json, Map, Value};
 
 use nkv::addr::Address;
 use nkv::client::{Client, ClientOptions, Error, ErrorKind, SubscriptionEvent, WaitFor};
-use nkv::protocol::Condition;
+use nkv::protocol::{Condition, Txn};
 
 const EXIT_HELP: &str = "\
 Exit status: 0 on success, 1 when the key is not found (get, del KEY),
-2 on any other error (bad usage, connection, server error).
+2 on any other error (bad usage, connection, server error, a condition of
+put --if-absent/--if-revision or of txn that did not hold: stderr names the
+key and its current revision).
 
 The address is --addr, else $NKV_ADDR, else the default Unix socket
 ($XDG_RUNTIME_DIR/nkv.sock, or /tmp/nkv-$UID/nkv.sock).";
+
+const TXN_HELP: &str = "\
+Words:
+  if-absent KEY        condition: KEY does not exist
+  if-present KEY       condition: KEY exists
+  if-rev KEY REV       condition: KEY exists at revision REV
+  put KEY VALUE        operation: set KEY to VALUE
+  del KEY              operation: delete KEY (nothing if absent)
+  del-prefix PREFIX    operation: delete PREFIX and every key under it
+
+Every condition is checked first, against the state before the transaction,
+wherever it stands among the words; then the operations apply in the order
+given, under one revision. Subscribers see the changed keys together (a
+GROUP with `nkv watch --grouped`).
+
+  nkv txn if-absent net.lock put net.lock me del net.old del-prefix tmp
+
+Options such as --json and --addr go before the words: every word after
+`txn` is read as a word, so values may start with '-'.
+
+Prints `REV (N deleted)`, or with --json {\"revision\":REV,\"deleted\":N}.
+A condition that does not hold changes nothing and exits 2; stderr names
+the key and its current revision (with --json, also stdout:
+{\"failed_key\":KEY,\"current_revision\":REV}).";
 
 /// Command-line client of nkv, the notify key-value store.
 #[derive(Parser)]
@@ -58,6 +84,21 @@ enum Command {
         /// Only if the key's current revision is REV.
         #[arg(long, value_name = "REV")]
         if_revision: Option<u64>,
+        /// An ephemeral key: the server deletes it when this command's
+        /// connection ends (at once when the command exits, unless --hold),
+        /// after the --grace period.
+        #[arg(long)]
+        ephemeral: bool,
+        /// With --ephemeral: how long the key outlives the connection, in
+        /// seconds (at most 600; default 0).
+        #[arg(long, value_name = "SECS", requires = "ephemeral")]
+        grace: Option<f64>,
+        /// With --ephemeral: print the revision, then keep the key (and the
+        /// connection) until SIGINT or SIGTERM, and exit 0; exit 2 if the
+        /// key is lost meanwhile (someone else wrote it, or it could not be
+        /// taken back after a reconnect). Presence for shell scripts.
+        #[arg(long, requires = "ephemeral")]
+        hold: bool,
     },
     /// Print a key's value, as raw bytes without an added newline.
     Get {
@@ -86,6 +127,19 @@ enum Command {
         /// Resume: only changes after revision REV.
         #[arg(long, value_name = "REV")]
         since: Option<u64>,
+        /// Announce the events of one transaction or prefix delete with a
+        /// GROUP line giving how many of the following lines belong
+        /// together.
+        #[arg(long)]
+        grouped: bool,
+    },
+    /// Apply a transaction: conditions, then operations in order, all or
+    /// nothing under one revision. Prints the revision.
+    #[command(after_help = TXN_HELP)]
+    Txn {
+        /// The conditions and operations, as words (see below).
+        #[arg(required = true, allow_hyphen_values = true, value_name = "WORD")]
+        words: Vec<OsString>,
     },
     /// Wait until KEY exists (or holds VALUE, or is absent), now or later:
     /// exit 0 then, 1 when --timeout passes first.
@@ -173,6 +227,12 @@ fn run(cli: Cli) -> Result<(), Failure> {
         token,
         ..ClientOptions::default()
     };
+    // `put --hold` waits for SIGINT/SIGTERM with sigwait: they must be
+    // blocked before any thread exists, so that every client thread
+    // inherits the mask and the signal stays pending for the waiter.
+    let stop_signals = matches!(cli.command, Command::Put { hold: true, .. })
+        .then(block_stop_signals)
+        .transpose()?;
     let client = Client::connect(&addr, options)?;
     let json = cli.json;
     let mut out = io::stdout().lock();
@@ -182,14 +242,44 @@ fn run(cli: Cli) -> Result<(), Failure> {
             value,
             if_absent,
             if_revision,
-        } => put(&client, &mut out, json, &key, value, if_absent, if_revision),
+            ephemeral,
+            grace,
+            hold: _,
+        } => {
+            let condition = match (if_absent, if_revision) {
+                (true, _) => Condition::MustNotExist,
+                (false, Some(rev)) => Condition::RevisionEquals(rev),
+                (false, None) => Condition::None,
+            };
+            let ephemeral = match (ephemeral, grace) {
+                (false, _) => None,
+                (true, None) => Some(Duration::ZERO),
+                (true, Some(secs)) => Some(
+                    Duration::try_from_secs_f64(secs)
+                        .map_err(|_| failure(2, format!("invalid --grace {secs}")))?,
+                ),
+            };
+            let result = put(&client, &mut out, json, &key, value, condition, ephemeral);
+            match (result, stop_signals) {
+                (Ok(value), Some(signals)) => {
+                    drop(out);
+                    return hold_key(client, &key, value, signals);
+                }
+                (result, _) => result.map(drop),
+            }
+        }
         Command::Get { key } => get(&client, &mut out, json, &key),
         Command::List { prefix } => list(&client, &mut out, json, prefix.as_deref()),
         Command::Del { key, prefix } => del(&client, &mut out, json, key, prefix),
-        Command::Watch { key, since } => {
+        Command::Watch {
+            key,
+            since,
+            grouped,
+        } => {
             drop(out);
-            return watch(client, json, key.as_deref().unwrap_or(""), since);
+            return watch(client, json, key.as_deref().unwrap_or(""), since, grouped);
         }
+        Command::Txn { words } => txn(&client, &mut out, json, words),
         Command::Wait { key, value, absent } => {
             let until = match (value, absent) {
                 (Some(v), _) => WaitFor::Value(bytes::Bytes::from(v.into_encoded_bytes())),
@@ -236,9 +326,9 @@ fn put(
     json: bool,
     key: &str,
     value: Option<OsString>,
-    if_absent: bool,
-    if_revision: Option<u64>,
-) -> Result<(), Failure> {
+    condition: Condition,
+    ephemeral: Option<Duration>,
+) -> Result<Vec<u8>, Failure> {
     let value = match value {
         Some(v) => v.into_vec(),
         None => {
@@ -249,18 +339,181 @@ fn put(
             buf
         }
     };
-    let condition = match (if_absent, if_revision) {
-        (true, _) => Condition::MustNotExist,
-        (false, Some(rev)) => Condition::RevisionEquals(rev),
-        (false, None) => Condition::None,
+    let revision = match ephemeral {
+        Some(grace) => client.put_ephemeral(key, &value, condition, grace)?,
+        None => client.put(key, &value, condition)?,
     };
-    let revision = client.put(key, &value, condition)?;
     if json {
         writeln!(out, "{}", json!({ "key": key, "revision": revision }))
     } else {
         writeln!(out, "{revision}")
     }
-    .map_err(write_failure)
+    .and_then(|()| out.flush())
+    .map_err(write_failure)?;
+    Ok(value)
+}
+
+/// Blocks SIGINT and SIGTERM in this thread (and so in every thread it
+/// starts later), for [`hold_key`] to wait for them.
+fn block_stop_signals() -> Result<libc::sigset_t, Failure> {
+    // SAFETY: a zeroed sigset_t is valid storage; sigemptyset and
+    // sigaddset initialise it, and pthread_sigmask only changes this
+    // thread's signal mask.
+    let status = unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        match libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) {
+            0 => Ok(set),
+            e => Err(e),
+        }
+    };
+    status.map_err(|e| failure(2, format!("cannot block SIGINT/SIGTERM: error {e}")))
+}
+
+/// Why `put --hold` stops holding.
+enum Held {
+    /// SIGINT or SIGTERM: the user is done.
+    Signal,
+    /// The key was deleted, holds another value, or could not be taken
+    /// back after a reconnect.
+    Lost(String),
+}
+
+/// `put --ephemeral --hold`: keeps the client (and so the key) until
+/// SIGINT/SIGTERM, or until the key is lost.
+fn hold_key(
+    client: Client,
+    key: &str,
+    mine: Vec<u8>,
+    signals: libc::sigset_t,
+) -> Result<(), Failure> {
+    let (tx, rx) = mpsc::channel::<Held>();
+    let on_signal = tx.clone();
+    std::thread::spawn(move || {
+        let mut signal = 0;
+        // SAFETY: `signals` was initialised by `block_stop_signals`, and
+        // `signal` is writable.
+        if unsafe { libc::sigwait(&signals, &mut signal) } == 0 {
+            let _ = on_signal.send(Held::Signal);
+        }
+    });
+    // Watch the key itself: deleted, or holding someone else's value.
+    let watched = key.to_owned();
+    let on_event = tx.clone();
+    let handler = Box::new(move |_id: u32, event: &SubscriptionEvent| {
+        let lost = match event {
+            SubscriptionEvent::Delete { key, .. } if *key == watched => "it was deleted",
+            SubscriptionEvent::Update { key, value, .. }
+                if *key == watched && value[..] != mine[..] =>
+            {
+                "someone else wrote it"
+            }
+            SubscriptionEvent::Closed { .. } => "the subscription to it was closed",
+            _ => return,
+        };
+        let _ = on_event.send(Held::Lost(lost.to_owned()));
+    });
+    client.subscribe(key, None, handler)?;
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let held = std::thread::scope(|s| {
+        s.spawn(|| {
+            // A re-assertion that failed after a reconnect.
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                if !client.ephemeral_keys().iter().any(|k| k == key) {
+                    let why = "it could not be taken back after a reconnect";
+                    let _ = tx.send(Held::Lost(why.to_owned()));
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        });
+        let held = rx.recv().unwrap_or(Held::Signal);
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        held
+    });
+    client.close();
+    match held {
+        Held::Signal => Ok(()),
+        Held::Lost(why) => Err(failure(2, format!("lost the ephemeral key {key}: {why}"))),
+    }
+}
+
+/// `nkv txn WORD...` (see `TXN_HELP`).
+fn txn(
+    client: &Client,
+    out: &mut impl Write,
+    json: bool,
+    words: Vec<OsString>,
+) -> Result<(), Failure> {
+    let txn = parse_txn(words)?;
+    match client.txn(&txn) {
+        Ok(done) => if json {
+            writeln!(
+                out,
+                "{}",
+                json!({ "revision": done.revision, "deleted": done.deleted })
+            )
+        } else {
+            writeln!(out, "{} ({} deleted)", done.revision, done.deleted)
+        }
+        .map_err(write_failure),
+        Err(e) if e.kind == ErrorKind::ConditionFailed => {
+            let key = e.failed_key.clone().unwrap_or_default();
+            let current = e.current_revision.unwrap_or(0);
+            if json {
+                writeln!(
+                    out,
+                    "{}",
+                    json!({ "failed_key": key, "current_revision": current })
+                )
+                .map_err(write_failure)?;
+            }
+            Err(e.into())
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Parses the words of `nkv txn` into a transaction.
+fn parse_txn(words: Vec<OsString>) -> Result<Txn, Failure> {
+    let mut words = words.into_iter();
+    let mut txn = Txn::new();
+    let usage = |message: String| failure(2, format!("{message} (see nkv txn --help)"));
+    let text = |word: OsString, what: &str| {
+        word.into_string()
+            .map_err(|w| usage(format!("{what} {w:?} is not valid UTF-8")))
+    };
+    while let Some(word) = words.next() {
+        let word = text(word, "word")?;
+        let mut arg = |what: &str| {
+            words
+                .next()
+                .ok_or_else(|| usage(format!("{word} needs a {what}")))
+        };
+        txn = match word.as_str() {
+            "if-absent" => txn.if_absent(text(arg("key")?, "key")?),
+            "if-present" => txn.if_present(text(arg("key")?, "key")?),
+            "if-rev" => {
+                let key = text(arg("key")?, "key")?;
+                let rev = text(arg("revision")?, "revision")?;
+                let rev = rev
+                    .parse::<u64>()
+                    .map_err(|_| usage(format!("if-rev {key}: {rev:?} is not a revision")))?;
+                txn.if_revision(key, rev)
+            }
+            "put" => {
+                let key = text(arg("key")?, "key")?;
+                let value = arg("value")?.into_vec();
+                txn.put(key, value)
+            }
+            "del" => txn.delete(text(arg("key")?, "key")?),
+            "del-prefix" => txn.delete_prefix(text(arg("prefix")?, "prefix")?),
+            other => return Err(usage(format!("unknown word {other:?}"))),
+        };
+    }
+    Ok(txn)
 }
 
 fn get(client: &Client, out: &mut impl Write, json: bool, key: &str) -> Result<(), Failure> {
@@ -360,7 +613,13 @@ fn compact(client: &Client, out: &mut impl Write, json: bool) -> Result<(), Fail
 }
 
 /// Prints events until the subscription closes or stdout goes away.
-fn watch(client: Client, json: bool, prefix: &str, since: Option<u64>) -> Result<(), Failure> {
+fn watch(
+    client: Client,
+    json: bool,
+    prefix: &str,
+    since: Option<u64>,
+    grouped: bool,
+) -> Result<(), Failure> {
     // The handler runs on the client's dispatcher thread; it reports the end
     // (Closed, or a failed write) to this thread, which then closes.
     let (end_tx, end_rx) = mpsc::channel::<Result<(), Failure>>();
@@ -378,7 +637,11 @@ fn watch(client: Client, json: bool, prefix: &str, since: Option<u64>) -> Result
             let _ = end_tx.send(Err(failure(2, format!("subscription closed: {reason}"))));
         }
     });
-    client.subscribe(prefix, since, handler)?;
+    if grouped {
+        client.subscribe_grouped(prefix, since, handler)?;
+    } else {
+        client.subscribe(prefix, since, handler)?;
+    }
     let result = end_rx
         .recv()
         .unwrap_or_else(|_| Err(failure(2, "the client stopped")));
