@@ -89,7 +89,7 @@ typedef enum nkv_status {
    */
   NKV_ERR_NOT_FOUND = 1,
   /**
-   * The condition of a put or delete did not hold.
+   * The condition of a put, delete or transaction did not hold.
    */
   NKV_ERR_CONDITION_FAILED = 2,
   /**
@@ -140,7 +140,8 @@ typedef enum nkv_status {
    */
   NKV_ERR_UNSUPPORTED = 13,
   /**
-   * A server limit was reached (connections, subscriptions).
+   * A server limit was reached (connections, subscriptions, conditions
+   * or operations of a transaction).
    */
   NKV_ERR_LIMIT = 14,
   /**
@@ -210,9 +211,12 @@ typedef enum nkv_event_kind {
    */
   NKV_EVENT_CLOSED = 5,
   /**
-   * Grouped subscriptions only: the next `coalesced` UPDATE and DELETE
-   * events belong together (one transaction or prefix delete); applied
-   * together they make the view consistent at `revision`.
+   * Grouped subscriptions only (`NKV_SUBSCRIBE_GROUPED`): the next
+   * `count` UPDATE and DELETE events belong together (one transaction or
+   * prefix delete, or updates merged across one because the callback
+   * was slow); applied together they make the view consistent at
+   * `revision`. Applying them one by one may show a state the store
+   * never had.
    */
   NKV_EVENT_GROUP = 6,
 } nkv_event_kind;
@@ -251,6 +255,22 @@ typedef enum nkv_wait_for {
 } nkv_wait_for;
 
 /**
+ * Flags of `nkv_subscribe_flags`, OR-ed together.
+ */
+typedef enum nkv_subscribe_flag {
+  /**
+   * Resume after `since_revision`: only the changes after it (or RESET
+   * and a snapshot when the server no longer has that history).
+   */
+  NKV_SUBSCRIBE_RESUME = 1,
+  /**
+   * Announce the events of one transaction or prefix delete with an
+   * `NKV_EVENT_GROUP` event before them.
+   */
+  NKV_SUBSCRIBE_GROUPED = 2,
+} nkv_subscribe_flag;
+
+/**
  * A client connection (opaque). Create with `nkv_connect`, destroy with
  * `nkv_close`. One client may be used from many threads at once, and
  * closed while calls on other threads are in flight (they fail with
@@ -280,6 +300,15 @@ typedef struct nkv_options nkv_options;
 typedef struct nkv_stats_list nkv_stats_list;
 
 /**
+ * A transaction being built (opaque): conditions, then operations in the
+ * order they are added. Create with `nkv_txn_new`, fill with
+ * `nkv_txn_if_*` and `nkv_txn_put`/`_delete`/`_delete_prefix`, apply with
+ * `nkv_txn_commit` (as often as wanted), free with `nkv_txn_free`. Not for
+ * use by two threads at once.
+ */
+typedef struct nkv_txn nkv_txn;
+
+/**
  * A value read by `nkv_get`; free with `nkv_value_free`.
  */
 typedef struct nkv_value {
@@ -304,9 +333,10 @@ typedef struct nkv_value {
  * UPDATE: `key`/`key_len`, `data`/`len`, `revision`, `coalesced`. DELETE:
  * `key`/`key_len`, `revision`, `coalesced`. SYNCED: `revision`. RESET,
  * DISCONNECTED: no fields. CLOSED: `data`/`len` = the reason (not
- * NUL-terminated). `coalesced` counts the earlier updates of the key that
- * were skipped because the subscriber was behind (on the server's side and
- * the client's). Unused pointers are NULL, unused numbers 0.
+ * NUL-terminated). GROUP: `count`, `revision`. `coalesced` counts the
+ * earlier updates of the key that were skipped because the subscriber was
+ * behind (on the server's side and the client's). Unused pointers are
+ * NULL, unused numbers 0.
  */
 typedef struct nkv_event {
   /**
@@ -342,6 +372,11 @@ typedef struct nkv_event {
    * Updates of this key folded into this event, or 0.
    */
   uint64_t coalesced;
+  /**
+   * GROUP: how many of the following UPDATE and DELETE events belong to
+   * the group (2 or more); 0 for every other event.
+   */
+  uint32_t count;
 } nkv_event;
 
 /**
@@ -471,6 +506,48 @@ enum nkv_status nkv_put_if(struct nkv_client *client,
                            size_t len,
                            uint64_t expected_revision,
                            uint64_t *out_revision);
+
+/**
+ * Like `nkv_put`, but the key is ephemeral: it belongs to this client's
+ * connection, and the server deletes it (subscribers see a DELETE) when
+ * the connection ends however it ends (`nkv_close`, a crash, a lost
+ * connection) and `grace_ms` more milliseconds have passed (at most
+ * 600000; 0: at once). After a reconnect within the grace period the
+ * client takes the key back by itself (the same value and grace, only if
+ * nobody wrote the key meanwhile). A plain write or delete of the key, by
+ * anyone, makes it an ordinary key again. Never written to disk.
+ *
+ * # Safety
+ * As `nkv_put`.
+ */
+enum nkv_status nkv_put_ephemeral(struct nkv_client *client,
+                                  const char *key,
+                                  size_t key_len,
+                                  const void *data,
+                                  size_t len,
+                                  uint32_t grace_ms,
+                                  uint64_t *out_revision);
+
+/**
+ * `nkv_put_ephemeral` with the condition of `nkv_put_if`: with
+ * `expected_revision` 0 the key must not exist, which makes it a leader
+ * claim (of several clients exactly one succeeds, and the key is freed
+ * when that client goes away); otherwise its revision must equal
+ * `expected_revision`. A failed condition gives
+ * `NKV_ERR_CONDITION_FAILED` and the key's current revision in
+ * `*out_revision`.
+ *
+ * # Safety
+ * As `nkv_put`.
+ */
+enum nkv_status nkv_put_ephemeral_if(struct nkv_client *client,
+                                     const char *key,
+                                     size_t key_len,
+                                     const void *data,
+                                     size_t len,
+                                     uint64_t expected_revision,
+                                     uint32_t grace_ms,
+                                     uint64_t *out_revision);
 
 /**
  * Reads the key. On success `*out` holds the value, to free with
@@ -758,6 +835,28 @@ enum nkv_status nkv_subscribe_since(struct nkv_client *client,
                                     uint64_t *out_subscription);
 
 /**
+ * Like `nkv_subscribe`, with `flags` (`nkv_subscribe_flag` values OR-ed
+ * together, 0 for none): `NKV_SUBSCRIBE_RESUME` resumes after
+ * `since_revision` as `nkv_subscribe_since` does (`since_revision` is
+ * ignored without it); `NKV_SUBSCRIBE_GROUPED` makes the callback receive
+ * an `NKV_EVENT_GROUP` before the live events of one transaction or
+ * prefix delete, with their number in `count`. Unknown flags give
+ * `NKV_ERR_INVALID_ARGUMENT` (and `free_user_data` has run).
+ *
+ * # Safety
+ * As `nkv_subscribe`.
+ */
+enum nkv_status nkv_subscribe_flags(struct nkv_client *client,
+                                    const char *prefix,
+                                    size_t prefix_len,
+                                    uint32_t flags,
+                                    uint64_t since_revision,
+                                    nkv_callback cb,
+                                    void *user_data,
+                                    void (*free_user_data)(void*),
+                                    uint64_t *out_subscription);
+
+/**
  * Ends a subscription: its waiting events are dropped, a call of its
  * callback running on another thread is waited for (and only that), and
  * `free_user_data` has run, on this thread, when this returns. From inside
@@ -794,6 +893,112 @@ int nkv_fd(struct nkv_client *client);
  * `client` is NULL or a live handle; `out_ran` NULL or writable.
  */
 enum nkv_status nkv_dispatch(struct nkv_client *client, size_t max, size_t *out_ran);
+
+/**
+ * A new, empty transaction; NULL only if the library failed internally.
+ */
+struct nkv_txn *nkv_txn_new(void);
+
+/**
+ * Frees a transaction (and the key `nkv_txn_failed_key` returned). NULL is
+ * fine.
+ *
+ * # Safety
+ * `txn` is NULL or a pointer from `nkv_txn_new` not yet freed.
+ */
+void nkv_txn_free(struct nkv_txn *txn);
+
+/**
+ * Adds a condition: the key must not exist. Keys are checked by
+ * `nkv_txn_commit` (`NKV_ERR_INVALID_KEY`); here only NULL and UTF-8.
+ *
+ * # Safety
+ * `txn` is NULL or live; `key` NULL or `key_len` readable bytes
+ * (NUL-terminated with `NKV_NUL`).
+ */
+enum nkv_status nkv_txn_if_absent(struct nkv_txn *txn, const char *key, size_t key_len);
+
+/**
+ * Adds a condition: the key must exist.
+ *
+ * # Safety
+ * As `nkv_txn_if_absent`.
+ */
+enum nkv_status nkv_txn_if_present(struct nkv_txn *txn, const char *key, size_t key_len);
+
+/**
+ * Adds a condition: the key must exist at exactly `revision`.
+ *
+ * # Safety
+ * As `nkv_txn_if_absent`.
+ */
+enum nkv_status nkv_txn_if_revision(struct nkv_txn *txn,
+                                    const char *key,
+                                    size_t key_len,
+                                    uint64_t revision);
+
+/**
+ * Adds an operation: set the key to the `len` bytes at `data` (copied).
+ *
+ * # Safety
+ * As `nkv_txn_if_absent`; `data` NULL (with `len` 0) or `len` readable
+ * bytes.
+ */
+enum nkv_status nkv_txn_put(struct nkv_txn *txn,
+                            const char *key,
+                            size_t key_len,
+                            const void *data,
+                            size_t len);
+
+/**
+ * Adds an operation: delete the key (nothing happens if it is absent).
+ *
+ * # Safety
+ * As `nkv_txn_if_absent`.
+ */
+enum nkv_status nkv_txn_delete(struct nkv_txn *txn, const char *key, size_t key_len);
+
+/**
+ * Adds an operation: delete the prefix and every key under it (`""`:
+ * every key).
+ *
+ * # Safety
+ * As `nkv_txn_if_absent`, for the prefix.
+ */
+enum nkv_status nkv_txn_delete_prefix(struct nkv_txn *txn, const char *prefix, size_t prefix_len);
+
+/**
+ * Applies the transaction on the client: every condition is checked
+ * against the state before it; if all hold, every operation is applied in
+ * order, all under one revision (`*out_revision`; the current revision
+ * when nothing changed), deleting `*out_deleted` keys. Otherwise nothing
+ * is written and the status is `NKV_ERR_CONDITION_FAILED`:
+ * `nkv_txn_failed_key` names the first condition's key that failed,
+ * `*out_revision` holds that key's current revision (0: absent), and the
+ * last error says both. More than 256 conditions or 1024 operations give
+ * `NKV_ERR_LIMIT`, too many bytes `NKV_ERR_TOO_LARGE`. The transaction is
+ * left as it was: it may be committed again. Each output may be NULL.
+ *
+ * # Safety
+ * `client` is NULL or a live handle; `txn` NULL or a live pointer from
+ * `nkv_txn_new`; the outputs NULL or writable.
+ */
+enum nkv_status nkv_txn_commit(struct nkv_client *client,
+                               struct nkv_txn *txn,
+                               uint64_t *out_revision,
+                               uint32_t *out_deleted);
+
+/**
+ * After `nkv_txn_commit` returned `NKV_ERR_CONDITION_FAILED`: the key of
+ * the condition that failed (NUL-terminated, `*out_len` bytes without the
+ * NUL if `out_len` is not NULL), owned by `txn` until its next commit or
+ * `nkv_txn_free`. NULL otherwise (and for a NULL `txn`).
+ *
+ * # Safety
+ * `txn` is NULL or a live pointer from `nkv_txn_new`; `out_len` NULL or
+ * writable.
+ */
+const char *nkv_txn_failed_key(const struct nkv_txn *txn, size_t *out_len);
 
 /**
  * Frees a value from `nkv_get`. NULL is fine.

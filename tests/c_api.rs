@@ -24,6 +24,7 @@
 //! - `test_manual_dispatch`: `NKV_DISPATCH_MANUAL` with `poll()`.
 //! - `test_reconnect`, `test_threads`, `test_fork`: reconnect after a
 //!   `kill -9`, many threads on one client, a forked child.
+//! - `test_txn`: ephemeral keys, transactions, grouped subscriptions.
 
 mod common;
 
@@ -479,6 +480,19 @@ fn c_wait_for_a_state() {
 #[test]
 fn c_wait_for_a_state_valgrind() {
     c_test("test_wait", true);
+}
+
+/// Ephemeral keys (gone with their owner, a leader claim), transactions
+/// (applied, a failed condition naming its key, limits) and grouped
+/// subscriptions (GROUP, then the transaction's events).
+#[test]
+fn c_txn_ephemeral_and_groups() {
+    c_test("test_txn", false);
+}
+
+#[test]
+fn c_txn_ephemeral_and_groups_valgrind() {
+    c_test("test_txn", true);
 }
 
 /// `nkv.h` compiles as strict C11 when included twice.

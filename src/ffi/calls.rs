@@ -1,5 +1,5 @@
-//! The exported request functions: ping, put, get, list, delete, stats,
-//! compact, and the client's settings and state.
+//! The exported request functions: ping, put (plain and ephemeral), get,
+//! list, delete, stats, compact, and the client's settings and state.
 
 use std::ffi::{c_char, c_int, c_void};
 use std::time::Duration;
@@ -212,6 +212,78 @@ pub unsafe extern "C" fn nkv_put_if(
     }
 }
 
+/// Like `nkv_put`, but the key is ephemeral: it belongs to this client's
+/// connection, and the server deletes it (subscribers see a DELETE) when
+/// the connection ends however it ends (`nkv_close`, a crash, a lost
+/// connection) and `grace_ms` more milliseconds have passed (at most
+/// 600000; 0: at once). After a reconnect within the grace period the
+/// client takes the key back by itself (the same value and grace, only if
+/// nobody wrote the key meanwhile). A plain write or delete of the key, by
+/// anyone, makes it an ordinary key again. Never written to disk.
+///
+/// # Safety
+/// As `nkv_put`.
+#[no_mangle]
+pub unsafe extern "C" fn nkv_put_ephemeral(
+    client: *mut nkv_client,
+    key: *const c_char,
+    key_len: usize,
+    data: *const c_void,
+    len: usize,
+    grace_ms: u32,
+    out_revision: *mut u64,
+) -> nkv_status {
+    // SAFETY: the same contract.
+    unsafe {
+        put_ephemeral(
+            client,
+            key,
+            key_len,
+            data,
+            len,
+            Condition::None,
+            grace_ms,
+            out_revision,
+        )
+    }
+}
+
+/// `nkv_put_ephemeral` with the condition of `nkv_put_if`: with
+/// `expected_revision` 0 the key must not exist, which makes it a leader
+/// claim (of several clients exactly one succeeds, and the key is freed
+/// when that client goes away); otherwise its revision must equal
+/// `expected_revision`. A failed condition gives
+/// `NKV_ERR_CONDITION_FAILED` and the key's current revision in
+/// `*out_revision`.
+///
+/// # Safety
+/// As `nkv_put`.
+#[no_mangle]
+pub unsafe extern "C" fn nkv_put_ephemeral_if(
+    client: *mut nkv_client,
+    key: *const c_char,
+    key_len: usize,
+    data: *const c_void,
+    len: usize,
+    expected_revision: u64,
+    grace_ms: u32,
+    out_revision: *mut u64,
+) -> nkv_status {
+    // SAFETY: the same contract.
+    unsafe {
+        put_ephemeral(
+            client,
+            key,
+            key_len,
+            data,
+            len,
+            expect(expected_revision),
+            grace_ms,
+            out_revision,
+        )
+    }
+}
+
 /// # Safety
 /// As `nkv_put`.
 unsafe fn put(
@@ -234,6 +306,35 @@ unsafe fn put(
         };
         // SAFETY: NULL or writable.
         unsafe { written(handle.client.put(key, value, condition), out_revision) }
+    })
+}
+
+/// # Safety
+/// As `nkv_put`.
+#[allow(clippy::too_many_arguments)] // the C signature
+unsafe fn put_ephemeral(
+    client: *mut nkv_client,
+    key: *const c_char,
+    key_len: usize,
+    data: *const c_void,
+    len: usize,
+    condition: Condition,
+    grace_ms: u32,
+    out_revision: *mut u64,
+) -> nkv_status {
+    guard(|| {
+        // SAFETY: the caller's contract covers every pointer.
+        let (handle, key, value) = unsafe {
+            (
+                acquire(client)?,
+                key_arg(key, key_len, "key")?,
+                bytes_arg(data.cast(), len)?,
+            )
+        };
+        let grace = Duration::from_millis(u64::from(grace_ms));
+        let result = handle.client.put_ephemeral(key, value, condition, grace);
+        // SAFETY: NULL or writable.
+        unsafe { written(result, out_revision) }
     })
 }
 

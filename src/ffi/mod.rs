@@ -15,9 +15,9 @@
 //! - every `_free` and `nkv_close` accept NULL.
 //!
 //! Files: `handle` (the reference-counted client handle), `options`
-//! (`nkv_options`, connecting), `calls` (requests), `types` (the C data
-//! types and the allocations behind them), `subscribe` (callbacks and
-//! manual dispatch).
+//! (`nkv_options`, connecting), `calls` (requests), `txn` (transactions),
+//! `types` (the C data types and the allocations behind them), `subscribe`
+//! (callbacks and manual dispatch).
 
 #![allow(non_camel_case_types)] // C names are the contract
 
@@ -25,6 +25,7 @@ mod calls;
 mod handle;
 mod options;
 mod subscribe;
+mod txn;
 mod types;
 
 use std::cell::RefCell;
@@ -37,6 +38,7 @@ pub use calls::*;
 pub use handle::*;
 pub use options::*;
 pub use subscribe::*;
+pub use txn::*;
 pub use types::*;
 
 /// The version of the C ABI this library implements (`NKV_ABI_VERSION` in
@@ -57,7 +59,7 @@ pub enum nkv_status {
     NKV_OK = 0,
     /// The key (or subscription) does not exist.
     NKV_ERR_NOT_FOUND = 1,
-    /// The condition of a put or delete did not hold.
+    /// The condition of a put, delete or transaction did not hold.
     NKV_ERR_CONDITION_FAILED = 2,
     /// The key or prefix is not valid (see protocol.md, "Keys"); a key
     /// holding a NUL byte is not valid either.
@@ -84,7 +86,8 @@ pub enum nkv_status {
     NKV_ERR_PANIC = 12,
     /// The server does not support the request.
     NKV_ERR_UNSUPPORTED = 13,
-    /// A server limit was reached (connections, subscriptions).
+    /// A server limit was reached (connections, subscriptions, conditions
+    /// or operations of a transaction).
     NKV_ERR_LIMIT = 14,
     /// The server could not persist the write (disk full, I/O error).
     NKV_ERR_STORAGE = 15,

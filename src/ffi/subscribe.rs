@@ -18,9 +18,9 @@ use std::os::fd::AsRawFd;
 use std::sync::Arc;
 
 use super::handle::{acquire, nkv_client};
-use super::types::{data_ptr, nkv_callback, nkv_event, nkv_event_kind};
-use super::{failure, guard, invalid, key_arg, nkv_status};
-use crate::client::SubscriptionEvent;
+use super::types::{data_ptr, nkv_callback, nkv_event, nkv_event_kind, nkv_subscribe_flag};
+use super::{failure, guard, invalid, key_arg, nkv_status, Failure};
+use crate::client::{SubscribeOptions, SubscriptionEvent};
 
 /// The C side of one subscription: its callback, its user data, the
 /// function that frees the user data, and a reference on the client handle
@@ -72,13 +72,9 @@ impl CallbackHandler {
                     (nkv_event_kind::NKV_EVENT_SYNCED, None, &[], *revision, 0)
                 }
                 SubscriptionEvent::Reset => (nkv_event_kind::NKV_EVENT_RESET, None, &[], 0, 0),
-                SubscriptionEvent::Group { count, revision } => (
-                    nkv_event_kind::NKV_EVENT_GROUP,
-                    None,
-                    &[],
-                    *revision,
-                    u64::from(*count),
-                ),
+                SubscriptionEvent::Group { revision, .. } => {
+                    (nkv_event_kind::NKV_EVENT_GROUP, None, &[], *revision, 0)
+                }
                 SubscriptionEvent::Disconnected => {
                     (nkv_event_kind::NKV_EVENT_DISCONNECTED, None, &[], 0, 0)
                 }
@@ -99,6 +95,10 @@ impl CallbackHandler {
             len: data.len(),
             revision,
             coalesced,
+            count: match event {
+                SubscriptionEvent::Group { count, .. } => *count,
+                _ => 0,
+            },
         };
         // SAFETY: the callback was given to `nkv_subscribe` for exactly this
         // use; `event` and what it points to outlive the call.
@@ -146,7 +146,7 @@ pub unsafe extern "C" fn nkv_subscribe(
             client,
             prefix,
             prefix_len,
-            None,
+            Ok(SubscribeOptions::default()),
             cb,
             user_data,
             free_user_data,
@@ -178,7 +178,57 @@ pub unsafe extern "C" fn nkv_subscribe_since(
             client,
             prefix,
             prefix_len,
-            Some(since_revision),
+            Ok(SubscribeOptions {
+                since: Some(since_revision),
+                grouped: false,
+            }),
+            cb,
+            user_data,
+            free_user_data,
+            out_subscription,
+        )
+    }
+}
+
+/// Like `nkv_subscribe`, with `flags` (`nkv_subscribe_flag` values OR-ed
+/// together, 0 for none): `NKV_SUBSCRIBE_RESUME` resumes after
+/// `since_revision` as `nkv_subscribe_since` does (`since_revision` is
+/// ignored without it); `NKV_SUBSCRIBE_GROUPED` makes the callback receive
+/// an `NKV_EVENT_GROUP` before the live events of one transaction or
+/// prefix delete, with their number in `count`. Unknown flags give
+/// `NKV_ERR_INVALID_ARGUMENT` (and `free_user_data` has run).
+///
+/// # Safety
+/// As `nkv_subscribe`.
+#[no_mangle]
+pub unsafe extern "C" fn nkv_subscribe_flags(
+    client: *mut nkv_client,
+    prefix: *const c_char,
+    prefix_len: usize,
+    flags: u32,
+    since_revision: u64,
+    cb: nkv_callback,
+    user_data: *mut c_void,
+    free_user_data: Option<unsafe extern "C" fn(*mut c_void)>,
+    out_subscription: *mut u64,
+) -> nkv_status {
+    const RESUME: u32 = nkv_subscribe_flag::NKV_SUBSCRIBE_RESUME as u32;
+    const GROUPED: u32 = nkv_subscribe_flag::NKV_SUBSCRIBE_GROUPED as u32;
+    let options = if flags & !(RESUME | GROUPED) != 0 {
+        Err(invalid(format!("unknown subscribe flags 0x{flags:x}")))
+    } else {
+        Ok(SubscribeOptions {
+            since: (flags & RESUME != 0).then_some(since_revision),
+            grouped: flags & GROUPED != 0,
+        })
+    };
+    // SAFETY: the same contract.
+    unsafe {
+        subscribe(
+            client,
+            prefix,
+            prefix_len,
+            options,
             cb,
             user_data,
             free_user_data,
@@ -205,7 +255,7 @@ unsafe fn subscribe(
     client: *mut nkv_client,
     prefix: *const c_char,
     prefix_len: usize,
-    since: Option<u64>,
+    options: Result<SubscribeOptions, Failure>,
     cb: nkv_callback,
     user_data: *mut c_void,
     free_user_data: Option<unsafe extern "C" fn(*mut c_void)>,
@@ -214,14 +264,15 @@ unsafe fn subscribe(
     guard(|| {
         // Every early failure frees the user data here, once.
         let checked = (|| {
+            let options = options?;
             let callback = cb.ok_or_else(|| invalid("cb is NULL"))?;
             // SAFETY: the caller's contract.
             let handle = unsafe { acquire(client) }?;
             // SAFETY: the caller's contract.
             let prefix = unsafe { key_arg(prefix, prefix_len, "prefix") }?;
-            Ok((callback, handle, prefix))
+            Ok((options, callback, handle, prefix))
         })();
-        let (callback, handle, prefix) = match checked {
+        let (options, callback, handle, prefix) = match checked {
             Ok(parts) => parts,
             Err(failure) => {
                 // SAFETY: the subscription will never exist; free once.
@@ -239,9 +290,9 @@ unsafe fn subscribe(
         // `free_user_data`) on this thread already.
         // The id goes to `*out_subscription` before the subscription is
         // activated: the first callback may run at once and read it there.
-        handle.client.subscribe_then(
+        handle.client.subscribe_with(
             prefix,
-            since,
+            options,
             Box::new(move |id, event| handler.deliver(id, event)),
             &mut |id| {
                 // SAFETY: NULL or writable.

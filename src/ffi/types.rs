@@ -62,9 +62,12 @@ pub enum nkv_event_kind {
     /// `data`/`len` hold the reason as UTF-8 text. No event follows, and
     /// `free_user_data` comes right after.
     NKV_EVENT_CLOSED = 5,
-    /// Grouped subscriptions only: the next `coalesced` UPDATE and DELETE
-    /// events belong together (one transaction or prefix delete); applied
-    /// together they make the view consistent at `revision`.
+    /// Grouped subscriptions only (`NKV_SUBSCRIBE_GROUPED`): the next
+    /// `count` UPDATE and DELETE events belong together (one transaction or
+    /// prefix delete, or updates merged across one because the callback
+    /// was slow); applied together they make the view consistent at
+    /// `revision`. Applying them one by one may show a state the store
+    /// never had.
     NKV_EVENT_GROUP = 6,
 }
 
@@ -88,9 +91,10 @@ pub enum nkv_conn_state {
 /// UPDATE: `key`/`key_len`, `data`/`len`, `revision`, `coalesced`. DELETE:
 /// `key`/`key_len`, `revision`, `coalesced`. SYNCED: `revision`. RESET,
 /// DISCONNECTED: no fields. CLOSED: `data`/`len` = the reason (not
-/// NUL-terminated). `coalesced` counts the earlier updates of the key that
-/// were skipped because the subscriber was behind (on the server's side and
-/// the client's). Unused pointers are NULL, unused numbers 0.
+/// NUL-terminated). GROUP: `count`, `revision`. `coalesced` counts the
+/// earlier updates of the key that were skipped because the subscriber was
+/// behind (on the server's side and the client's). Unused pointers are
+/// NULL, unused numbers 0.
 #[repr(C)]
 #[derive(Debug)]
 pub struct nkv_event {
@@ -111,6 +115,21 @@ pub struct nkv_event {
     pub revision: u64,
     /// Updates of this key folded into this event, or 0.
     pub coalesced: u64,
+    /// GROUP: how many of the following UPDATE and DELETE events belong to
+    /// the group (2 or more); 0 for every other event.
+    pub count: u32,
+}
+
+/// Flags of `nkv_subscribe_flags`, OR-ed together.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum nkv_subscribe_flag {
+    /// Resume after `since_revision`: only the changes after it (or RESET
+    /// and a snapshot when the server no longer has that history).
+    NKV_SUBSCRIBE_RESUME = 1,
+    /// Announce the events of one transaction or prefix delete with an
+    /// `NKV_EVENT_GROUP` event before them.
+    NKV_SUBSCRIBE_GROUPED = 2,
 }
 
 /// A subscription callback: runs on the client's dispatcher thread (or in

@@ -220,6 +220,7 @@ typedef struct rec_event {
     size_t len;
     uint64_t revision;
     uint64_t coalesced;
+    uint32_t count; /* GROUP: events of the group that follow */
 } rec_event;
 
 /* Records every event of one subscription. Thread-safe.
@@ -280,6 +281,7 @@ static inline void recorder_cb(void *user_data, const nkv_event *ev) {
     copy.len = ev->len;
     copy.revision = ev->revision;
     copy.coalesced = ev->coalesced;
+    copy.count = ev->count;
     if (ev->key != NULL) {
         copy.key = strdup(ev->key);
     }
@@ -450,6 +452,7 @@ static inline const char *kind_name(nkv_event_kind k) {
     case NKV_EVENT_RESET: return "RESET";
     case NKV_EVENT_DISCONNECTED: return "DISCONNECTED";
     case NKV_EVENT_CLOSED: return "CLOSED";
+    case NKV_EVENT_GROUP: return "GROUP";
     }
     return "?";
 }
@@ -460,10 +463,11 @@ static inline void recorder_dump(recorder *r, const char *title) {
     fprintf(stderr, "--- %s: %zu events\n", title, r->count);
     for (size_t i = 0; i < r->count; i++) {
         rec_event *e = &r->events[i];
-        fprintf(stderr, "  [%zu] sub=%llu %s key=%s value=%s rev=%llu coalesced=%llu\n", i,
-                (unsigned long long)e->subscription, kind_name(e->kind),
+        fprintf(stderr, "  [%zu] sub=%llu %s key=%s value=%s rev=%llu coalesced=%llu count=%u\n",
+                i, (unsigned long long)e->subscription, kind_name(e->kind),
                 e->key ? e->key : "(null)", e->data ? (const char *)e->data : "(null)",
-                (unsigned long long)e->revision, (unsigned long long)e->coalesced);
+                (unsigned long long)e->revision, (unsigned long long)e->coalesced,
+                (unsigned)e->count);
     }
     pthread_mutex_unlock(&r->mu);
 }
