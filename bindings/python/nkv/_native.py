@@ -44,6 +44,10 @@ ABI_VERSION = 0
 #: ``NKV_DISPATCH_MANUAL``
 DISPATCH_MANUAL = 1
 
+#: ``NKV_SUBSCRIBE_RESUME`` and ``NKV_SUBSCRIBE_GROUPED`` (``nkv_subscribe_flags``)
+SUBSCRIBE_RESUME = 1
+SUBSCRIBE_GROUPED = 2
+
 
 class NkvValue(Structure):
     """``nkv_value``."""
@@ -63,6 +67,7 @@ class NkvEvent(Structure):
         ("len", c_size_t),
         ("revision", c_uint64),
         ("coalesced", c_uint64),
+        ("count", c_uint32),
     ]
 
 
@@ -104,6 +109,24 @@ _SIGNATURES = {
     "nkv_put": (_status, [_p, c_char_p, c_size_t, c_char_p, c_size_t, _u64_p]),
     "nkv_wait": (_status, [_p, c_char_p, c_size_t, c_int, c_char_p, c_size_t, c_int64]),
     "nkv_put_if": (_status, [_p, c_char_p, c_size_t, c_char_p, c_size_t, c_uint64, _u64_p]),
+    "nkv_put_ephemeral": (
+        _status,
+        [_p, c_char_p, c_size_t, c_char_p, c_size_t, c_uint32, _u64_p],
+    ),
+    "nkv_put_ephemeral_if": (
+        _status,
+        [_p, c_char_p, c_size_t, c_char_p, c_size_t, c_uint64, c_uint32, _u64_p],
+    ),
+    "nkv_txn_new": (_p, []),
+    "nkv_txn_free": (None, [_p]),
+    "nkv_txn_if_absent": (_status, [_p, c_char_p, c_size_t]),
+    "nkv_txn_if_present": (_status, [_p, c_char_p, c_size_t]),
+    "nkv_txn_if_revision": (_status, [_p, c_char_p, c_size_t, c_uint64]),
+    "nkv_txn_put": (_status, [_p, c_char_p, c_size_t, c_char_p, c_size_t]),
+    "nkv_txn_delete": (_status, [_p, c_char_p, c_size_t]),
+    "nkv_txn_delete_prefix": (_status, [_p, c_char_p, c_size_t]),
+    "nkv_txn_commit": (_status, [_p, _p, _u64_p, _u32_p]),
+    "nkv_txn_failed_key": (POINTER(c_uint8), [_p, _size_p]),
     "nkv_get": (_status, [_p, c_char_p, c_size_t, POINTER(POINTER(NkvValue))]),
     "nkv_value_free": (None, [POINTER(NkvValue)]),
     "nkv_list": (_status, [_p, c_char_p, c_size_t, POINTER(_p)]),
@@ -128,6 +151,10 @@ _SIGNATURES = {
     "nkv_subscribe_since": (
         _status,
         [_p, c_char_p, c_size_t, c_uint64, CALLBACK, c_void_p, FREE_USER_DATA, _u64_p],
+    ),
+    "nkv_subscribe_flags": (
+        _status,
+        [_p, c_char_p, c_size_t, c_uint32, c_uint64, CALLBACK, c_void_p, FREE_USER_DATA, _u64_p],
     ),
     "nkv_unsubscribe": (_status, [_p, c_uint64]),
     "nkv_fd": (c_int, [_p]),

@@ -28,9 +28,20 @@ import functools
 import threading
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from .client import Bytes, Client, Entry, Event, EventKind, Limits, State, Subscription
+from .client import (
+    Bytes,
+    Client,
+    Entry,
+    Event,
+    EventKind,
+    Limits,
+    State,
+    Subscription,
+    Txn,
+    TxnResult,
+)
 
-__all__ = ["AsyncClient", "AsyncSubscription"]
+__all__ = ["AsyncClient", "AsyncSubscription", "AsyncTxn"]
 
 
 class AsyncClient:
@@ -72,9 +83,28 @@ class AsyncClient:
         """Checks that the server answers."""
         await self._run(self._client.ping)
 
-    async def put(self, key: str, value: Bytes, expect: Optional[int] = None) -> int:
-        """See :meth:`nkv.Client.put`."""
-        return await self._run(self._client.put, key, value, expect)
+    async def put(
+        self,
+        key: str,
+        value: Bytes,
+        expect: Optional[int] = None,
+        *,
+        ephemeral: bool = False,
+        grace: float = 0.0,
+    ) -> int:
+        """See :meth:`nkv.Client.put` (ephemeral keys included)."""
+        put = functools.partial(self._client.put, ephemeral=ephemeral, grace=grace)
+        return await self._run(put, key, value, expect)
+
+    def txn(self) -> "AsyncTxn":
+        """A transaction (see :meth:`nkv.Client.txn`) whose commit is a
+        coroutine::
+
+            async with client.txn() as t:
+                t.if_absent("net.lock").put("net.lock", b"me")
+            # or: await client.txn().if_absent("net.lock").commit()
+        """
+        return AsyncTxn(self, self._client.txn())
 
     async def get(self, key: str) -> Optional[bytes]:
         """See :meth:`nkv.Client.get`."""
@@ -112,11 +142,14 @@ class AsyncClient:
 
     # -- subscriptions
 
-    async def subscribe(self, prefix: str, since: Optional[int] = None) -> "AsyncSubscription":
+    async def subscribe(
+        self, prefix: str, since: Optional[int] = None, grouped: bool = False
+    ) -> "AsyncSubscription":
         """Subscribes to ``prefix``; iterate the result with ``async for``
-        (see :meth:`nkv.Client.subscribe` for what comes)."""
+        (see :meth:`nkv.Client.subscribe` for what comes, GROUP events with
+        ``grouped=True`` included)."""
         sub = AsyncSubscription(self._loop)
-        sub._sub = await self._run(self._client.subscribe, prefix, sub._push, since)
+        sub._sub = await self._run(self._client.subscribe, prefix, sub._push, since, grouped)
         return sub
 
     # -- lifetime
@@ -138,6 +171,42 @@ class AsyncClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+
+class AsyncTxn:
+    """A transaction of an :class:`AsyncClient`: the builder methods of
+    :class:`nkv.Txn` (they chain), and a :meth:`commit` coroutine. As
+    ``async with`` it commits when the block ends without an exception.
+    """
+
+    def __init__(self, client: AsyncClient, txn: Txn) -> None:
+        self._client = client
+        self._txn = txn
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._txn, name)
+        if name in ("if_absent", "if_present", "if_revision", "put", "delete", "delete_prefix"):
+
+            def chained(*args: Any) -> "AsyncTxn":
+                attr(*args)
+                return self
+
+            return chained
+        return attr
+
+    async def commit(self) -> TxnResult:
+        """See :meth:`nkv.Txn.commit`."""
+        return await self._client._run(self._txn.commit)
+
+    async def __aenter__(self) -> "AsyncTxn":
+        return self
+
+    async def __aexit__(self, exc_type: object, *exc: object) -> None:
+        try:
+            if exc_type is None:
+                await self.commit()
+        finally:
+            self._txn.close()
 
 
 class AsyncSubscription:

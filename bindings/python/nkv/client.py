@@ -28,6 +28,8 @@ __all__ = [
     "Event",
     "Entry",
     "Client",
+    "Txn",
+    "TxnResult",
     "Subscription",
     "Watch",
     "Error",
@@ -97,6 +99,7 @@ class EventKind(enum.Enum):
     RESET = 3
     DISCONNECTED = 4
     CLOSED = 5
+    GROUP = 6
 
 
 # ---------------------------------------------------------------- errors
@@ -132,13 +135,17 @@ class NotFound(Error):
 
 
 class ConditionFailed(Error):
-    """The ``expect`` condition of a put or delete did not hold.
+    """The ``expect`` condition of a put or delete, or a condition of a
+    transaction, did not hold.
 
     Attributes:
         revision: the key's current revision (0: it does not exist).
+        key: for a transaction, the key of the condition that failed (the
+            first in the transaction's order); None otherwise.
     """
 
     revision: int = 0
+    key: Optional[str] = None
 
 
 class InvalidKey(Error):
@@ -253,6 +260,16 @@ def _revision(expect: object) -> int:
     return expect
 
 
+def _grace_ms(grace: object) -> int:
+    """An ephemeral key's grace period in milliseconds: 0 to 600 seconds."""
+    if isinstance(grace, bool) or not isinstance(grace, (int, float)):
+        raise TypeError(f"grace must be seconds, not {type(grace).__name__}")
+    ms = int(round(grace * 1000))
+    if not 0 <= ms <= 600_000:
+        raise ValueError("grace must be between 0 and 600 seconds")
+    return ms
+
+
 def _millis(seconds: float, what: str) -> int:
     ms = int(round(seconds * 1000))
     if ms <= 0 or ms > 0xFFFFFFFF:
@@ -299,9 +316,12 @@ class Event:
 
     UPDATE: ``key``, ``value``, ``revision``, ``coalesced``. DELETE: ``key``,
     ``revision``, ``coalesced``. SYNCED: ``revision``. RESET, DISCONNECTED:
-    nothing. CLOSED: ``reason``. ``coalesced`` counts earlier updates of the
-    key that were skipped because the subscriber was behind. ``subscription``
-    is the id of the subscription the event belongs to.
+    nothing. CLOSED: ``reason``. GROUP (``grouped=True`` subscriptions):
+    ``count``, ``revision``: the next ``count`` UPDATE/DELETE events belong
+    together (one transaction or prefix delete); applied at once they make
+    the view the store's state at ``revision``. ``coalesced`` counts earlier
+    updates of the key that were skipped because the subscriber was behind.
+    ``subscription`` is the id of the subscription the event belongs to.
     """
 
     kind: EventKind
@@ -311,6 +331,7 @@ class Event:
     coalesced: int = 0
     reason: Optional[str] = None
     subscription: int = 0
+    count: int = 0
 
 
 def _event_from_c(ev: _native.NkvEvent) -> Event:
@@ -324,6 +345,8 @@ def _event_from_c(ev: _native.NkvEvent) -> Event:
         return Event(kind, key, None, ev.revision, ev.coalesced, subscription=sub)
     if kind is EventKind.CLOSED:
         return Event(kind, reason=data.decode("utf-8", "replace"), subscription=sub)
+    if kind is EventKind.GROUP:
+        return Event(kind, revision=ev.revision, subscription=sub, count=ev.count)
     return Event(kind, revision=ev.revision, subscription=sub)
 
 
@@ -568,26 +591,72 @@ class Client:
         self._call(self._lib.nkv_server_limits, byref(key), byref(value), byref(frame))
         return Limits(key.value, value.value, frame.value)
 
-    def put(self, key: str, value: Bytes, expect: Optional[int] = None) -> int:
+    def put(
+        self,
+        key: str,
+        value: Bytes,
+        expect: Optional[int] = None,
+        *,
+        ephemeral: bool = False,
+        grace: float = 0.0,
+    ) -> int:
         """Writes ``value`` to ``key``; returns the revision of the write.
 
         With ``expect=0`` the key must not exist; with ``expect=R`` its
         revision must be R. Otherwise :class:`ConditionFailed` is raised
         (its ``revision`` is the key's current one) and nothing is written.
+
+        With ``ephemeral=True`` the key belongs to this client's connection:
+        the server deletes it when the connection ends (the client closes,
+        the process dies, the connection is lost) and ``grace`` more seconds
+        have passed (at most 600). After a reconnect within the grace period
+        the client takes the key back by itself, unless someone wrote it
+        meanwhile. A plain write or delete makes it an ordinary key again.
+        ``expect=0`` with ``ephemeral=True`` is a leader claim: of several
+        clients exactly one succeeds, and the key is freed when it goes.
         """
         data = _value(value)
         k, n = _key(key)
         rev = c_uint64()
-        if expect is None:
-            self._call(self._lib.nkv_put, k, n, data, len(data), byref(rev))
-            return rev.value
-        expected = _revision(expect)
+        lib = self._lib
+        if ephemeral:
+            grace_ms = _grace_ms(grace)
+            if expect is None:
+                call = (lib.nkv_put_ephemeral, k, n, data, len(data), grace_ms)
+            else:
+                expected = _revision(expect)
+                call = (lib.nkv_put_ephemeral_if, k, n, data, len(data), expected, grace_ms)
+        elif grace:
+            raise ValueError("grace applies to ephemeral keys only")
+        elif expect is None:
+            call = (lib.nkv_put, k, n, data, len(data))
+        else:
+            call = (lib.nkv_put_if, k, n, data, len(data), _revision(expect))
         try:
-            self._call(self._lib.nkv_put_if, k, n, data, len(data), expected, byref(rev))
+            self._call(*call, byref(rev))
         except ConditionFailed as e:
             e.revision = rev.value
             raise
         return rev.value
+
+    def txn(self) -> "Txn":
+        """A transaction to fill and commit: conditions on any keys, then
+        puts and deletes applied in order, all or nothing under one
+        revision::
+
+            with client.txn() as t:           # committed when the block ends
+                t.if_absent("net.lock")
+                t.put("net.lock", b"me")
+                t.delete_prefix("tmp")
+            print(t.revision, t.deleted)
+
+            client.txn().if_revision("net.x", 42).delete("net.x").commit()
+
+        A condition that does not hold raises :class:`ConditionFailed` with
+        the failed ``key`` and its current ``revision``; nothing is written.
+        An exception inside the ``with`` block commits nothing.
+        """
+        return Txn(self)
 
     def wait(
         self,
@@ -723,10 +792,14 @@ class Client:
         key: str,
         callback: Callable[[Event], None],
         since: Optional[int] = None,
+        grouped: bool = False,
     ) -> "Subscription":
         """Calls ``callback(event)`` for ``key`` and every key below it: an
         UPDATE per existing key, SYNCED, then every change (with ``since``:
-        only changes after that revision, or RESET and a snapshot).
+        only changes after that revision, or RESET and a snapshot). With
+        ``grouped=True`` a GROUP event (``count``, ``revision``) comes before
+        the events of one transaction or prefix delete: apply the ``count``
+        events after it at once to never show a state the store never had.
 
         Callbacks run on the client's dispatcher thread, one at a time, and
         never before this has returned. One that raises is logged (logger
@@ -741,7 +814,22 @@ class Client:
         out = c_uint64()
         k, n = _key(key, "prefix")
         try:
-            if since is None:
+            if grouped:
+                flags = _native.SUBSCRIBE_GROUPED
+                if since is not None:
+                    flags |= _native.SUBSCRIBE_RESUME
+                self._call(
+                    self._lib.nkv_subscribe_flags,
+                    k,
+                    n,
+                    flags,
+                    0 if since is None else _revision(since),
+                    _C_ON_EVENT,
+                    sub._token,
+                    _C_ON_FREE,
+                    byref(out),
+                )
+            elif since is None:
                 self._call(
                     self._lib.nkv_subscribe, k, n, _C_ON_EVENT, sub._token, _C_ON_FREE, byref(out)
                 )
@@ -768,7 +856,11 @@ class Client:
         return sub
 
     def watch(
-        self, key: str, since: Optional[int] = None, timeout: Optional[float] = None
+        self,
+        key: str,
+        since: Optional[int] = None,
+        timeout: Optional[float] = None,
+        grouped: bool = False,
     ) -> "Watch":
         """An iterator of the events of ``key`` (see :meth:`subscribe`), for
         scripts::
@@ -778,12 +870,125 @@ class Client:
 
         The iteration ends after a CLOSED event, or when no event came for
         ``timeout`` seconds (None: wait forever). Close the watch (or use it
-        as a context manager) to stop early.
+        as a context manager) to stop early. ``grouped``: as for
+        :meth:`subscribe`.
         """
-        return Watch(self, key, since, timeout)
+        return Watch(self, key, since, timeout, grouped)
 
     def __repr__(self) -> str:
         return f"<nkv.Client {'closed' if self.closed else 'open'}>"
+
+
+@dataclass(frozen=True)
+class TxnResult:
+    """What a committed transaction did."""
+
+    #: The transaction's revision (the current one when it changed nothing).
+    revision: int
+    #: How many keys it deleted.
+    deleted: int
+
+
+class Txn:
+    """A transaction being built (see :meth:`Client.txn`): each method adds
+    a condition or an operation and returns the transaction, so calls
+    chain. Conditions are all checked first, against the state before the
+    transaction; operations apply in the order added. Not for use by two
+    threads at once.
+
+    Attributes (after a successful commit):
+        revision: the transaction's revision.
+        deleted: how many keys it deleted.
+    """
+
+    def __init__(self, client: Client) -> None:
+        self._client = client
+        self._lib = client._lib
+        self._handle: Optional[int] = self._lib.nkv_txn_new()
+        if not self._handle:
+            raise _error(Status.PANIC)
+        self.revision: Optional[int] = None
+        self.deleted: Optional[int] = None
+
+    def _add(self, fn: Callable[..., int], *args: object) -> "Txn":
+        if self._handle is None:
+            raise Closed(Status.CLOSED, "the transaction is closed")
+        _check(fn(self._handle, *args))
+        return self
+
+    def if_absent(self, key: str) -> "Txn":
+        """Condition: ``key`` does not exist."""
+        return self._add(self._lib.nkv_txn_if_absent, *_key(key))
+
+    def if_present(self, key: str) -> "Txn":
+        """Condition: ``key`` exists."""
+        return self._add(self._lib.nkv_txn_if_present, *_key(key))
+
+    def if_revision(self, key: str, revision: int) -> "Txn":
+        """Condition: ``key`` exists at exactly ``revision``."""
+        return self._add(self._lib.nkv_txn_if_revision, *_key(key), _revision(revision))
+
+    def put(self, key: str, value: Bytes) -> "Txn":
+        """Operation: set ``key`` to ``value``."""
+        data = _value(value)
+        return self._add(self._lib.nkv_txn_put, *_key(key), data, len(data))
+
+    def delete(self, key: str) -> "Txn":
+        """Operation: delete ``key`` (nothing happens if it is absent)."""
+        return self._add(self._lib.nkv_txn_delete, *_key(key))
+
+    def delete_prefix(self, prefix: str) -> "Txn":
+        """Operation: delete ``prefix`` and every key under it (``""``: all)."""
+        return self._add(self._lib.nkv_txn_delete_prefix, *_key(prefix, "prefix"))
+
+    def commit(self) -> TxnResult:
+        """Applies the transaction (it may be committed again later).
+
+        Raises :class:`ConditionFailed` (with ``key`` and ``revision``) when
+        a condition does not hold, :class:`LimitReached` for more than 256
+        conditions or 1024 operations.
+        """
+        if self._handle is None:
+            raise Closed(Status.CLOSED, "the transaction is closed")
+        rev, deleted = c_uint64(), c_uint32()
+        try:
+            self._client._call(
+                self._lib.nkv_txn_commit, self._handle, byref(rev), byref(deleted)
+            )
+        except ConditionFailed as e:
+            e.revision = rev.value
+            size = c_size_t()
+            key_p = self._lib.nkv_txn_failed_key(self._handle, byref(size))
+            if key_p:
+                e.key = ctypes.string_at(key_p, size.value).decode("utf-8")
+            raise
+        self.revision, self.deleted = rev.value, deleted.value
+        return TxnResult(rev.value, deleted.value)
+
+    def close(self) -> None:
+        """Frees the transaction; idempotent."""
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            self._lib.nkv_txn_free(handle)
+
+    def __enter__(self) -> "Txn":
+        return self
+
+    def __exit__(self, exc_type: object, *exc: object) -> None:
+        try:
+            if exc_type is None:
+                self.commit()
+        finally:
+            self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def __repr__(self) -> str:
+        return f"<nkv.Txn {'closed' if self._handle is None else 'open'}>"
 
 
 class Subscription:
@@ -844,14 +1049,19 @@ class Watch:
     :meth:`Client.watch`)."""
 
     def __init__(
-        self, client: Client, key: str, since: Optional[int], timeout: Optional[float]
+        self,
+        client: Client,
+        key: str,
+        since: Optional[int],
+        timeout: Optional[float],
+        grouped: bool = False,
     ) -> None:
         self._queue: "queue.Queue[object]" = queue.Queue()
         self._timeout = timeout
         self._done = False
         #: True when the iteration ended because no event came in time.
         self.timed_out = False
-        self._sub = client.subscribe(key, self._queue.put, since=since)
+        self._sub = client.subscribe(key, self._queue.put, since=since, grouped=grouped)
 
     def __iter__(self) -> Iterator[Event]:
         return self

@@ -901,6 +901,165 @@ class TestAsyncio(ServerTest):
         )
 
 
+class TestTransactions(ServerTest):
+    """client.txn(): with-block and explicit commit, failed conditions."""
+
+    def test_with_block_commits_and_a_failed_condition_names_the_key(self) -> None:
+        c = self.client
+        x = c.put("net.x", b"1")
+        c.put("net.old", b"o")
+        c.put("tmp.a", b"a")
+        c.put("tmp.b.c", b"c")
+        with c.txn() as t:
+            t.if_revision("net.x", x).if_absent("net.lock")
+            t.put("net.lock", b"me")
+            t.delete("net.old")
+            t.delete_prefix("tmp")
+        self.assertEqual(t.deleted, 3)
+        lock = c.entry("net.lock")
+        self.assertEqual(lock, nkv.Entry(b"me", t.revision))
+        self.assertIsNone(c.get("net.old"))
+        self.assertEqual(c.list("tmp"), [])
+
+        with self.assertRaises(nkv.ConditionFailed) as ctx:
+            with c.txn() as t2:
+                t2.if_absent("net.lock").put("net.lock", b"you")
+        self.assertEqual(ctx.exception.key, "net.lock")
+        self.assertEqual(ctx.exception.revision, t.revision)
+        self.assertIn("net.lock", str(ctx.exception))
+        self.assertEqual(c.get("net.lock"), b"me")
+
+        # An exception in the block commits nothing.
+        with self.assertRaises(RuntimeError):
+            with c.txn() as t3:
+                t3.put("net.never", b"1")
+                raise RuntimeError("changed my mind")
+        self.assertIsNone(c.get("net.never"))
+
+    def test_explicit_commit_results_and_limits(self) -> None:
+        c = self.client
+        result = c.txn().put("a.1", b"1").put("a.2", b"2").commit()
+        self.assertIsInstance(result, nkv.TxnResult)
+        self.assertEqual(result.deleted, 0)
+        self.assertEqual(c.entry("a.2"), nkv.Entry(b"2", result.revision))
+        t = c.txn().if_present("a.1").delete_prefix("a")
+        self.assertEqual(t.commit().deleted, 2)
+        with self.assertRaises(nkv.ConditionFailed) as ctx:
+            t.commit()  # a.1 is gone now
+        self.assertEqual((ctx.exception.key, ctx.exception.revision), ("a.1", 0))
+        t.close()
+        with self.assertRaises(nkv.Closed):
+            t.put("a.3", b"3")
+        many = c.txn()
+        for i in range(257):
+            many.if_absent(f"k{i}")
+        with self.assertRaises(nkv.LimitReached):
+            many.commit()
+        with self.assertRaises(nkv.InvalidKey):
+            c.txn().put("bad..key", b"v").commit()
+        with self.assertRaises(TypeError):
+            c.txn().put("k", "not bytes")
+
+
+class TestEphemeral(ServerTest):
+    """put(..., ephemeral=True): gone with its client; leader claims."""
+
+    def test_an_ephemeral_key_goes_with_its_client(self) -> None:
+        watch = Recorder()
+        sub = self.client.subscribe("svc", watch)
+        self.addCleanup(sub.close)
+        watch.wait_for(EventKind.SYNCED)
+        owner = nkv.Client(self.server.addr)
+        rev = owner.put("svc.netd.alive", b"1", ephemeral=True)
+        self.assertEqual(self.client.entry("svc.netd.alive"), nkv.Entry(b"1", rev))
+        owner.close()
+        watch.wait_for(EventKind.DELETE, "svc.netd.alive")
+        self.assertIsNone(self.client.get("svc.netd.alive"))
+
+    def test_grace_and_leader_claims(self) -> None:
+        owner = nkv.Client(self.server.addr)
+        owner.put("svc.grace", b"1", ephemeral=True, grace=1.0)
+        claim = owner.put("svc.leader", b"a", 0, ephemeral=True)
+        with self.assertRaises(nkv.ConditionFailed) as ctx:
+            self.client.put("svc.leader", b"b", 0, ephemeral=True)
+        self.assertEqual(ctx.exception.revision, claim)
+        owner.close()
+        # The grace period keeps svc.grace a while; svc.leader goes at once.
+        self.assertEqual(self.client.get("svc.grace"), b"1")
+        deadline = time.monotonic() + WAIT
+        while self.client.get("svc.leader") is not None or self.client.get("svc.grace"):
+            self.assertLess(time.monotonic(), deadline, "ephemeral keys still there")
+            time.sleep(0.05)
+        self.client.put("svc.leader", b"b", 0, ephemeral=True)
+        for bad in (-1, 601):
+            with self.assertRaises(ValueError):
+                self.client.put("svc.x", b"1", ephemeral=True, grace=bad)
+        with self.assertRaises(ValueError):
+            self.client.put("svc.x", b"1", grace=1)
+
+
+class TestGrouped(ServerTest):
+    """subscribe(..., grouped=True): GROUP, then the transaction's events."""
+
+    def test_group_then_the_events_of_a_transaction(self) -> None:
+        rec = Recorder()
+        sub = self.client.subscribe("grp", rec, grouped=True)
+        self.addCleanup(sub.close)
+        rec.wait_for(EventKind.SYNCED)
+        result = self.client.txn().put("grp.a", b"1").put("grp.b", b"2").commit()
+        g = rec.wait_for(EventKind.GROUP)
+        rec.wait_for(EventKind.UPDATE, "grp.b", start=g)
+        events = rec.snapshot()
+        group = events[g]
+        self.assertEqual((group.count, group.revision), (2, result.revision))
+        self.assertEqual(
+            [(e.kind, e.key, e.revision) for e in events[g + 1 : g + 3]],
+            [
+                (EventKind.UPDATE, "grp.a", result.revision),
+                (EventKind.UPDATE, "grp.b", result.revision),
+            ],
+        )
+        # Resumed and grouped: the changes since, then SYNCED.
+        with self.client.watch("grp", since=result.revision - 1, timeout=WAIT, grouped=True) as w:
+            kinds = []
+            for e in w:
+                kinds.append(e.kind)
+                if e.kind is EventKind.SYNCED:
+                    break
+        self.assertEqual(kinds, [EventKind.UPDATE, EventKind.UPDATE, EventKind.SYNCED])
+
+    def test_asyncio_txn_ephemeral_and_grouped(self) -> None:
+        import asyncio
+
+        import nkv.aio
+
+        addr = self.server.addr
+
+        async def main() -> list:
+            async with await nkv.aio.AsyncClient.connect(addr) as client:
+                sub = await client.subscribe("aio", grouped=True)
+                seen = []
+                async for event in sub:
+                    seen.append(event.kind)
+                    if event.kind is EventKind.SYNCED:
+                        async with client.txn() as t:
+                            t.put("aio.a", b"1").put("aio.b", b"2")
+                        await client.put("aio.e", b"1", ephemeral=True, grace=0.5)
+                    if event.key == "aio.e":
+                        break
+                with self.assertRaises(nkv.ConditionFailed) as ctx:
+                    await client.txn().if_absent("aio.a").put("aio.c", b"3").commit()
+                self.assertEqual(ctx.exception.key, "aio.a")
+                await sub.aclose()
+                return seen
+
+        seen = asyncio.run(main())
+        self.assertEqual(
+            seen,
+            [EventKind.SYNCED, EventKind.GROUP, EventKind.UPDATE, EventKind.UPDATE, EventKind.UPDATE],
+        )
+
+
 class TestThreads(ServerTest):
     def test_many_threads_share_a_client(self) -> None:
         c = self.client
