@@ -1,6 +1,8 @@
 //! Every command line the README shows works as written: the tour's `nkv`
-//! commands against a real server, `nkv-server` with no flags at all, the
-//! repair command, and every flag of the usage block exists.
+//! commands against a real server (`watch` until its SYNCED line, `put
+//! --hold` until it printed its revision, then SIGTERM), `nkv-server` with
+//! no flags at all, the repair command, and every flag of the usage block
+//! exists.
 
 mod common;
 
@@ -80,6 +82,30 @@ fn the_tour_commands_work_as_written() {
             }
             child.kill().unwrap();
             child.wait().unwrap();
+        } else if args.contains(&"--hold") {
+            // Holds its key until SIGTERM: it prints the revision, the key
+            // is there, and SIGTERM ends it with status 0.
+            let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+            let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+            let mut first = String::new();
+            std::io::BufRead::read_line(&mut out, &mut first).unwrap();
+            assert!(
+                first.trim().parse::<u64>().is_ok(),
+                "{line}: printed {first:?}"
+            );
+            let key = args[args.len() - 2];
+            let get = Command::new(env!("CARGO_BIN_EXE_nkv"))
+                .args(["get", key])
+                .env("NKV_ADDR", server.addr())
+                .output()
+                .unwrap();
+            assert!(get.status.success(), "{line}: {key} is not there");
+            let term = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .unwrap();
+            assert!(term.success());
+            assert_eq!(child.wait().unwrap().code(), Some(0), "{line}");
         } else {
             let out = cmd.output().unwrap();
             assert!(

@@ -1060,6 +1060,35 @@ class TestGrouped(ServerTest):
         )
 
 
+class TestReadme(ServerTest):
+    """The README's Python example of ephemeral keys and transactions runs
+    as written (against this test's server, through $NKV_ADDR)."""
+
+    def test_the_readme_example_runs(self) -> None:
+        import contextlib
+        import io
+        import re
+
+        readme = os.path.join(os.path.dirname(__file__), "..", "..", "..", "README.md")
+        with open(readme, encoding="utf-8") as f:
+            blocks = re.findall(r"```python\n(.*?)```", f.read(), re.S)
+        example = [b for b in blocks if "client.txn()" in b]
+        self.assertEqual(len(example), 1, "one README example uses client.txn()")
+        old = os.environ.get("NKV_ADDR")
+        os.environ["NKV_ADDR"] = self.server.addr
+        out = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(out):
+                exec(compile(example[0], "README.md", "exec"), {})
+        finally:
+            if old is None:
+                del os.environ["NKV_ADDR"]
+            else:
+                os.environ["NKV_ADDR"] = old
+        rev = self.client.entry("net.lock").revision
+        self.assertEqual(out.getvalue(), f"{rev} 0\nheld: net.lock at revision {rev}\n")
+
+
 class TestThreads(ServerTest):
     def test_many_threads_share_a_client(self) -> None:
         c = self.client
