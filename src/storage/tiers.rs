@@ -428,3 +428,75 @@ fn later(a: &crate::store::Change, b: &crate::store::Change) -> bool {
         std::cmp::Ordering::Equal => matches!(a, Change::Put { .. }),
     }
 }
+
+/// The tiers as one backend: what the engine relies on holds for the
+/// whole as for each side (`tests/storage_contract.rs` runs the same model
+/// test against all three). Writes through this trait follow the
+/// placement (volatile prefixes); ephemeral writes need [`Tiers::write`].
+impl Backend for Tiers {
+    fn name(&self) -> &'static str {
+        "tiers"
+    }
+
+    fn durable(&self) -> bool {
+        // Keys under volatile prefixes are not.
+        self.placement.volatile.is_empty()
+    }
+
+    fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    fn floor(&self) -> u64 {
+        Tiers::floor(self)
+    }
+
+    fn advance(&mut self, revision: u64) {
+        self.revision = self.revision.max(revision);
+        self.log.advance_revision(revision);
+        self.memory.advance(revision);
+    }
+
+    fn current(&self, key: &str) -> Option<u64> {
+        Tiers::current(self, key)
+    }
+
+    fn live_keys(&self, prefix: &str) -> Vec<Key> {
+        let mut keys = self.log.live_keys(prefix);
+        keys.extend(self.memory.live_keys(prefix));
+        keys.sort();
+        keys
+    }
+
+    fn apply(&mut self, revision: u64, writes: &[Write<'_>]) -> Result<(), StoreError> {
+        Backend::advance(self, revision - 1);
+        let ops: Vec<Op<'_>> = writes
+            .iter()
+            .map(|w| match *w {
+                Write::Put { key, value } => Op::Put {
+                    key,
+                    value,
+                    memory: false,
+                },
+                Write::Delete { key } => Op::Delete { key },
+            })
+            .collect();
+        self.write(&ops).map(|_| ())
+    }
+
+    fn read(&self, key: &str, f: &mut dyn FnMut(u64, &[u8])) -> Result<bool, StoreError> {
+        Ok(self.get_with(key, |r, v| f(r, v))?.is_some())
+    }
+
+    fn changes_since(&self, prefix: &str, revision: u64) -> Result<Changes, StoreError> {
+        Tiers::changes_since(self, prefix, revision)
+    }
+
+    fn snapshot(&self) -> std::sync::Arc<dyn super::Snapshot> {
+        std::sync::Arc::new(self.view())
+    }
+
+    fn stats(&self) -> BackendStats {
+        Tiers::stats(self)
+    }
+}

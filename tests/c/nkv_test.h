@@ -450,6 +450,7 @@ static inline const char *kind_name(nkv_event_kind k) {
     case NKV_EVENT_RESET: return "RESET";
     case NKV_EVENT_DISCONNECTED: return "DISCONNECTED";
     case NKV_EVENT_CLOSED: return "CLOSED";
+    case NKV_EVENT_GROUP: return "GROUP";
     }
     return "?";
 }
