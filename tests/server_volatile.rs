@@ -227,3 +227,22 @@ fn a_bad_volatile_prefix_is_refused_at_start() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("--volatile \"bad..prefix\""), "{stderr}");
 }
+
+#[test]
+fn a_prefix_delete_across_both_sides_is_not_bounded_by_the_value_limit() {
+    // The log side of a prefix delete stays one small record however many
+    // keys it covers, with memory keys beside it.
+    let server = TestServer::start_with(&["--volatile", "run", "--max-value", "1024"]);
+    let mut wire = server.wire();
+    for i in 0..200 {
+        put(&mut wire, &format!("bulk.key{i:04}"), "v");
+    }
+    put(&mut wire, "run.x", "1");
+    match wire.call(Request::DeletePrefix {
+        prefix: String::new(),
+    }) {
+        Response::DelOk { deleted, .. } => assert_eq!(deleted, 201),
+        other => panic!("{other:?}"),
+    }
+    assert!(list(&mut wire, "").is_empty());
+}

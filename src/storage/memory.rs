@@ -363,16 +363,29 @@ mod tests {
         for i in 0..3000u64 {
             let key = format!("k.{i}");
             revision += 1;
-            store.apply(revision, &[Write::Put { key: &key, value: b"v" }]).unwrap();
+            store
+                .apply(
+                    revision,
+                    &[Write::Put {
+                        key: &key,
+                        value: b"v",
+                    }],
+                )
+                .unwrap();
             revision += 1;
-            store.apply(revision, &[Write::Delete { key: &key }]).unwrap();
+            store
+                .apply(revision, &[Write::Delete { key: &key }])
+                .unwrap();
         }
         let stats = store.stats();
         assert_eq!(stats.keys, 0);
         assert!(stats.tombstones < 2100, "tombstones are pruned: {stats:?}");
         let floor = Backend::floor(&store);
         assert!(floor > 0 && floor <= revision - 10, "floor {floor}");
-        assert!(matches!(store.changes_since("", floor - 1), Ok(Changes::TooOld { .. })));
+        assert!(matches!(
+            store.changes_since("", floor - 1),
+            Ok(Changes::TooOld { .. })
+        ));
         // Deletes within the retention are still told.
         match store.changes_since("", revision - 3).unwrap() {
             Changes::Since(changes) => assert_eq!(changes.len(), 2),
