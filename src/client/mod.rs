@@ -111,6 +111,7 @@ use crate::protocol::{Condition, Request};
 pub(crate) use answers::Answer;
 use hub::Hub;
 use link::Link;
+pub(crate) use queue::SubQueue;
 
 /// How a [`Client`] behaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
