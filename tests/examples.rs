@@ -1,6 +1,8 @@
 //! The newcomer's examples work: `examples/watch.c` (built through the
 //! pkg-config file made from `nkv.pc.in`) and `examples/watch.py` print the
-//! snapshot, SYNCED and live changes of a prefix, and stop cleanly on Ctrl-C.
+//! snapshot, SYNCED and live changes of a prefix, and stop cleanly on Ctrl-C;
+//! `examples/async_watch.rs` prints what a watch of a key sees while it
+//! changes the key.
 
 mod common;
 
@@ -192,4 +194,77 @@ fn watch_py_example_runs() {
         .env("PYTHONPATH", manifest_dir().join("bindings/python"))
         .env("PYTHONDONTWRITEBYTECODE", "1");
     drive_watcher(cmd, &server);
+}
+
+/// A Rust example's binary, as this test run's profile builds it. A full
+/// `cargo test` builds every example; `cargo test --test examples` alone
+/// does not, so build it here (a no-op when it is current).
+fn rust_example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary lives in target/<profile>/deps");
+    let target_dir = profile_dir.parent().expect("target/");
+    let profile = profile_dir.file_name().unwrap().to_str().unwrap();
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo
+        .args(["build", "--quiet", "--example", name, "--manifest-path"])
+        .arg(manifest_dir().join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(target_dir);
+    match profile {
+        "debug" => {}
+        "release" => {
+            cargo.arg("--release");
+        }
+        other => {
+            cargo.args(["--profile", other]);
+        }
+    }
+    let status = cargo.status().expect("run cargo");
+    assert!(status.success(), "cargo could not build example {name}");
+    profile_dir.join("examples").join(name)
+}
+
+#[test]
+fn async_watch_example_prints_every_state_of_the_key() {
+    let server = TestServer::start();
+    let out = Command::new(rust_example("async_watch"))
+        .arg("demo.light")
+        .env("NKV_ADDR", server.addr())
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run the example");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the example failed; printed:\n{printed}"
+    );
+    let lines: Vec<&str> = printed.lines().collect();
+    // The watch holds the newest value: it may skip one replaced before it
+    // looked, but it starts absent, ends absent, and sees the last value.
+    assert_eq!(
+        lines.first(),
+        Some(&"watch demo.light: (absent)"),
+        "{printed}"
+    );
+    assert_eq!(
+        lines.last(),
+        Some(&"watch demo.light: (absent)"),
+        "{printed}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("watch demo.light: \"off\" (revision ")),
+        "the last value was not seen:\n{printed}"
+    );
+    let client = Client::connect(
+        &server.addr().parse().expect("address"),
+        ClientOptions::default(),
+    )
+    .expect("connect");
+    assert_eq!(client.get("demo.light").expect("get"), None);
 }
