@@ -234,6 +234,48 @@ async fn many_tasks_pipeline_on_one_connection_and_each_gets_its_own_answer() {
     assert_eq!(stat(&client, "connections").await, 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_out_of_order_reach_their_own_callers() {
+    const CALLS: usize = 50;
+    // The fake reads every request before answering any (so all of them
+    // must be in flight at once on the one connection), then answers in
+    // reverse order, each GET with its own key as the value.
+    let fake = Fake::start(|listener| {
+        let mut peer = listener.accept();
+        peer.handshake();
+        let mut gets = Vec::new();
+        for _ in 0..CALLS {
+            let frame = peer.expect();
+            match frame.request {
+                Request::Get { key } => gets.push((frame.id, key)),
+                other => panic!("expected GET, got {other:?}"),
+            }
+        }
+        for (id, key) in gets.into_iter().rev() {
+            let value = key.into_bytes().into();
+            peer.respond(id, Response::GetOk { revision: 7, value });
+        }
+        peer.pong_until_closed();
+    });
+    let client = connect_with(&fake.addr, ClientOptions::default()).await;
+    let calls = (0..CALLS).map(|i| {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let key = format!("k{i}");
+            let got = client.get(&key).await.unwrap().expect("an entry");
+            assert_eq!(got.value, key.as_bytes(), "another caller's answer");
+        })
+    });
+    for call in futures_util::future::join_all(calls).await {
+        call.expect("a caller failed");
+    }
+    client.close();
+    drop(client);
+    tokio::task::spawn_blocking(move || fake.join())
+        .await
+        .expect("the fake server's script");
+}
+
 #[tokio::test]
 async fn a_subscription_streams_the_snapshot_then_synced_then_live_events() {
     let server = TestServer::start();

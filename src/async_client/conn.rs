@@ -21,11 +21,13 @@ use crate::client::{Error, ServerInfo};
 use crate::protocol::{ClientCodec, ClientFrame, FrameError, Request, ServerFrame};
 
 /// Callers' requests waiting in the outbox at most; past it the background
-/// task takes no new request until the socket takes some. Together with
-/// `Framed`'s own write buffer (flushed once past its backpressure
-/// boundary, 128 KiB) this bounds what a connection holds to send; frames
-/// of the task's own (UNSUB, re-SUB, PING) are not counted, there is one
-/// per subscription at most.
+/// task takes no new request until the socket takes some (callers wait in
+/// the command channel meanwhile). Together with `Framed`'s own write
+/// buffer, which takes a frame only while it holds less than its
+/// backpressure boundary (tokio-util's default, 8 KiB), this bounds what a
+/// connection holds to send: 256 requests plus 8 KiB and one frame. Frames
+/// of the task's own (UNSUB, re-SUB, PING) may go past it: there is at
+/// most one per subscription, and a PING.
 pub(super) const OUTBOX_LIMIT: usize = 256;
 
 /// What the socket gave.
