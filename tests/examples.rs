@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{lib_dir, TestServer};
+use common::{lib_dir, rust_example, TestServer};
 use nkv::client::{Client, ClientOptions};
 use nkv::protocol::Condition;
 
@@ -196,37 +196,6 @@ fn watch_py_example_runs() {
     drive_watcher(cmd, &server);
 }
 
-/// A Rust example's binary, as this test run's profile builds it. A full
-/// `cargo test` builds every example; `cargo test --test examples` alone
-/// does not, so build it here (a no-op when it is current).
-fn rust_example(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("the test binary lives in target/<profile>/deps");
-    let target_dir = profile_dir.parent().expect("target/");
-    let profile = profile_dir.file_name().unwrap().to_str().unwrap();
-    let mut cargo = Command::new(env!("CARGO"));
-    cargo
-        .args(["build", "--quiet", "--example", name, "--manifest-path"])
-        .arg(manifest_dir().join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(target_dir);
-    match profile {
-        "debug" => {}
-        "release" => {
-            cargo.arg("--release");
-        }
-        other => {
-            cargo.args(["--profile", other]);
-        }
-    }
-    let status = cargo.status().expect("run cargo");
-    assert!(status.success(), "cargo could not build example {name}");
-    profile_dir.join("examples").join(name)
-}
-
 #[test]
 fn async_watch_example_prints_every_state_of_the_key() {
     let server = TestServer::start();
@@ -267,4 +236,31 @@ fn async_watch_example_prints_every_state_of_the_key() {
     )
     .expect("connect");
     assert_eq!(client.get("demo.light").expect("get"), None);
+}
+
+/// The async client makes the blocking client's check before it connects
+/// to the default socket: a runtime directory anyone may write to is
+/// refused, naming the problem, before anything is connected to.
+#[test]
+fn async_watch_example_refuses_a_loose_default_directory() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let runtime = dir.path().join("run");
+    std::fs::create_dir(&runtime).unwrap();
+    std::fs::set_permissions(
+        &runtime,
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let out = Command::new(rust_example("async_watch"))
+        .env_remove("NKV_ADDR")
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the example");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "it connected: {stderr}");
+    assert!(
+        stderr.contains("refusing to connect") && stderr.contains("writable by group or others"),
+        "{stderr}"
+    );
 }
