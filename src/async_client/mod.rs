@@ -117,7 +117,8 @@ pub struct AsyncClient {
 impl AsyncClient {
     /// Connects to `addr` and performs the handshake, then starts the
     /// background task on the current tokio runtime (so this must be
-    /// called from within one). Only this first connection's failure is
+    /// called from within one, with its I/O and time drivers enabled, as
+    /// `#[tokio::main]` has them). Only this first connection's failure is
     /// reported here; later ones are handled by reconnecting.
     ///
     /// ```no_run
