@@ -27,7 +27,6 @@ pub(crate) struct SubQueue {
     /// From this many waiting events on, events of one key are merged.
     limit: usize,
     /// Events merged away since the subscription began (this side only).
-    #[cfg_attr(not(test), allow(dead_code))]
     merged: u64,
 }
 
@@ -44,7 +43,6 @@ impl SubQueue {
     }
 
     /// Number of waiting events.
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.items.len()
     }
@@ -55,7 +53,6 @@ impl SubQueue {
     }
 
     /// Events merged away on this side so far.
-    #[cfg(test)]
     pub fn merged(&self) -> u64 {
         self.merged
     }
