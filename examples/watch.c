@@ -63,6 +63,9 @@ static void on_event(void *user_data, const nkv_event *ev) {
     case NKV_EVENT_CLOSED:
         printf("CLOSED: %.*s\n", (int)ev->len, ev->data ? (const char *)ev->data : "");
         break;
+    case NKV_EVENT_GROUP:
+        /* only for grouped subscriptions, which this program does not ask for */
+        break;
     }
     fflush(stdout);
 }

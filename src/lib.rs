@@ -11,10 +11,12 @@
 //! - [`engine`]: the single owner of the store; orders, commits, publishes.
 //! - [`server`]: listeners and connections (`nkv-server`).
 //! - [`client`]: the blocking Rust client used by the CLI and the C library.
+//! - [`async_client`]: the async Rust client (tokio), on the same protocol code.
 //! - [`ffi`]: the C ABI (`libnkv.so`, `include/nkv.h`).
 
 pub mod acl;
 pub mod addr;
+pub mod async_client;
 pub mod client;
 pub mod engine;
 pub mod ffi;

@@ -395,9 +395,9 @@ impl Registry {
     }
 
     fn publish_group(&self, run: &[KeyEvent]) {
-        // Each subscription's share of the run, by its mailbox.
-        let mut shares: HashMap<SubscriptionKey, (&Arc<Mailbox>, Vec<Arc<Change>>), Hasher> =
-            HashMap::default();
+        // Each subscription's share of the run, with its mailbox.
+        type Share<'a> = (&'a Arc<Mailbox>, Vec<Arc<Change>>);
+        let mut shares: HashMap<SubscriptionKey, Share<'_>, Hasher> = HashMap::default();
         for event in run {
             let mut change: Option<Arc<Change>> = None;
             for prefix in ancestors(&event.key) {

@@ -1,6 +1,8 @@
 //! The newcomer's examples work: `examples/watch.c` (built through the
 //! pkg-config file made from `nkv.pc.in`) and `examples/watch.py` print the
-//! snapshot, SYNCED and live changes of a prefix, and stop cleanly on Ctrl-C.
+//! snapshot, SYNCED and live changes of a prefix, and stop cleanly on Ctrl-C;
+//! `examples/async_watch.rs` prints what a watch of a key sees while it
+//! changes the key.
 
 mod common;
 
@@ -10,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use common::{lib_dir, TestServer};
+use common::{lib_dir, rust_example, TestServer};
 use nkv::client::{Client, ClientOptions};
 use nkv::protocol::Condition;
 
@@ -192,4 +194,73 @@ fn watch_py_example_runs() {
         .env("PYTHONPATH", manifest_dir().join("bindings/python"))
         .env("PYTHONDONTWRITEBYTECODE", "1");
     drive_watcher(cmd, &server);
+}
+
+#[test]
+fn async_watch_example_prints_every_state_of_the_key() {
+    let server = TestServer::start();
+    let out = Command::new(rust_example("async_watch"))
+        .arg("demo.light")
+        .env("NKV_ADDR", server.addr())
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run the example");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "the example failed; printed:\n{printed}"
+    );
+    let lines: Vec<&str> = printed.lines().collect();
+    // The watch holds the newest value: it may skip one replaced before it
+    // looked, but it starts absent, ends absent, and sees the last value.
+    assert_eq!(
+        lines.first(),
+        Some(&"watch demo.light: (absent)"),
+        "{printed}"
+    );
+    assert_eq!(
+        lines.last(),
+        Some(&"watch demo.light: (absent)"),
+        "{printed}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("watch demo.light: \"off\" (revision ")),
+        "the last value was not seen:\n{printed}"
+    );
+    let client = Client::connect(
+        &server.addr().parse().expect("address"),
+        ClientOptions::default(),
+    )
+    .expect("connect");
+    assert_eq!(client.get("demo.light").expect("get"), None);
+}
+
+/// The async client makes the blocking client's check before it connects
+/// to the default socket: a runtime directory anyone may write to is
+/// refused, naming the problem, before anything is connected to.
+#[test]
+fn async_watch_example_refuses_a_loose_default_directory() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let runtime = dir.path().join("run");
+    std::fs::create_dir(&runtime).unwrap();
+    std::fs::set_permissions(
+        &runtime,
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let out = Command::new(rust_example("async_watch"))
+        .env_remove("NKV_ADDR")
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the example");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "it connected: {stderr}");
+    assert!(
+        stderr.contains("refusing to connect") && stderr.contains("writable by group or others"),
+        "{stderr}"
+    );
 }

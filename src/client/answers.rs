@@ -139,7 +139,8 @@ impl Core {
                 grouped,
             } => match response {
                 Response::SubOk => {
-                    self.subs.insert(id, SubState::new(prefix, since, grouped));
+                    self.subs
+                        .insert(id, SubState::new(prefix, since).grouped(grouped));
                     if !self.hub.is_live(id) {
                         // Nobody will activate it: end it rather than leak it.
                         self.subs.remove(&id);

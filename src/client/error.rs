@@ -9,7 +9,7 @@
 use std::fmt;
 
 use crate::key::KeyError;
-use crate::protocol::{ErrorCode, ErrorFrame};
+use crate::protocol::{ErrorCode, ErrorFrame, FrameError};
 
 /// What went wrong, numbered like the C status codes (`NKV_ERR_*`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -163,6 +163,17 @@ impl Error {
 
     pub(crate) fn closed() -> Error {
         Error::new(ErrorKind::Closed, "the client is closed")
+    }
+
+    /// The error of a request the codec refused to encode: too large for
+    /// the server's frame limit, or a field too long for its length prefix.
+    pub(crate) fn from_encode(e: FrameError) -> Error {
+        match e {
+            FrameError::TooLarge { .. } | FrameError::FieldTooLong { .. } => {
+                Error::new(ErrorKind::TooLarge, e.to_string())
+            }
+            other => Error::new(ErrorKind::InvalidArgument, other.to_string()),
+        }
     }
 
     pub(crate) fn invalid_key(what: &str, key: &str, e: KeyError) -> Error {

@@ -19,21 +19,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use futures_util::StreamExt;
 use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest};
+use tokio::io::Interest;
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio::time::Instant;
-use tokio_util::codec::{Encoder, FramedRead};
+use tokio_util::either::Either;
 
-use super::error::{Error, ErrorKind};
+use super::error::Error;
+use super::handshake;
 use super::hub::Hub;
 use super::link::{Command, Link};
 use super::socket::{Gate, Sock};
 use super::{ClientOptions, ConnState, ServerInfo, Shared};
 use crate::addr::Address;
-use crate::protocol::wire::{MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
-use crate::protocol::{ClientCodec, ClientFrame, FrameError, Request, Response, ServerFrame};
 
 /// A handshaken connection: its socket, the server's HELLO_OK, and the
 /// bytes read past it.
@@ -245,122 +243,19 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// Connects and performs the handshake within `timeout`.
+/// Connects and performs the handshake (see `handshake.rs`), then takes the
+/// socket away from tokio: callers read and write it directly.
 async fn connect(
     addr: Address,
-    name: (String, Option<String>),
+    hello: (String, Option<String>),
     timeout: Duration,
 ) -> Result<Handshaken, Error> {
-    match tokio::time::timeout(timeout, handshake(&addr, name)).await {
-        Ok(result) => result,
-        Err(_) => Err(Error::new(
-            ErrorKind::Timeout,
-            format!("connecting to {addr}: no handshake within {timeout:?}"),
-        )),
-    }
-}
-
-async fn handshake(addr: &Address, name: (String, Option<String>)) -> Result<Handshaken, Error> {
+    let (stream, server, leftover) = handshake::connect(&addr, hello, timeout).await?;
     let io_error = |e: io::Error| Error::connection(format!("connecting to {addr}: {e}"));
-    if let Address::Unix(path) = addr {
-        // Never talk to a server someone else planted in our default directory.
-        crate::perms::check_before_connect(path).map_err(io_error)?;
-    }
-    match addr {
-        Address::Unix(path) => {
-            let mut stream = tokio::net::UnixStream::connect(path)
-                .await
-                .map_err(io_error)?;
-            let (server, leftover) = hello(&mut stream, addr, name).await?;
-            // No longer tokio's: callers use it directly.
-            let sock = Sock::new(stream.into_std().map_err(io_error)?.into()).map_err(io_error)?;
-            Ok((sock, server, leftover))
-        }
-        Address::Tcp(endpoint) => {
-            let mut stream = tokio::net::TcpStream::connect(endpoint.as_str())
-                .await
-                .map_err(io_error)?;
-            // Requests are small and latency matters more than packing.
-            stream.set_nodelay(true).map_err(io_error)?;
-            let (server, leftover) = hello(&mut stream, addr, name).await?;
-            let sock = Sock::new(stream.into_std().map_err(io_error)?.into()).map_err(io_error)?;
-            Ok((sock, server, leftover))
-        }
-    }
-}
-
-/// Sends HELLO and reads HELLO_OK; returns the server's limits and what
-/// was read past its answer.
-async fn hello<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: &mut S,
-    addr: &Address,
-    (name, token): (String, Option<String>),
-) -> Result<(ServerInfo, BytesMut), Error> {
-    let io_error = |e: io::Error| Error::connection(format!("connecting to {addr}: {e}"));
-    let mut encoder = ClientCodec::new();
-    let mut hello = BytesMut::new();
-    let request = Request::Hello {
-        version: PROTOCOL_VERSION,
-        client_name: name,
-        token,
+    let fd: OwnedFd = match stream {
+        Either::Left(unix) => unix.into_std().map_err(io_error)?.into(),
+        Either::Right(tcp) => tcp.into_std().map_err(io_error)?.into(),
     };
-    encoder
-        .encode(ClientFrame { id: 1, request }, &mut hello)
-        .map_err(|e| Error::new(ErrorKind::InvalidArgument, format!("client name: {e}")))?;
-    stream.write_all(&hello).await.map_err(io_error)?;
-
-    let mut reader = FramedRead::new(stream, ClientCodec::new());
-    let server = match reader.next().await {
-        Some(Ok(ServerFrame::Response {
-            response:
-                Response::HelloOk {
-                    version,
-                    max_frame,
-                    max_key,
-                    max_value,
-                    server_name,
-                },
-            ..
-        })) => {
-            if !(MIN_PROTOCOL_VERSION..=PROTOCOL_VERSION).contains(&version) {
-                return Err(Error::new(
-                    ErrorKind::UnsupportedVersion,
-                    format!(
-                        "server {server_name:?} chose protocol version {version}; \
-                         this client speaks {MIN_PROTOCOL_VERSION} to {PROTOCOL_VERSION}"
-                    ),
-                ));
-            }
-            ServerInfo {
-                name: server_name,
-                max_frame,
-                max_key,
-                max_value,
-            }
-        }
-        Some(Ok(ServerFrame::Response {
-            response: Response::Error(e),
-            ..
-        })) => return Err(Error::from_wire(e)),
-        Some(Ok(_)) => {
-            return Err(Error::new(
-                ErrorKind::Protocol,
-                format!("connecting to {addr}: the server did not answer HELLO with HELLO_OK"),
-            ))
-        }
-        Some(Err(FrameError::Io(e))) => return Err(io_error(e)),
-        Some(Err(e)) => {
-            return Err(Error::new(
-                ErrorKind::Protocol,
-                format!("connecting to {addr}: {e}"),
-            ))
-        }
-        None => {
-            return Err(Error::connection(format!(
-                "connecting to {addr}: the server closed the connection during the handshake"
-            )))
-        }
-    };
-    let leftover = reader.read_buffer_mut().split();
-    Ok((server, leftover))
+    let sock = Sock::new(fd).map_err(io_error)?;
+    Ok((sock, server, leftover))
 }

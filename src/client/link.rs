@@ -32,13 +32,13 @@ use tokio_util::codec::Encoder;
 
 use super::answers::Pending;
 use super::ephemeral::Holdings;
-use super::error::{Error, ErrorKind};
+use super::error::Error;
 use super::hub::{Hub, FIRST_REQUEST_ID};
 use super::socket::{Filled, Gate, Interest, Reader, Sock};
 use super::subscription::SubState;
 use super::Shared;
 use crate::addr::Address;
-use crate::protocol::{ClientCodec, ClientFrame, FrameError, Request, ServerFrame};
+use crate::protocol::{ClientCodec, ClientFrame, Request, ServerFrame};
 
 /// What wakes the I/O thread besides its socket and timers.
 #[derive(Debug)]
@@ -350,7 +350,7 @@ impl Core {
         };
         self.encoder
             .encode(ClientFrame { id, request }, &mut live.out)
-            .map_err(encode_error)
+            .map_err(Error::from_encode)
     }
 
     /// The error of a call made while there is no connection to use.
@@ -563,13 +563,4 @@ fn write_what_fits(sock: &Sock, bytes: &[u8]) -> (usize, Option<String>) {
         }
     }
     (written, None)
-}
-
-fn encode_error(e: FrameError) -> Error {
-    match e {
-        FrameError::TooLarge { .. } | FrameError::FieldTooLong { .. } => {
-            Error::new(ErrorKind::TooLarge, e.to_string())
-        }
-        other => Error::new(ErrorKind::InvalidArgument, other.to_string()),
-    }
 }

@@ -94,10 +94,12 @@ mod call;
 mod deadline;
 mod ephemeral;
 mod error;
+pub(crate) mod handshake;
 mod hub;
 mod io;
 mod lifecycle;
 mod link;
+pub(crate) mod ops;
 mod queue;
 mod socket;
 pub mod subscription;
@@ -118,14 +120,13 @@ pub use subscription::SubscriptionEvent;
 pub use wait::WaitFor;
 
 use crate::addr::Address;
-use crate::key::{validate_key, validate_prefix};
-use crate::protocol::wire::{MAX_EPHEMERAL_GRACE_MS, MAX_TXN_CONDITIONS, MAX_TXN_OPS};
-use crate::protocol::{Condition, Request, Response, Txn, TxnOp};
-use answers::Answer;
+use crate::protocol::{Condition, Request, Txn, TxnOp};
+pub(crate) use answers::Answer;
 use call::SubscribeArgs;
 use ephemeral::Claim;
 use hub::Hub;
 use link::Link;
+pub(crate) use queue::SubQueue;
 
 /// How a [`Client`] behaves.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -247,24 +248,53 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
+    /// A connection state with no server known yet.
+    pub(crate) fn new(state: ConnState) -> Shared {
+        Shared {
+            info: Mutex::new(ServerInfo::default()),
+            max_key: AtomicU32::new(0),
+            max_value: AtomicU32::new(0),
+            state: AtomicU8::new(state as u8),
+            holdings: AtomicUsize::new(0),
+        }
+    }
+
     /// Adopts a new connection's server.
-    fn set_info(&self, info: ServerInfo) {
+    pub(crate) fn set_info(&self, info: ServerInfo) {
         self.max_key.store(info.max_key, Ordering::Relaxed);
         self.max_value.store(info.max_value, Ordering::Relaxed);
         *self.info.lock().unwrap_or_else(PoisonError::into_inner) = info;
     }
 
-    fn set_state(&self, state: ConnState) {
+    /// Publishes the connection's state.
+    pub(crate) fn set_state(&self, state: ConnState) {
         self.state.store(state as u8, Ordering::Release);
     }
 
-    fn state(&self) -> ConnState {
+    /// The connection's state now.
+    pub(crate) fn state(&self) -> ConnState {
         match self.state.load(Ordering::Acquire) {
             0 => ConnState::Connected,
             1 => ConnState::Disconnected,
             2 => ConnState::Connecting,
             _ => ConnState::Closed,
         }
+    }
+
+    /// The server's key and value limits, without taking the lock.
+    pub(crate) fn limits(&self) -> ops::Limits {
+        ops::Limits {
+            max_key: self.max_key.load(Ordering::Relaxed) as usize,
+            max_value: self.max_value.load(Ordering::Relaxed) as usize,
+        }
+    }
+
+    /// The server's name and limits (of the current or last connection).
+    pub(crate) fn info(&self) -> ServerInfo {
+        self.info
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -283,10 +313,25 @@ pub struct ServerLimits {
 /// every reconnect).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct ServerInfo {
-    name: String,
-    max_frame: u32,
-    max_key: u32,
-    max_value: u32,
+    /// The server's name from HELLO_OK.
+    pub(crate) name: String,
+    /// Largest frame (length field), in bytes.
+    pub(crate) max_frame: u32,
+    /// Largest key, in bytes.
+    pub(crate) max_key: u32,
+    /// Largest value, in bytes.
+    pub(crate) max_value: u32,
+}
+
+impl ServerInfo {
+    /// The limits part, as the public API gives it.
+    pub(crate) fn limits(&self) -> ServerLimits {
+        ServerLimits {
+            max_key: self.max_key,
+            max_value: self.max_value,
+            max_frame: self.max_frame,
+        }
+    }
 }
 
 /// A value with the revision of its last write.
@@ -371,13 +416,7 @@ impl Client {
     /// connection's failure is reported here; later ones are handled by
     /// reconnecting.
     pub fn connect(addr: &Address, options: ClientOptions) -> Result<Client, Error> {
-        let shared = Arc::new(Shared {
-            info: Mutex::new(ServerInfo::default()),
-            max_key: AtomicU32::new(0),
-            max_value: AtomicU32::new(0),
-            state: AtomicU8::new(ConnState::Connecting as u8),
-            holdings: AtomicUsize::new(0),
-        });
+        let shared = Arc::new(Shared::new(ConnState::Connecting));
         let manual = options.dispatch == DispatchMode::Manual;
         let hub =
             Arc::new(Hub::new(options.queue_limit, manual).map_err(|e| {
@@ -448,12 +487,7 @@ impl Client {
 
     /// The server's limits (of the current or last connection).
     pub fn server_limits(&self) -> ServerLimits {
-        let info = self.info();
-        ServerLimits {
-            max_key: info.max_key,
-            max_value: info.max_value,
-            max_frame: info.max_frame,
-        }
+        self.info().limits()
     }
 
     /// The server's name from its HELLO_OK, e.g. `"nkv-server 0.1.0"`.
@@ -463,10 +497,7 @@ impl Client {
 
     /// Checks that the server answers.
     pub fn ping(&self) -> Result<(), Error> {
-        match self.inner()?.call(Request::Ping)? {
-            Answer::Response(Response::Pong) => Ok(()),
-            other => Err(unexpected(other)),
-        }
+        ops::ping_answer(self.inner()?.call(Request::Ping)?)
     }
 
     /// Writes `value` at `key` if `condition` holds; returns the revision of
@@ -477,20 +508,11 @@ impl Client {
     /// held `key` (see [`Client::put_ephemeral`]), it no longer does.
     pub fn put(&self, key: &str, value: &[u8], condition: Condition) -> Result<u64, Error> {
         let inner = self.inner()?;
-        inner.check_key(key)?;
-        inner.check_value(value)?;
-        let request = Request::Put {
-            key: key.to_owned(),
-            value: Bytes::copy_from_slice(value),
-            condition,
-        };
-        match inner.call(request)? {
-            Answer::Response(Response::PutOk { revision }) => {
-                inner.disown(|core| core.disown_key(key));
-                Ok(revision)
-            }
-            other => Err(unexpected(other)),
-        }
+        ops::put_check(inner.limits(), key, value.len())?;
+        let request = ops::put(key, Bytes::copy_from_slice(value), condition);
+        let revision = ops::put_answer(inner.call(request)?)?;
+        inner.disown(|core| core.disown_key(key));
+        Ok(revision)
     }
 
     /// Writes an ephemeral key: like [`Client::put`], but the key belongs to
@@ -515,36 +537,16 @@ impl Client {
         grace: Duration,
     ) -> Result<u64, Error> {
         let inner = self.inner()?;
-        inner.check_key(key)?;
-        inner.check_value(value)?;
-        let grace_ms = u32::try_from(grace.as_millis())
-            .ok()
-            .filter(|ms| *ms <= MAX_EPHEMERAL_GRACE_MS)
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::InvalidArgument,
-                    format!(
-                        "grace period {grace:?} is over the protocol's limit of {} s",
-                        MAX_EPHEMERAL_GRACE_MS / 1000
-                    ),
-                )
-            })?;
+        ops::put_check(inner.limits(), key, value.len())?;
+        let grace_ms = ops::grace_ms(grace)?;
         let value = Bytes::copy_from_slice(value);
         let claim = Claim {
             key: key.to_owned(),
             value: value.clone(),
             grace_ms,
         };
-        let request = Request::PutEphemeral {
-            key: key.to_owned(),
-            value,
-            condition,
-            grace_ms,
-        };
-        match inner.link.claim(request, claim, inner.timeout()?)? {
-            Answer::Response(Response::PutOk { revision }) => Ok(revision),
-            other => Err(unexpected(other)),
-        }
+        let request = ops::put_ephemeral(key, value, condition, grace_ms);
+        ops::put_answer(inner.link.claim(request, claim, inner.timeout()?)?)
     }
 
     /// The ephemeral keys this client holds now (written with
@@ -583,106 +585,62 @@ impl Client {
     /// client.
     pub fn txn(&self, txn: &Txn) -> Result<TxnOutcome, Error> {
         let inner = self.inner()?;
-        inner.check_txn(txn)?;
-        match inner.call(Request::Txn(txn.clone()))? {
-            Answer::Response(Response::TxnOk { revision, deleted }) => {
-                inner.disown(|core| {
-                    for op in &txn.ops {
-                        match op {
-                            TxnOp::Put { key, .. } | TxnOp::Delete { key } => core.disown_key(key),
-                            TxnOp::DeletePrefix { prefix } => core.disown_prefix(prefix),
-                        }
-                    }
-                });
-                Ok(TxnOutcome { revision, deleted })
+        let request = ops::txn(inner.limits(), txn)?;
+        let outcome = ops::txn_answer(inner.call(request)?)?;
+        inner.disown(|core| {
+            for op in &txn.ops {
+                match op {
+                    TxnOp::Put { key, .. } | TxnOp::Delete { key } => core.disown_key(key),
+                    TxnOp::DeletePrefix { prefix } => core.disown_prefix(prefix),
+                }
             }
-            other => Err(unexpected(other)),
-        }
+        });
+        Ok(outcome)
     }
 
     /// Reads `key`; `Ok(None)` when it does not exist.
     pub fn get(&self, key: &str) -> Result<Option<Entry>, Error> {
         let inner = self.inner()?;
-        inner.check_key(key)?;
-        let request = Request::Get {
-            key: key.to_owned(),
-        };
-        match inner.call(request) {
-            Ok(Answer::Response(Response::GetOk { revision, value })) => {
-                Ok(Some(Entry { value, revision }))
-            }
-            Err(e) if e.kind == ErrorKind::NotFound => Ok(None),
-            Ok(other) => Err(unexpected(other)),
-            Err(e) => Err(e),
-        }
+        let request = ops::get(inner.limits(), key)?;
+        ops::get_answer(inner.call(request))
     }
 
     /// Every key under `prefix` (`""` = every key), in key order.
     pub fn list(&self, prefix: &str) -> Result<Vec<ListEntry>, Error> {
         let inner = self.inner()?;
-        inner.check_prefix(prefix)?;
-        let request = Request::List {
-            prefix: prefix.to_owned(),
-        };
-        match inner.call(request)? {
-            Answer::List(items) => Ok(items),
-            other => Err(unexpected(other)),
-        }
+        let request = ops::list(inner.limits(), prefix)?;
+        ops::list_answer(inner.call(request)?)
     }
 
     /// Deletes `key` if `condition` holds; returns the revision of the
     /// delete. A missing key gives [`ErrorKind::NotFound`].
     pub fn delete(&self, key: &str, condition: Condition) -> Result<u64, Error> {
         let inner = self.inner()?;
-        inner.check_key(key)?;
-        let request = Request::Delete {
-            key: key.to_owned(),
-            condition,
-        };
-        match inner.call(request)? {
-            Answer::Response(Response::DelOk { revision, .. }) => {
-                inner.disown(|core| core.disown_key(key));
-                Ok(revision)
-            }
-            other => Err(unexpected(other)),
-        }
+        let request = ops::delete(inner.limits(), key, condition)?;
+        let revision = ops::delete_answer(inner.call(request)?)?;
+        inner.disown(|core| core.disown_key(key));
+        Ok(revision)
     }
 
     /// Deletes `prefix` and every key under it atomically (`""` = every
     /// key); returns the revision and how many keys were deleted.
     pub fn delete_prefix(&self, prefix: &str) -> Result<(u64, u32), Error> {
         let inner = self.inner()?;
-        inner.check_prefix(prefix)?;
-        let request = Request::DeletePrefix {
-            prefix: prefix.to_owned(),
-        };
-        match inner.call(request)? {
-            Answer::Response(Response::DelOk { revision, deleted }) => {
-                inner.disown(|core| core.disown_prefix(prefix));
-                Ok((revision, deleted))
-            }
-            other => Err(unexpected(other)),
-        }
+        let request = ops::delete_prefix(inner.limits(), prefix)?;
+        let done = ops::delete_prefix_answer(inner.call(request)?)?;
+        inner.disown(|core| core.disown_prefix(prefix));
+        Ok(done)
     }
 
     /// The server's counters, in the server's order.
     pub fn stats(&self) -> Result<Vec<(String, u64)>, Error> {
-        match self.inner()?.call(Request::Stats)? {
-            Answer::Response(Response::StatsOk { stats }) => Ok(stats),
-            other => Err(unexpected(other)),
-        }
+        ops::stats_answer(self.inner()?.call(Request::Stats)?)
     }
 
     /// Asks the server to compact its store now; returns the bytes of its
     /// data files before and after.
     pub fn compact(&self) -> Result<(u64, u64), Error> {
-        match self.inner()?.call(Request::Compact)? {
-            Answer::Response(Response::CompactOk {
-                bytes_before,
-                bytes_after,
-            }) => Ok((bytes_before, bytes_after)),
-            other => Err(unexpected(other)),
-        }
+        ops::compact_answer(self.inner()?.call(Request::Compact)?)
     }
 
     /// Subscribes to `prefix` (`""` = every key) and returns the
@@ -749,7 +707,7 @@ impl Client {
         before_activate: &mut dyn FnMut(u32),
     ) -> Result<u32, Error> {
         let ready = self.inner().and_then(|inner| {
-            inner.check_prefix(prefix)?;
+            inner.limits().prefix(prefix)?;
             Ok((inner, inner.timeout()?))
         });
         let (inner, timeout) = match ready {
@@ -882,12 +840,7 @@ impl Client {
         if self.inner.pid != std::process::id() {
             return ServerInfo::default();
         }
-        self.inner
-            .shared
-            .info
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.inner.shared.info()
     }
 }
 
@@ -908,66 +861,8 @@ impl std::fmt::Debug for Client {
 
 impl Inner {
     /// The longest key and largest value the server takes.
-    fn limits(&self) -> (usize, usize) {
-        let max_key = self.shared.max_key.load(Ordering::Relaxed);
-        let max_value = self.shared.max_value.load(Ordering::Relaxed);
-        (max_key as usize, max_value as usize)
-    }
-
-    fn check_key(&self, key: &str) -> Result<(), Error> {
-        let (max, _) = self.limits();
-        validate_key(key, max).map_err(|e| Error::invalid_key("key", key, e))
-    }
-
-    fn check_prefix(&self, prefix: &str) -> Result<(), Error> {
-        let (max, _) = self.limits();
-        validate_prefix(prefix, max).map_err(|e| Error::invalid_key("prefix", prefix, e))
-    }
-
-    fn check_value(&self, value: &[u8]) -> Result<(), Error> {
-        let (_, max_value) = self.limits();
-        if value.len() > max_value {
-            return Err(Error::new(
-                ErrorKind::TooLarge,
-                format!(
-                    "value is {} bytes, more than the server's limit of {max_value}",
-                    value.len(),
-                ),
-            ));
-        }
-        Ok(())
-    }
-
-    /// What the server would refuse in a transaction, refused before
-    /// anything is sent (protocol.md, TXN): counts, keys, values. The
-    /// total size is the server's to judge: it counts the keys the
-    /// transaction ends up changing, which a prefix delete decides.
-    fn check_txn(&self, txn: &Txn) -> Result<(), Error> {
-        for (what, n, max) in [
-            ("conditions", txn.conditions.len(), MAX_TXN_CONDITIONS),
-            ("operations", txn.ops.len(), MAX_TXN_OPS),
-        ] {
-            if n > max {
-                return Err(Error::new(
-                    ErrorKind::Limit,
-                    format!("a transaction has at most {max} {what}, this one has {n}"),
-                ));
-            }
-        }
-        for condition in &txn.conditions {
-            self.check_key(&condition.key)?;
-        }
-        for op in &txn.ops {
-            match op {
-                TxnOp::Put { key, value } => {
-                    self.check_key(key)?;
-                    self.check_value(value)?;
-                }
-                TxnOp::Delete { key } => self.check_key(key)?,
-                TxnOp::DeletePrefix { prefix } => self.check_prefix(prefix)?,
-            }
-        }
-        Ok(())
+    fn limits(&self) -> ops::Limits {
+        self.shared.limits()
     }
 
     /// Runs `f` on the core if the client holds ephemeral keys (after a
@@ -1009,17 +904,6 @@ impl Client {
             .max(1);
         self.inner.timeout_ms.store(ms, Ordering::Relaxed);
     }
-}
-
-fn unexpected(answer: Answer) -> Error {
-    let what = match answer {
-        Answer::Response(r) => format!("response type 0x{:02X}", r.frame_type()),
-        Answer::List(_) => "listing".to_owned(),
-    };
-    Error::new(
-        ErrorKind::Protocol,
-        format!("unexpected {what} from the server"),
-    )
 }
 
 #[cfg(test)]

@@ -65,7 +65,6 @@ pub(crate) struct SubQueue {
     /// From this many waiting events on, events of one key are merged.
     limit: usize,
     /// Events merged away since the subscription began (this side only).
-    #[cfg_attr(not(test), allow(dead_code))]
     merged: u64,
 }
 
@@ -109,7 +108,6 @@ impl SubQueue {
     }
 
     /// Number of waiting events (data and control).
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.len
     }
@@ -126,7 +124,6 @@ impl SubQueue {
     }
 
     /// Events merged away on this side so far.
-    #[cfg(test)]
     pub fn merged(&self) -> u64 {
         self.merged
     }

@@ -131,13 +131,19 @@ pub(crate) struct SubState {
 impl SubState {
     /// A subscription as requested: `since` is the caller's resume point,
     /// trusted as complete exactly as the server trusts it.
-    pub fn new(prefix: String, since: Option<u64>, grouped: bool) -> SubState {
+    pub fn new(prefix: String, since: Option<u64>) -> SubState {
         SubState {
             prefix,
             resume: since,
             live: false,
-            grouped,
+            grouped: false,
         }
+    }
+
+    /// The same, with GROUP events (`true`) or without.
+    pub fn grouped(mut self, grouped: bool) -> SubState {
+        self.grouped = grouped;
+        self
     }
 
     /// The SUB that subscribes again from the resume point.
@@ -202,7 +208,7 @@ mod tests {
 
     #[test]
     fn snapshot_events_do_not_move_the_resume_point() {
-        let mut s = SubState::new("p".into(), None, false);
+        let mut s = SubState::new("p".into(), None);
         s.observe(&update(9));
         assert_eq!(s.resume, None);
         assert!(s.needs_reset());
@@ -212,7 +218,7 @@ mod tests {
 
     #[test]
     fn live_events_resume_one_below_their_revision() {
-        let mut s = SubState::new("p".into(), None, false);
+        let mut s = SubState::new("p".into(), None);
         s.observe(&Event::Synced { revision: 5 });
         s.observe(&update(9));
         assert_eq!(s.resume, Some(8));
@@ -226,7 +232,7 @@ mod tests {
 
     #[test]
     fn resume_phase_after_reconnect_keeps_the_old_point_until_synced() {
-        let mut s = SubState::new("p".into(), Some(3), false);
+        let mut s = SubState::new("p".into(), Some(3));
         assert!(!s.needs_reset());
         s.observe(&Event::Synced { revision: 4 });
         s.disconnected();
@@ -241,7 +247,7 @@ mod tests {
         // A transaction at 10 on two keys: the GROUP, then its events. A
         // loss right after the GROUP, or between the events, resumes at 9:
         // the whole group comes again.
-        let mut s = SubState::new("p".into(), None, true);
+        let mut s = SubState::new("p".into(), None).grouped(true);
         s.observe(&Event::Synced { revision: 5 });
         s.observe(&Event::Group {
             count: 2,
@@ -259,7 +265,7 @@ mod tests {
                 since: Some(9)
             }
         );
-        let plain = SubState::new("p".into(), None, false);
+        let plain = SubState::new("p".into(), None);
         assert_eq!(
             plain.resubscribe(),
             Request::Subscribe {
@@ -271,7 +277,7 @@ mod tests {
 
     #[test]
     fn reset_voids_the_resume_point() {
-        let mut s = SubState::new("p".into(), Some(3), false);
+        let mut s = SubState::new("p".into(), Some(3));
         s.observe(&Event::Reset);
         assert!(s.needs_reset());
         s.observe(&update(30));

@@ -625,6 +625,9 @@ fn put(
 ) -> Reply {
     let store = &mut core.store;
     if condition != Condition::None {
+        // An invalid key is INVALID_KEY whatever the condition.
+        crate::key::validate_key(&key, store.log().options().max_key_len)
+            .map_err(|e| EngineError::Store(e.into()))?;
         condition
             .check(store.current(&key))
             .map_err(EngineError::Store)?;
@@ -649,6 +652,8 @@ fn put(
 
 fn delete(core: &mut Core, key: String, condition: Condition, events: &mut Vec<KeyEvent>) -> Reply {
     let store = &mut core.store;
+    crate::key::validate_key(&key, store.log().options().max_key_len)
+        .map_err(|e| EngineError::Store(e.into()))?;
     condition
         .check(store.current(&key))
         .map_err(EngineError::Store)?;

@@ -347,3 +347,49 @@ fn covered<'a>(
         .take_while(move |(k, _)| k.starts_with(prefix))
         .filter(move |(k, _)| covers(prefix, k))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn old_tombstones_go_and_the_floor_rises_past_them() {
+        let options = Options {
+            tombstone_retention: 10,
+            ..Options::default()
+        };
+        let mut store = MemoryStore::new(&options);
+        let mut revision = 0;
+        for i in 0..3000u64 {
+            let key = format!("k.{i}");
+            revision += 1;
+            store
+                .apply(
+                    revision,
+                    &[Write::Put {
+                        key: &key,
+                        value: b"v",
+                    }],
+                )
+                .unwrap();
+            revision += 1;
+            store
+                .apply(revision, &[Write::Delete { key: &key }])
+                .unwrap();
+        }
+        let stats = store.stats();
+        assert_eq!(stats.keys, 0);
+        assert!(stats.tombstones < 2100, "tombstones are pruned: {stats:?}");
+        let floor = Backend::floor(&store);
+        assert!(floor > 0 && floor <= revision - 10, "floor {floor}");
+        assert!(matches!(
+            store.changes_since("", floor - 1),
+            Ok(Changes::TooOld { .. })
+        ));
+        // Deletes within the retention are still told.
+        match store.changes_since("", revision - 3).unwrap() {
+            Changes::Since(changes) => assert_eq!(changes.len(), 2),
+            other => panic!("{other:?}"),
+        }
+    }
+}

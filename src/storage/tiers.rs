@@ -258,7 +258,7 @@ impl Tiers {
     /// prefix (ephemeral).
     pub fn put(&mut self, key: &str, value: &[u8], memory: bool) -> Result<u64, StoreError> {
         let to_memory = memory || self.placement.is_volatile(key);
-        if !to_memory && self.memory.is_empty() {
+        if !to_memory && !self.in_memory(key) {
             // The usual case: one log record, no bookkeeping.
             let revision = self.log.put(key, value, crate::store::Condition::None)?;
             self.revision = revision;
@@ -271,8 +271,11 @@ impl Tiers {
     /// Deletes `key`; `NotFound` (nothing written) when it is absent.
     pub fn delete(&mut self, key: &str) -> Result<u64, StoreError> {
         validate_key(key, self.log.options().max_key_len)?;
-        if self.current(key).is_none() {
-            return Err(StoreError::NotFound);
+        if !self.in_memory(key) {
+            // The usual case: one log record (`NotFound` when absent).
+            let revision = self.log.delete(key, crate::store::Condition::None)?;
+            self.revision = revision;
+            return Ok(revision);
         }
         let written = self.write(&[Op::Delete { key }])?;
         Ok(written.revision.unwrap_or(self.revision))
@@ -281,17 +284,36 @@ impl Tiers {
     /// Deletes `prefix` and every key it covers, on both sides, as one
     /// write; writes nothing when nothing matches.
     pub fn delete_prefix(&mut self, prefix: &str) -> Result<PrefixDeletion, StoreError> {
-        if self.memory.is_empty() {
+        validate_prefix(prefix, self.log.options().max_key_len)?;
+        let in_memory = if self.memory.is_empty() {
+            Vec::new()
+        } else {
+            self.memory.live_keys(prefix)
+        };
+        if in_memory.is_empty() {
             let deletion = self.log.delete_prefix(prefix)?;
             if let Some(r) = deletion.revision {
                 self.revision = r;
             }
             return Ok(deletion);
         }
-        let written = self.write(&[Op::DeletePrefix { prefix }])?;
+        // The log side stays one small prefix record however many keys it
+        // covers (a batch of single deletes would be bounded by
+        // `max_value_len`).
+        let revision = self.revision + 1;
+        self.reserve(revision)?;
+        self.log.advance_revision(revision - 1);
+        let logged = self.log.delete_prefix(prefix)?;
+        self.log.advance_revision(revision);
+        let writes: Vec<Write<'_>> = in_memory.iter().map(|key| Write::Delete { key }).collect();
+        self.memory.apply(revision, &writes)?;
+        self.revision = revision;
+        let mut keys = logged.keys;
+        keys.extend(in_memory);
+        keys.sort();
         Ok(PrefixDeletion {
-            revision: written.revision,
-            keys: written.changes.into_iter().map(|(k, _)| k).collect(),
+            revision: Some(revision),
+            keys,
         })
     }
 
@@ -339,7 +361,7 @@ impl Tiers {
         }
         // One bound for a multi-key write wherever its keys live: what the
         // log's batch record may hold.
-        if ops.len() > 1 {
+        if finals.len() > 1 {
             let size: usize = finals
                 .iter()
                 .map(|(k, (v, _))| k.len() + v.map_or(0, <[u8]>::len) + BATCH_OP_COST)
@@ -426,5 +448,77 @@ fn later(a: &crate::store::Change, b: &crate::store::Change) -> bool {
         std::cmp::Ordering::Greater => true,
         std::cmp::Ordering::Less => false,
         std::cmp::Ordering::Equal => matches!(a, Change::Put { .. }),
+    }
+}
+
+/// The tiers as one backend: what the engine relies on holds for the
+/// whole as for each side (`tests/storage_contract.rs` runs the same model
+/// test against all three). Writes through this trait follow the
+/// placement (volatile prefixes); ephemeral writes need [`Tiers::write`].
+impl Backend for Tiers {
+    fn name(&self) -> &'static str {
+        "tiers"
+    }
+
+    fn durable(&self) -> bool {
+        // Keys under volatile prefixes are not.
+        self.placement.volatile.is_empty()
+    }
+
+    fn revision(&self) -> u64 {
+        self.revision
+    }
+
+    fn floor(&self) -> u64 {
+        Tiers::floor(self)
+    }
+
+    fn advance(&mut self, revision: u64) {
+        self.revision = self.revision.max(revision);
+        self.log.advance_revision(revision);
+        self.memory.advance(revision);
+    }
+
+    fn current(&self, key: &str) -> Option<u64> {
+        Tiers::current(self, key)
+    }
+
+    fn live_keys(&self, prefix: &str) -> Vec<Key> {
+        let mut keys = self.log.live_keys(prefix);
+        keys.extend(self.memory.live_keys(prefix));
+        keys.sort();
+        keys
+    }
+
+    fn apply(&mut self, revision: u64, writes: &[Write<'_>]) -> Result<(), StoreError> {
+        Backend::advance(self, revision - 1);
+        let ops: Vec<Op<'_>> = writes
+            .iter()
+            .map(|w| match *w {
+                Write::Put { key, value } => Op::Put {
+                    key,
+                    value,
+                    memory: false,
+                },
+                Write::Delete { key } => Op::Delete { key },
+            })
+            .collect();
+        self.write(&ops).map(|_| ())
+    }
+
+    fn read(&self, key: &str, f: &mut dyn FnMut(u64, &[u8])) -> Result<bool, StoreError> {
+        Ok(self.get_with(key, |r, v| f(r, v))?.is_some())
+    }
+
+    fn changes_since(&self, prefix: &str, revision: u64) -> Result<Changes, StoreError> {
+        Tiers::changes_since(self, prefix, revision)
+    }
+
+    fn snapshot(&self) -> std::sync::Arc<dyn super::Snapshot> {
+        std::sync::Arc::new(self.view())
+    }
+
+    fn stats(&self) -> BackendStats {
+        Tiers::stats(self)
     }
 }

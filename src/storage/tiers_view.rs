@@ -174,3 +174,30 @@ fn newer(a: &ViewEntry, b: &ViewEntry) -> bool {
         std::cmp::Ordering::Equal => matches!(a, ViewEntry::Live { .. }),
     }
 }
+
+impl Snapshot for TiersSnapshot {
+    fn revision(&self) -> u64 {
+        self.0.revision
+    }
+
+    fn floor(&self) -> u64 {
+        self.0.floor
+    }
+
+    fn live_keys(&self) -> u64 {
+        self.keys()
+    }
+
+    fn read(&self, key: &str, f: &mut dyn FnMut(u64, &[u8])) -> Result<bool, StoreError> {
+        Ok(self.get_with(key, |r, v| f(r, v))?.is_some())
+    }
+
+    fn walk<'a>(
+        &'a self,
+        prefix: &'a str,
+        after: Option<&'a str>,
+        since: Option<u64>,
+    ) -> Box<dyn Iterator<Item = Result<ViewEntry, StoreError>> + 'a> {
+        self.entries(prefix, after, since)
+    }
+}

@@ -15,6 +15,7 @@
 
 mod autocompact;
 mod background;
+mod check;
 mod compaction;
 mod db;
 pub mod error;
@@ -31,6 +32,7 @@ mod segment;
 
 pub use autocompact::CompactionHold;
 pub use background::{HintJob, WRITEBACK_BYTES};
+pub use check::{check, CheckReport, Finding};
 pub use compaction::{CompactionJob, CompactionReport};
 pub use db::{Store, SyncPoint};
 pub use error::StoreError;

@@ -454,3 +454,34 @@ pub fn lib_dir() -> PathBuf {
         ),
     }
 }
+
+/// A Rust example's binary, as this test run's profile builds it. A full
+/// `cargo test` builds every example; `cargo test --test examples` alone
+/// does not, so build it here (a no-op when it is current).
+pub fn rust_example(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("the test binary lives in target/<profile>/deps");
+    let target_dir = profile_dir.parent().expect("target/");
+    let profile = profile_dir.file_name().unwrap().to_str().unwrap();
+    let mut cargo = Command::new(env!("CARGO"));
+    cargo
+        .args(["build", "--quiet", "--example", name, "--manifest-path"])
+        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(target_dir);
+    match profile {
+        "debug" => {}
+        "release" => {
+            cargo.arg("--release");
+        }
+        other => {
+            cargo.args(["--profile", other]);
+        }
+    }
+    let status = cargo.status().expect("run cargo");
+    assert!(status.success(), "cargo could not build example {name}");
+    profile_dir.join("examples").join(name)
+}

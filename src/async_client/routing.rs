@@ -1,0 +1,355 @@
+//! What waits for the server's frames, and where each frame goes: callers'
+//! requests (answered through oneshot channels), subscriptions (events go
+//! to their queue, with the blocking client's resume bookkeeping,
+//! [`SubState`]), and the background task's own requests.
+//!
+//! Only the background task touches a [`Router`], so it needs no lock; it
+//! never waits, and never runs user code (a reader is only woken).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use tokio::sync::oneshot;
+
+use super::conn::Conn;
+use super::subscription::Sink;
+use crate::client::subscription::SubState;
+use crate::client::{Answer, Error, ErrorKind, ListEntry, SubscriptionEvent};
+use crate::protocol::{ErrorCode, Event, Request, Response, ServerFrame};
+
+/// Where a caller's answer goes.
+pub(super) type Reply = oneshot::Sender<Result<Answer, Error>>;
+
+/// Where a caller's new subscription id goes.
+pub(super) type SubReply = oneshot::Sender<Result<u32, Error>>;
+
+/// A request that waits for its response.
+#[derive(Debug)]
+enum Pending {
+    /// A caller's request; LIST items accumulate in `items`.
+    Call { reply: Reply, items: Vec<ListEntry> },
+    /// A caller's SUB (its id becomes the subscription id).
+    Subscribe {
+        prefix: String,
+        since: Option<u64>,
+        sink: Arc<Sink>,
+        reply: SubReply,
+    },
+    /// A SUB re-sent after a reconnect.
+    Resubscribe,
+    /// A keepalive PING.
+    Keepalive,
+    /// A request nobody waits for (UNSUB).
+    Ignore,
+}
+
+/// A live subscription.
+#[derive(Debug)]
+struct Sub {
+    /// Prefix and resume point.
+    state: SubState,
+    /// Its reader's queue.
+    sink: Arc<Sink>,
+}
+
+/// Requests in flight and live subscriptions (see the module docs).
+#[derive(Debug)]
+pub(super) struct Router {
+    /// Requests sent on the current connection and not fully answered.
+    pending: HashMap<u32, Pending>,
+    /// Live subscriptions by id (ordered: re-subscribing is deterministic).
+    subs: BTreeMap<u32, Sub>,
+    /// The next request id to try (never 0).
+    next_id: u32,
+    /// [`ClientOptions::reconnect`](crate::client::ClientOptions::reconnect):
+    /// a lost connection ends every subscription without it.
+    reconnect: bool,
+}
+
+impl Router {
+    /// Nothing in flight yet.
+    pub fn new(reconnect: bool) -> Router {
+        Router {
+            pending: HashMap::new(),
+            subs: BTreeMap::new(),
+            next_id: 1,
+            reconnect,
+        }
+    }
+
+    /// An id used by no pending request and no live subscription: a
+    /// subscription keeps its SUB's id for life (re-SUBs reuse it).
+    fn alloc_id(&mut self) -> u32 {
+        loop {
+            let id = self.next_id;
+            self.next_id = self.next_id.checked_add(1).unwrap_or(1);
+            if !self.pending.contains_key(&id) && !self.subs.contains_key(&id) {
+                return id;
+            }
+        }
+    }
+
+    /// Sends a caller's request.
+    pub fn call(&mut self, conn: &mut Conn, request: Request, reply: Reply) {
+        let id = self.alloc_id();
+        conn.send(id, request);
+        let items = Vec::new();
+        self.pending.insert(id, Pending::Call { reply, items });
+    }
+
+    /// Sends a caller's SUB.
+    pub fn subscribe(
+        &mut self,
+        conn: &mut Conn,
+        prefix: String,
+        since: Option<u64>,
+        sink: Arc<Sink>,
+        reply: SubReply,
+    ) {
+        let id = self.alloc_id();
+        let request = Request::Subscribe {
+            prefix: prefix.clone(),
+            since,
+        };
+        conn.send(id, request);
+        let pending = Pending::Subscribe {
+            prefix,
+            since,
+            sink,
+            reply,
+        };
+        self.pending.insert(id, pending);
+    }
+
+    /// The reader of subscription `id` is gone: forget it, and tell the
+    /// server if connected.
+    pub fn unsubscribe(&mut self, conn: Option<&mut Conn>, id: u32) {
+        if self.subs.remove(&id).is_none() {
+            return;
+        }
+        if let Some(conn) = conn {
+            self.unsub_on_server(conn, id);
+        }
+    }
+
+    fn unsub_on_server(&mut self, conn: &mut Conn, subscription: u32) {
+        let id = self.alloc_id();
+        conn.send(id, Request::Unsubscribe { subscription });
+        self.pending.insert(id, Pending::Ignore);
+    }
+
+    /// Sends a keepalive PING.
+    pub fn ping(&mut self, conn: &mut Conn) {
+        let id = self.alloc_id();
+        conn.send(id, Request::Ping);
+        self.pending.insert(id, Pending::Keepalive);
+        conn.pinging = true;
+    }
+
+    /// Handles one frame; `Err(reason)` means the connection must be dropped.
+    pub fn frame(&mut self, conn: &mut Conn, frame: ServerFrame) -> Result<(), String> {
+        match frame {
+            ServerFrame::Response {
+                id: 0,
+                response: Response::Error(e),
+            } => Err(format!(
+                "the server ended the connection: {}",
+                Error::from_wire(e)
+            )),
+            ServerFrame::Response { id, response } => self.response(conn, id, response),
+            ServerFrame::Event {
+                subscription,
+                event,
+            } => {
+                self.event(conn, subscription, event);
+                Ok(())
+            }
+        }
+    }
+
+    fn response(&mut self, conn: &mut Conn, id: u32, response: Response) -> Result<(), String> {
+        let Some(pending) = self.pending.get_mut(&id) else {
+            return Err(format!("the server answered unknown request {id}"));
+        };
+        if let Pending::Call { items, .. } = pending {
+            if let Response::ListItem {
+                revision,
+                key,
+                value,
+            } = response
+            {
+                // A listing comes as items, then LIST_OK.
+                items.push(ListEntry {
+                    key,
+                    value,
+                    revision,
+                });
+                return Ok(());
+            }
+        }
+        match self.pending.remove(&id).expect("found above") {
+            Pending::Call { reply, items } => {
+                let answer = match response {
+                    Response::ListOk { .. } => Ok(Answer::List(items)),
+                    Response::Error(e) => Err(Error::from_wire(e)),
+                    other => Ok(Answer::Response(other)),
+                };
+                // The caller may have given up (timeout, cancelled).
+                let _ = reply.send(answer);
+            }
+            Pending::Subscribe {
+                prefix,
+                since,
+                sink,
+                reply,
+            } => match response {
+                Response::SubOk => {
+                    // Events may follow at once: the subscription is live
+                    // before its caller hears of it.
+                    let state = SubState::new(prefix, since);
+                    self.subs.insert(id, Sub { state, sink });
+                    if reply.send(Ok(id)).is_err() {
+                        // The caller gave up: nobody would read it.
+                        self.unsubscribe(Some(conn), id);
+                    }
+                }
+                Response::Error(e) => {
+                    let _ = reply.send(Err(Error::from_wire(e)));
+                }
+                other => {
+                    let e = protocol_error(&other, "SUB");
+                    let _ = reply.send(Err(e.clone()));
+                    return Err(e.message);
+                }
+            },
+            Pending::Resubscribe => match response {
+                Response::SubOk => {}
+                Response::Error(e) => {
+                    let reason = format!("could not resume: {}", Error::from_wire(e));
+                    self.end(id, reason);
+                }
+                other => return Err(protocol_error(&other, "SUB").message),
+            },
+            Pending::Keepalive => conn.pinging = false,
+            Pending::Ignore => {}
+        }
+        Ok(())
+    }
+
+    fn event(&mut self, conn: &mut Conn, id: u32, event: Event) {
+        let Some(sub) = self.subs.get_mut(&id) else {
+            // Unsubscribed here; the server has not seen the UNSUB yet.
+            return;
+        };
+        if sub.sink.orphaned() {
+            // Its reader is gone and its UNSUB did not come (a cancelled
+            // `subscribe`): end it now rather than queue for nobody.
+            self.unsubscribe(Some(conn), id);
+            return;
+        }
+        if let Event::Closed { code, message } = &event {
+            if *code == ErrorCode::ShuttingDown && self.reconnect {
+                // The server is going away, not ending this subscription
+                // for cause: keep it and resume it on the next server.
+                return;
+            }
+            let reason = format!("{code}: {message}");
+            self.end(id, reason);
+            return;
+        }
+        sub.state.observe(&event);
+        sub.sink.push(SubscriptionEvent::from_wire(event));
+    }
+
+    /// The codec refused request `id`: its caller gets the error.
+    pub fn refused(&mut self, id: u32, error: Error) {
+        match self.pending.remove(&id) {
+            Some(Pending::Call { reply, .. }) => {
+                let _ = reply.send(Err(error));
+            }
+            Some(Pending::Subscribe { reply, .. }) => {
+                let _ = reply.send(Err(error));
+            }
+            Some(Pending::Resubscribe) => self.end(id, format!("could not resume: {error}")),
+            Some(Pending::Keepalive | Pending::Ignore) | None => {}
+        }
+    }
+
+    /// Ends subscription `id` on the reader's side: `Closed`, then the end.
+    fn end(&mut self, id: u32, reason: String) {
+        if let Some(sub) = self.subs.remove(&id) {
+            sub.sink.end(reason);
+        }
+    }
+
+    /// The connection is gone: every caller waiting on it gets `error`,
+    /// every subscription `Disconnected` (and, without reconnect, its end).
+    pub fn lost(&mut self, error: &Error) {
+        self.fail_pending(error);
+        for sub in self.subs.values_mut() {
+            sub.state.disconnected();
+            sub.sink.push(SubscriptionEvent::Disconnected);
+        }
+        if !self.reconnect {
+            let ids: Vec<u32> = self.subs.keys().copied().collect();
+            for id in ids {
+                self.end(id, format!("connection lost: {}", error.message));
+            }
+        }
+    }
+
+    /// A new connection is up: resume every subscription from its last
+    /// complete revision (a full snapshot after a `Reset` when none is).
+    pub fn resume(&mut self, conn: &mut Conn) {
+        // A reader that went away while we were disconnected.
+        self.subs.retain(|_, sub| !sub.sink.orphaned());
+        for (&id, sub) in &self.subs {
+            if sub.state.needs_reset() {
+                // The reader may hold part of a snapshot that a fresh one
+                // will not delete.
+                sub.sink.push(SubscriptionEvent::Reset);
+            }
+            let request = Request::Subscribe {
+                prefix: sub.state.prefix.clone(),
+                since: sub.state.resume,
+            };
+            conn.send(id, request);
+            self.pending.insert(id, Pending::Resubscribe);
+        }
+    }
+
+    /// The client is closing: callers get `Closed`, every subscription its
+    /// final `Closed`.
+    pub fn close(&mut self) {
+        self.fail_pending(&Error::new(ErrorKind::Closed, "the client was closed"));
+        for (_, sub) in std::mem::take(&mut self.subs) {
+            sub.sink.end("the client was closed".to_owned());
+        }
+    }
+
+    fn fail_pending(&mut self, error: &Error) {
+        for (_, pending) in self.pending.drain() {
+            match pending {
+                Pending::Call { reply, .. } => {
+                    let _ = reply.send(Err(error.clone()));
+                }
+                Pending::Subscribe { reply, .. } => {
+                    let _ = reply.send(Err(error.clone()));
+                }
+                // Resubscribes are still in `subs`: re-sent on the next
+                // connection.
+                Pending::Resubscribe | Pending::Keepalive | Pending::Ignore => {}
+            }
+        }
+    }
+}
+
+fn protocol_error(response: &Response, request: &str) -> Error {
+    Error::new(
+        ErrorKind::Protocol,
+        format!(
+            "unexpected response type 0x{:02X} to {request}",
+            response.frame_type()
+        ),
+    )
+}
