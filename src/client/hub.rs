@@ -132,7 +132,7 @@ impl Hub {
 
     /// Holds `handler` under a new subscription id; nothing is delivered
     /// until [`Hub::activate`].
-    pub fn reserve(&self, handler: Handler) -> u32 {
+    pub fn reserve(&self, handler: Handler, grouped: bool) -> u32 {
         let mut state = self.lock();
         let id = loop {
             let id = state.next_id;
@@ -149,7 +149,11 @@ impl Hub {
             id,
             Slot {
                 handler: Some(handler),
-                queue: SubQueue::new(self.queue_limit),
+                queue: if grouped {
+                    SubQueue::grouped(self.queue_limit)
+                } else {
+                    SubQueue::new(self.queue_limit)
+                },
                 active: false,
                 cancelled: false,
                 ending: false,
@@ -461,7 +465,7 @@ mod tests {
     fn nothing_is_delivered_before_activation() {
         let hub = Hub::new(8, true).unwrap();
         let (calls, drops) = (Arc::default(), Arc::default());
-        let id = hub.reserve(counting(Arc::clone(&calls), Arc::clone(&drops)));
+        let id = hub.reserve(counting(Arc::clone(&calls), Arc::clone(&drops)), false);
         hub.push(id, SubscriptionEvent::Synced { revision: 1 });
         assert_eq!(hub.dispatch(10), 0);
         hub.activate(id);
@@ -473,7 +477,7 @@ mod tests {
     fn unsubscribe_drops_queued_events_and_the_handler_at_once() {
         let hub = Hub::new(8, true).unwrap();
         let (calls, drops) = (Arc::default(), Arc::<AtomicUsize>::default());
-        let id = hub.reserve(counting(Arc::clone(&calls), Arc::clone(&drops)));
+        let id = hub.reserve(counting(Arc::clone(&calls), Arc::clone(&drops)), false);
         hub.activate(id);
         for r in 0..5 {
             hub.push(id, SubscriptionEvent::Synced { revision: r });
@@ -491,7 +495,7 @@ mod tests {
         let hub = Hub::new(8, true).unwrap();
         let (calls, drops) = (Arc::default(), Arc::<AtomicUsize>::default());
         for _ in 0..3 {
-            let id = hub.reserve(counting(Arc::clone(&calls), Arc::clone(&drops)));
+            let id = hub.reserve(counting(Arc::clone(&calls), Arc::clone(&drops)), false);
             hub.activate(id);
             hub.push(id, SubscriptionEvent::Synced { revision: 1 });
         }

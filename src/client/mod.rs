@@ -717,7 +717,7 @@ impl Client {
                 return Err(e);
             }
         };
-        let id = inner.hub.reserve(handler);
+        let id = inner.hub.reserve(handler, options.grouped);
         let args = SubscribeArgs {
             id,
             prefix: prefix.to_owned(),

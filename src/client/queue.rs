@@ -15,21 +15,26 @@
 //!
 //! A GROUP event announces that the next `count` events belong together
 //! (one transaction, one prefix delete): a handler that applies them at
-//! once must never show a state the store never had. The queue keeps each
-//! group as one *unit* and never delivers part of one:
+//! once must never show a state the store never had. The server keeps a
+//! stronger promise for a grouped subscription (docs/architecture.md,
+//! "Events and groups"): after each *unit* (a group, or an event on its
+//! own) the subscriber holds a state the store had. This queue keeps that
+//! promise while it merges:
 //!
 //! - a group is delivered only once all its events have arrived (the
 //!   server sends them right behind the GROUP, so this costs no wait in
 //!   practice); then the handler gets a `Group` whose `count` is exactly
 //!   the number of events that follow it, and those events;
-//! - merging the key of an event waiting *inside* a group with a newer
-//!   event cannot just move the key to the back: the group would lose a
-//!   member and apply the rest of its transaction without it. Instead the
-//!   group absorbs every unit behind it, and the new event: applied at once,
-//!   that is the store's state at the newest revision absorbed (each key at
-//!   its latest value, the way the server's own coalescing merges across a
-//!   group, protocol.md section 8). An event waiting on its own is merged
-//!   as without groups: it moves to the back, no group is split;
+//! - merging a key's waiting event with a newer one cannot just move the
+//!   key to the back: the units in between would then be applied without
+//!   the older change (a state the store never had), and a group would
+//!   lose a member and apply the rest of its transaction without it.
+//!   Instead the unit holding the older event becomes a group that absorbs
+//!   every unit behind it, and the new event: applied at once, that is the
+//!   store's state at the newest revision absorbed (each key at its latest
+//!   value, the way the server's own coalescing merges, protocol.md
+//!   section 8). A subscription without groups merges as it always did:
+//!   the newer event moves to the back;
 //! - a group whose `Group` was delivered is frozen: nothing is merged into
 //!   or out of it, so its `count` stays true;
 //! - a group cut short by a control event (the connection was lost between
@@ -66,6 +71,9 @@ pub(crate) struct SubQueue {
     limit: usize,
     /// Events merged away since the subscription began (this side only).
     merged: u64,
+    /// A grouped subscription: merging folds units into groups (see the
+    /// module docs) instead of moving an event to the back.
+    grouped: bool,
 }
 
 /// What the queue holds, in order.
@@ -104,6 +112,15 @@ impl SubQueue {
             next_seq: 0,
             limit: limit.max(1),
             merged: 0,
+            grouped: false,
+        }
+    }
+
+    /// An empty queue for a grouped subscription (see the module docs).
+    pub fn grouped(limit: usize) -> SubQueue {
+        SubQueue {
+            grouped: true,
+            ..SubQueue::new(limit)
         }
     }
 
@@ -175,11 +192,18 @@ impl SubQueue {
         if self.len >= self.limit {
             if let Some(old) = self.tail.get(&key).copied() {
                 match self.units.get(&old) {
-                    Some(Unit::Single(_)) => {
+                    Some(Unit::Single(_)) if !self.grouped => {
                         // On its own: it goes, the new event carries its count.
                         if let Some(Unit::Single(previous)) = self.units.remove(&old) {
                             self.absorb(&mut event, &previous);
                         }
+                    }
+                    Some(Unit::Single(_)) => {
+                        // Grouped: it becomes a group of one that takes in
+                        // everything behind it, and the new event.
+                        self.single_to_group(old);
+                        self.fold_into(old);
+                        target = Some(old);
                     }
                     Some(Unit::Group(_)) => {
                         // Inside a group: the group takes in everything
@@ -253,6 +277,20 @@ impl SubQueue {
                 }
                 _ => unreachable!("no control event behind a unit of the tail"),
             }
+        }
+    }
+
+    /// The single event at `at` becomes a group of one, in its place.
+    fn single_to_group(&mut self, at: u64) {
+        if let Some(Unit::Single(event)) = self.units.remove(&at) {
+            let key = data_key(&event).expect("a data event").to_owned();
+            let group = Group {
+                revision: revision_of(&event),
+                events: BTreeMap::from([(at, event)]),
+                keys: HashMap::from([(key, at)]),
+                owed: 0,
+            };
+            self.units.insert(at, Unit::Group(group));
         }
     }
 
@@ -445,7 +483,7 @@ mod tests {
 
     #[test]
     fn a_group_is_delivered_whole_once_all_its_events_came() {
-        let mut q = SubQueue::new(100);
+        let mut q = SubQueue::grouped(100);
         q.push(group(2, 7));
         q.push(update("a", 7, 0));
         assert!(q.is_empty(), "half a group is not deliverable");
@@ -463,7 +501,7 @@ mod tests {
         // Transaction 2 wrote a and b; c was written alone at 3; then a
         // again at 4. Moving a to the back would deliver b without a: a
         // state the store never had. The group takes in c and the new a.
-        let mut q = SubQueue::new(3);
+        let mut q = SubQueue::grouped(3);
         q.push(group(2, 2));
         q.push(update("a", 2, 0));
         q.push(update("b", 2, 0));
@@ -482,7 +520,7 @@ mod tests {
 
     #[test]
     fn merging_two_groups_keeps_one_event_per_key() {
-        let mut q = SubQueue::new(2);
+        let mut q = SubQueue::grouped(2);
         q.push(group(2, 2));
         q.push(update("a", 2, 0));
         q.push(update("b", 2, 0));
@@ -502,27 +540,45 @@ mod tests {
     }
 
     #[test]
-    fn a_single_event_merges_past_a_group_without_splitting_it() {
+    fn without_groups_a_merged_event_moves_to_the_back() {
         let mut q = SubQueue::new(2);
+        q.push(update("k", 1, 0));
+        q.push(update("a", 2, 0));
+        q.push(update("k", 3, 0));
+        assert_eq!(drain(&mut q), [update("a", 2, 0), update("k", 3, 1)]);
+    }
+
+    #[test]
+    fn a_single_event_merged_in_a_grouped_queue_takes_in_what_follows() {
+        // Moving k to the back would deliver the group (and a) while k
+        // still had its value from before revision 1: never the store's.
+        let mut q = SubQueue::grouped(2);
         q.push(update("k", 1, 0));
         q.push(group(2, 2));
         q.push(update("a", 2, 0));
         q.push(update("b", 2, 0));
-        q.push(update("k", 3, 0));
+        q.push(update("c", 3, 0));
+        q.push(update("k", 4, 0));
         assert_eq!(
             drain(&mut q),
             [
-                group(2, 2),
+                group(4, 4),
                 update("a", 2, 0),
                 update("b", 2, 0),
-                update("k", 3, 1)
+                update("c", 3, 0),
+                update("k", 4, 1)
             ]
         );
+        // At the back already: a group of one is the event alone.
+        q.push(update("x", 5, 0));
+        q.push(update("y", 6, 0));
+        q.push(update("y", 7, 0));
+        assert_eq!(drain(&mut q), [update("x", 5, 0), update("y", 7, 1)]);
     }
 
     #[test]
     fn a_group_being_delivered_is_frozen() {
-        let mut q = SubQueue::new(1);
+        let mut q = SubQueue::grouped(1);
         q.push(group(2, 2));
         q.push(update("a", 2, 0));
         q.push(update("b", 2, 0));
@@ -536,7 +592,7 @@ mod tests {
 
     #[test]
     fn a_group_cut_short_is_delivered_with_what_came() {
-        let mut q = SubQueue::new(10);
+        let mut q = SubQueue::grouped(10);
         q.push(group(3, 5));
         q.push(update("a", 5, 0));
         q.push(update("b", 5, 0));
@@ -568,7 +624,7 @@ mod tests {
 
     #[test]
     fn grouped_memory_is_bounded_by_the_keys() {
-        let mut q = SubQueue::new(16);
+        let mut q = SubQueue::grouped(16);
         for r in 0..20_000u64 {
             q.push(group(3, r));
             for k in 0..3 {
@@ -585,11 +641,12 @@ mod tests {
 
     // -----------------------------------------------------------------
     // The property: whatever the interleaving of writes and a slow
-    // handler, and whatever the limit, a handler that applies each group
-    // at once sees every transaction whole, every group's keys at their
-    // state at the group's revision, a count that matches what follows,
-    // every write accounted for (delivered or counted in `coalesced`), and
-    // ends with the store's state.
+    // handler, and whatever the limit, a handler of a grouped subscription
+    // that applies each group at once holds, after each unit, the store's
+    // state at the newest revision it applied (so every transaction is
+    // whole), sees a count that matches what follows, accounts for every
+    // write (delivered or counted in `coalesced`), and ends with the
+    // store's state.
 
     use proptest::prelude::*;
     use std::collections::BTreeMap;
@@ -638,6 +695,11 @@ mod tests {
     }
 
     impl Handler {
+        /// The newest revision applied.
+        fn applied(&self) -> u64 {
+            self.view.values().map(|(_, r)| *r).max().unwrap_or(0)
+        }
+
         fn take(&mut self, event: SubscriptionEvent, history: &History) {
             if let SubscriptionEvent::Group { count, revision } = event {
                 assert!(self.collecting.is_none(), "a group inside a group");
@@ -697,8 +759,18 @@ mod tests {
             *self.delivered.entry(key.clone()).or_default() += 1 + coalesced;
         }
 
-        /// A state the handler shows: no transaction is half applied.
+        /// A state the handler shows: the store's at the newest revision
+        /// applied, and so no transaction half applied.
         fn check(&self, history: &History) {
+            let at = self.applied();
+            for key in history.writes.keys() {
+                assert_eq!(
+                    self.view.get(key).and_then(|(v, _)| v.clone()),
+                    history.state_at(key, at),
+                    "{key} in a state shown at revision {at}: {:?}",
+                    self.view
+                );
+            }
             for (revision, keys) in &history.txns {
                 let applied = keys
                     .iter()
@@ -714,7 +786,7 @@ mod tests {
     }
 
     fn run(limit: usize, steps: Vec<Step>) {
-        let mut q = SubQueue::new(limit);
+        let mut q = SubQueue::grouped(limit);
         let mut handler = Handler::default();
         let mut history = History {
             writes: BTreeMap::new(),
