@@ -27,7 +27,10 @@
  * slower than its events, the queue keeps only the latest event per key once
  * it holds 1024 (nkv_options_set_queue_limit), counting the skipped updates
  * in the event's coalesced field, so memory stays bounded by the keys
- * covered.
+ * covered. In a grouped subscription (NKV_SUBSCRIBE_GROUPED) such a merge
+ * folds the events in between into one NKV_EVENT_GROUP: after each group
+ * (applied at once) or lone event, the callback holds a state the store
+ * had.
  *
  * free_user_data runs exactly once per subscription:
  *  - failed nkv_subscribe (any failure, a timeout too): on the calling

@@ -45,7 +45,10 @@
 //! subscription has its own queue; a slow handler makes its queue merge
 //! events of the same key once it holds [`ClientOptions::queue_limit`]
 //! events (the latest value wins, `coalesced` counts what was skipped on
-//! both sides), so memory stays bounded by the keys it covers.
+//! both sides), so memory stays bounded by the keys it covers. In a
+//! grouped subscription such a merge folds the events in between into one
+//! [`SubscriptionEvent::Group`], so that after each group or lone event
+//! the handler still holds a state the store had (`client/queue.rs`).
 //!
 //! - [`Client::unsubscribe`] drops the subscription's queued events, waits
 //!   only for a running call of its own handler, and drops the handler on
