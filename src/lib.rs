@@ -17,6 +17,7 @@
 pub mod acl;
 pub mod addr;
 pub mod async_client;
+pub mod cli_docs;
 pub mod client;
 pub mod engine;
 pub mod ffi;

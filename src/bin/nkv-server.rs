@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use nkv::addr::Address;
 use nkv::perms;
@@ -15,7 +15,7 @@ use nkv::store::{self, FsyncPolicy, Options, Store};
 
 /// The nkv server: a notify key-value store for one machine.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(name = "nkv-server", version)]
 struct Cli {
     /// Where to listen: unix:PATH or tcp:HOST:PORT; repeat for several.
     /// Default: $NKV_ADDR, else the default Unix socket.
@@ -148,6 +148,18 @@ enum Command {
     /// 1 damage found (repair would drop it), 2 the directory cannot be
     /// read.
     Check,
+    /// Print the shell completion script (e.g. `nkv-server completions
+    /// bash > /etc/bash_completion.d/nkv-server`).
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: nkv::cli_docs::Shell,
+    },
+    /// Print the man page, or with --dir write one page per command there.
+    Man {
+        /// Write nkv-server.1 and a page per subcommand into DIR.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
 
 fn parse_fsync(text: &str) -> Result<FsyncPolicy, String> {
@@ -212,13 +224,38 @@ fn init_logging(filter: Option<&str>) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log.as_deref());
-    if let Some(Command::Check) = cli.command {
-        return check(&cli);
+    match &cli.command {
+        Some(Command::Check) => return check(&cli),
+        Some(Command::Completions { shell }) => {
+            nkv::cli_docs::completions(Cli::command(), *shell, &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::Man { dir }) => return man(dir.as_deref()),
+        _ => {}
     }
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             eprintln!("nkv-server: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `nkv-server man`: the page on stdout, or every page into `dir`.
+fn man(dir: Option<&std::path::Path>) -> ExitCode {
+    let written = match dir {
+        None => nkv::cli_docs::man_page(Cli::command(), &mut std::io::stdout()),
+        Some(dir) => nkv::cli_docs::man_pages(Cli::command(), dir).map(|pages| {
+            for page in pages {
+                println!("{}", page.display());
+            }
+        }),
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("nkv-server man: {e}");
             ExitCode::FAILURE
         }
     }
