@@ -617,3 +617,76 @@ async fn a_slow_reader_costs_a_bounded_queue_and_loses_no_count() {
         .collect();
     assert_eq!(seen, want, "the newest value of each key won");
 }
+
+#[tokio::test]
+async fn transactions_apply_whole_or_name_the_failed_condition() {
+    let server = TestServer::start();
+    let client = connect(&server).await;
+    client
+        .put("net.eth1.a", b"1", Condition::None)
+        .await
+        .unwrap();
+    let txn = nkv::protocol::Txn::new()
+        .if_absent("net.lock")
+        .put("net.lock", "me")
+        .put("net.eth0.state", "up")
+        .delete_prefix("net.eth1");
+    let outcome = client.txn(&txn).await.unwrap();
+    assert_eq!(outcome.deleted, 1);
+    for key in ["net.lock", "net.eth0.state"] {
+        let entry = client.get(key).await.unwrap().expect(key);
+        assert_eq!(entry.revision, outcome.revision, "{key}: one revision");
+    }
+    assert_eq!(client.get("net.eth1.a").await.unwrap(), None);
+    // Again: the lock is taken now, nothing is written.
+    let again = nkv::protocol::Txn::new()
+        .if_absent("net.lock")
+        .put("net.eth0.state", "down");
+    let e = client.txn(&again).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ConditionFailed);
+    assert_eq!(e.failed_key.as_deref(), Some("net.lock"));
+    assert_eq!(e.current_revision, Some(outcome.revision));
+    let state = client.get("net.eth0.state").await.unwrap().unwrap();
+    assert_eq!(&state.value[..], b"up");
+}
+
+#[tokio::test]
+async fn a_grouped_subscription_gets_a_transaction_as_one_group() {
+    let server = TestServer::start();
+    let client = connect(&server).await;
+    let mut sub = client.subscribe_grouped("cfg", None).await.unwrap();
+    until_synced(&mut sub).await;
+    let txn = nkv::protocol::Txn::new()
+        .put("cfg.a", "1")
+        .put("cfg.b", "2")
+        .put("elsewhere", "3");
+    let revision = client.txn(&txn).await.unwrap().revision;
+    assert_eq!(
+        next(&mut sub).await,
+        SubscriptionEvent::Group { count: 2, revision }
+    );
+    assert_eq!(next(&mut sub).await, update("cfg.a", "1", revision));
+    assert_eq!(next(&mut sub).await, update("cfg.b", "2", revision));
+}
+
+#[tokio::test]
+async fn an_ephemeral_key_goes_with_the_client_that_wrote_it() {
+    let server = TestServer::start();
+    let watcher = connect(&server).await;
+    let owner = connect(&server).await;
+    let mut sub = watcher.subscribe("svc").await.unwrap();
+    until_synced(&mut sub).await;
+    owner
+        .put_ephemeral("svc.a.alive", b"1", Condition::MustNotExist, Duration::ZERO)
+        .await
+        .unwrap();
+    assert!(matches!(
+        next(&mut sub).await,
+        SubscriptionEvent::Update { .. }
+    ));
+    owner.close();
+    match next(&mut sub).await {
+        SubscriptionEvent::Delete { key, .. } => assert_eq!(key, "svc.a.alive"),
+        other => panic!("expected the DELETE, got {other:?}"),
+    }
+}

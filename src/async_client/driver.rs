@@ -23,6 +23,7 @@ use super::routing::{Reply, Router, SubReply};
 use super::subscription::Sink;
 use crate::addr::Address;
 use crate::client::handshake::{self, Opened};
+use crate::client::subscription::SubState;
 use crate::client::{ClientOptions, ConnState, Error, Shared};
 use crate::protocol::Request;
 
@@ -46,6 +47,8 @@ pub(crate) enum Command {
         prefix: String,
         /// Resume point, `None` for a full snapshot.
         since: Option<u64>,
+        /// Ask for GROUP markers.
+        grouped: bool,
         /// The new subscription's queue.
         sink: Arc<Sink>,
         /// Where the subscription id goes.
@@ -235,11 +238,15 @@ impl Driver {
                 Command::Subscribe {
                     prefix,
                     since,
+                    grouped,
                     sink,
                     reply,
                 },
                 Some(conn),
-            ) => self.router.subscribe(conn, prefix, since, sink, reply),
+            ) => {
+                let state = SubState::new(prefix, since).grouped(grouped);
+                self.router.subscribe(conn, state, sink, reply)
+            }
             (Command::Subscribe { reply, .. }, None) => {
                 let _ = reply.send(Err(self.not_connected()));
             }

@@ -90,8 +90,9 @@ use crate::client::handshake;
 use crate::client::ops;
 use crate::client::{
     Answer, ClientOptions, ConnState, Entry, Error, ErrorKind, ListEntry, ServerLimits, Shared,
+    TxnOutcome,
 };
-use crate::protocol::{Condition, Request};
+use crate::protocol::{Condition, Request, Txn};
 use conn::Conn;
 use driver::{Command, Driver};
 use subscription::Sink;
@@ -229,6 +230,51 @@ impl AsyncClient {
         ops::delete_prefix_answer(self.call(request).await?)
     }
 
+    /// Applies `txn` all or nothing under one revision: every condition
+    /// must hold, then every operation is applied in order. A condition
+    /// that does not hold gives [`ErrorKind::ConditionFailed`] with the
+    /// key in [`Error::failed_key`] and its revision in
+    /// [`Error::current_revision`]; nothing is written then.
+    ///
+    /// ```no_run
+    /// # async fn run(client: nkv::async_client::AsyncClient) -> Result<(), nkv::client::Error> {
+    /// use nkv::protocol::Txn;
+    ///
+    /// let txn = Txn::new()
+    ///     .if_absent("net.lock")
+    ///     .put("net.lock", "me")
+    ///     .put("net.eth0.state", "up")
+    ///     .delete_prefix("net.eth1");
+    /// let outcome = client.txn(&txn).await?;
+    /// println!("applied at revision {}", outcome.revision);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn txn(&self, txn: &Txn) -> Result<TxnOutcome, Error> {
+        let request = ops::txn(self.shared.limits(), txn)?;
+        ops::txn_answer(self.call(request).await?)
+    }
+
+    /// Writes an ephemeral key: it belongs to this client's connection and
+    /// the server deletes it when the connection ends, `grace` later (at
+    /// most 600 s) unless an ephemeral PUT takes it over meanwhile. Unlike
+    /// the blocking client, this client does not write it again by itself
+    /// after a reconnect: put it again (say, on the
+    /// [`Disconnected`](crate::client::SubscriptionEvent::Disconnected) of
+    /// a subscription) within the grace period to keep it.
+    pub async fn put_ephemeral(
+        &self,
+        key: &str,
+        value: &[u8],
+        condition: Condition,
+        grace: std::time::Duration,
+    ) -> Result<u64, Error> {
+        ops::put_check(self.shared.limits(), key, value.len())?;
+        let grace_ms = ops::grace_ms(grace)?;
+        let request = ops::put_ephemeral(key, Bytes::copy_from_slice(value), condition, grace_ms);
+        ops::put_answer(self.call(request).await?)
+    }
+
     /// The server's counters, in the server's order.
     pub async fn stats(&self) -> Result<Vec<(String, u64)>, Error> {
         ops::stats_answer(self.call(Request::Stats).await?)
@@ -259,7 +305,40 @@ impl AsyncClient {
     /// # }
     /// ```
     pub async fn subscribe(&self, prefix: &str) -> Result<Subscription, Error> {
-        self.open_subscription(prefix, None).await
+        self.open_subscription(prefix, None, false).await
+    }
+
+    /// Like [`AsyncClient::subscribe`], with GROUP markers: each
+    /// [`Group`](crate::client::SubscriptionEvent::Group) `{ count, .. }`
+    /// is followed by the `count` events of one transaction or prefix
+    /// delete (or of writes merged across one); a reader that applies them
+    /// together only ever holds states the store had. Resumed grouped
+    /// after a reconnect.
+    ///
+    /// ```no_run
+    /// # async fn run(client: nkv::async_client::AsyncClient) -> Result<(), nkv::client::Error> {
+    /// use futures_util::StreamExt;
+    /// use nkv::client::SubscriptionEvent;
+    ///
+    /// let mut cfg = client.subscribe_grouped("cfg", None).await?;
+    /// while let Some(event) = cfg.next().await {
+    ///     if let SubscriptionEvent::Group { count, revision } = event {
+    ///         let mut batch = Vec::new();
+    ///         for _ in 0..count {
+    ///             batch.extend(cfg.next().await);
+    ///         }
+    ///         println!("apply {} changes at once (revision {revision})", batch.len());
+    ///     }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn subscribe_grouped(
+        &self,
+        prefix: &str,
+        since: Option<u64>,
+    ) -> Result<Subscription, Error> {
+        self.open_subscription(prefix, since, true).await
     }
 
     /// Like [`AsyncClient::subscribe`], resuming after `revision` (the
@@ -271,20 +350,22 @@ impl AsyncClient {
         prefix: &str,
         revision: u64,
     ) -> Result<Subscription, Error> {
-        self.open_subscription(prefix, Some(revision)).await
+        self.open_subscription(prefix, Some(revision), false).await
     }
 
     async fn open_subscription(
         &self,
         prefix: &str,
         since: Option<u64>,
+        grouped: bool,
     ) -> Result<Subscription, Error> {
         self.shared.limits().prefix(prefix)?;
-        let sink = Sink::new(self.queue_limit);
+        let sink = Sink::new(self.queue_limit, grouped);
         let (reply, answer) = oneshot::channel();
         self.send(Command::Subscribe {
             prefix: prefix.to_owned(),
             since,
+            grouped,
             sink: Arc::clone(&sink),
             reply,
         })?;

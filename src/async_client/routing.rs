@@ -30,8 +30,7 @@ enum Pending {
     Call { reply: Reply, items: Vec<ListEntry> },
     /// A caller's SUB (its id becomes the subscription id).
     Subscribe {
-        prefix: String,
-        since: Option<u64>,
+        state: SubState,
         sink: Arc<Sink>,
         reply: SubReply,
     },
@@ -101,23 +100,14 @@ impl Router {
     pub fn subscribe(
         &mut self,
         conn: &mut Conn,
-        prefix: String,
-        since: Option<u64>,
+        state: SubState,
         sink: Arc<Sink>,
         reply: SubReply,
     ) {
         let id = self.alloc_id();
-        let request = Request::Subscribe {
-            prefix: prefix.clone(),
-            since,
-        };
-        conn.send(id, request);
-        let pending = Pending::Subscribe {
-            prefix,
-            since,
-            sink,
-            reply,
-        };
+        // The first SUB asks from where the caller said, like a resume.
+        conn.send(id, state.resubscribe());
+        let pending = Pending::Subscribe { state, sink, reply };
         self.pending.insert(id, pending);
     }
 
@@ -197,16 +187,10 @@ impl Router {
                 // The caller may have given up (timeout, cancelled).
                 let _ = reply.send(answer);
             }
-            Pending::Subscribe {
-                prefix,
-                since,
-                sink,
-                reply,
-            } => match response {
+            Pending::Subscribe { state, sink, reply } => match response {
                 Response::SubOk => {
                     // Events may follow at once: the subscription is live
                     // before its caller hears of it.
-                    let state = SubState::new(prefix, since);
                     self.subs.insert(id, Sub { state, sink });
                     if reply.send(Ok(id)).is_err() {
                         // The caller gave up: nobody would read it.
@@ -309,11 +293,7 @@ impl Router {
                 // will not delete.
                 sub.sink.push(SubscriptionEvent::Reset);
             }
-            let request = Request::Subscribe {
-                prefix: sub.state.prefix.clone(),
-                since: sub.state.resume,
-            };
-            conn.send(id, request);
+            conn.send(id, sub.state.resubscribe());
             self.pending.insert(id, Pending::Resubscribe);
         }
     }

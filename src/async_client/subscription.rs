@@ -40,11 +40,16 @@ struct SinkState {
 }
 
 impl Sink {
-    /// An empty sink whose queue merges events from `limit` waiting ones on.
-    pub fn new(limit: usize) -> Arc<Sink> {
+    /// An empty sink whose queue merges events from `limit` waiting ones on;
+    /// `grouped` keeps GROUP markers true through merges.
+    pub fn new(limit: usize, grouped: bool) -> Arc<Sink> {
         Arc::new(Sink {
             state: Mutex::new(SinkState {
-                queue: SubQueue::new(limit),
+                queue: if grouped {
+                    SubQueue::grouped(limit)
+                } else {
+                    SubQueue::new(limit)
+                },
                 waker: None,
                 ended: false,
             }),
