@@ -122,13 +122,6 @@ func (e *Error) Error() string {
 	if e.Message != "" {
 		s += ": " + e.Message
 	}
-	if e.Code == CodeConditionFailed {
-		if e.HasKey {
-			s += fmt.Sprintf(" (key %q, current revision %d)", e.Key, e.Revision)
-		} else {
-			s += fmt.Sprintf(" (current revision %d)", e.Revision)
-		}
-	}
 	if e.Err != nil {
 		s += ": " + e.Err.Error()
 	}
