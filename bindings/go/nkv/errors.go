@@ -62,8 +62,9 @@ func (c Code) String() string {
 	return fmt.Sprintf("code %d", uint16(c))
 }
 
-// Error makes a Code usable as a sentinel error.
-func (c Code) Error() string { return "nkv: " + c.String() }
+// Error makes a Code usable as a sentinel error. It is the same as String,
+// so that printing a Code gives its name.
+func (c Code) Error() string { return c.String() }
 
 // known reports whether the server may send the code (section 9): the two
 // client-side statuses and undefined numbers are not.
