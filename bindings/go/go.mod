@@ -1,0 +1,3 @@
+module github.com/nkv-project/nkv/bindings/go
+
+go 1.19
