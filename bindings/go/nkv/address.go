@@ -167,18 +167,16 @@ func readToken(o *options) (token string, have bool, err error) {
 	return tok, true, nil
 }
 
-// parseTokenFile reads the token file format of docs/security.md: one
-// secret per line, "NAME SECRET" or a lone "SECRET"; "#" starts a comment.
-// The client sends the first secret in the file.
+// parseTokenFile reads the token file format of protocol.md section 4:
+// one secret per line, "NAME SECRET" or a lone "SECRET"; "#" starts a
+// comment wherever it is (as the server reads the file). The client sends
+// the first secret in the file.
 func parseTokenFile(text string) (string, error) {
 	for n, line := range strings.Split(text, "\n") {
-		fields := strings.Fields(line)
-		for i, f := range fields {
-			if strings.HasPrefix(f, "#") {
-				fields = fields[:i]
-				break
-			}
+		if at := strings.IndexByte(line, '#'); at >= 0 {
+			line = line[:at]
 		}
+		fields := strings.Fields(line)
 		switch len(fields) {
 		case 0:
 			continue
