@@ -379,19 +379,19 @@ fn addresses_to_bind(cli: &Cli, inherited: &[Inherited]) -> Result<Vec<Address>,
             Address::from_env_or_default().map_err(|e| e.to_string())?
         ]);
     }
-    let mut listen = cli.listen.clone();
-    listen.retain(|address| match inherited.iter().find(|s| s.serves(address)) {
-        Some(socket) => {
-            tracing::info!(
-                "--listen {address} is the socket systemd passed as descriptor {} ({}): \
-                 serving that one",
-                socket.number(),
-                socket.name()
-            );
-            false
-        }
-        None => true,
-    });
+    let mut listen = Vec::new();
+    for address in &cli.listen {
+        let Some(socket) = inherited.iter().find(|s| s.serves(address)) else {
+            listen.push(address.clone());
+            continue;
+        };
+        tracing::info!(
+            "--listen {address} is the socket systemd passed as descriptor {} ({}): serving \
+             that one",
+            socket.number(),
+            socket.name()
+        );
+    }
     Ok(listen)
 }
 
