@@ -456,6 +456,13 @@ fn ready_comes_once_requests_are_answered_and_stopping_at_sigterm() {
     let systemd = FakeSystemd::bind(dir.path());
     let mut server = notifying(dir.path(), &systemd, &[]);
     let heard = systemd.until("READY=1");
+    assert_eq!(
+        heard[0],
+        format!(
+            "STATUS=opening the store in {}",
+            dir.path().join("data").display()
+        )
+    );
     let socket = dir.path().join("nkv.sock");
     let stream = UnixStream::connect(&socket).expect("READY=1 before the socket was served");
     stream.set_read_timeout(Some(WAIT)).unwrap();

@@ -334,6 +334,7 @@ fn run(cli: Cli, systemd: systemd::Environment) -> Result<(), String> {
         nkv::key::validate_prefix(prefix, cli.max_key)
             .map_err(|e| format!("--volatile {prefix:?}: {e}"))?;
     }
+    service.status(&format!("opening the store in {}", data_dir.display()));
     let store = Store::open(&data_dir, options).map_err(|e| e.to_string())?;
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = cli.threads {

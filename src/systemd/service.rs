@@ -73,6 +73,12 @@ impl Service {
         }
     }
 
+    /// Sends `STATUS=text`: what start-up is doing before the server is
+    /// ready (opening a large store takes a while).
+    pub fn status(&self, text: &str) {
+        self.tell(&status(text));
+    }
+
     /// A reload (SIGHUP) begins: `RELOADING=1`, with the monotonic time
     /// systemd uses to tell reloads apart.
     pub fn reloading(&self) {
