@@ -10,6 +10,8 @@
 //! - [`notify`]: subscriptions and their conflating mailboxes.
 //! - [`engine`]: the single owner of the store; orders, commits, publishes.
 //! - [`server`]: listeners and connections (`nkv-server`).
+//! - [`systemd`]: socket activation, sd_notify and the journal (`nkv-server`
+//!   as a service).
 //! - [`client`]: the blocking Rust client used by the CLI and the C library.
 //! - [`async_client`]: the async Rust client (tokio), on the same protocol code.
 //! - [`ffi`]: the C ABI (`libnkv.so`, `include/nkv.h`).
@@ -28,3 +30,4 @@ pub mod protocol;
 pub mod server;
 pub mod storage;
 pub mod store;
+pub mod systemd;

@@ -115,8 +115,16 @@ fn euid() -> u32 {
 /// creates it `0700` if missing and checks it (module docs). The error
 /// names the path and the fix.
 pub(crate) fn prepare_socket_dir(socket: &Path) -> io::Result<()> {
+    create_private(parent_of(socket))?;
+    check_socket_dir(socket)
+}
+
+/// Checks the directory of the Unix socket `socket` as
+/// [`prepare_socket_dir`] does, without creating it: for a socket systemd
+/// created (socket activation), which the server serves only in a
+/// directory where it would have listened itself.
+pub(crate) fn check_socket_dir(socket: &Path) -> io::Result<()> {
     let dir = parent_of(socket);
-    create_private(dir)?;
     if dir == default_runtime_dir() {
         if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
             check(parent, SHARED, Role::ParentOfDefault { default: dir })?;

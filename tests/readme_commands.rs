@@ -33,7 +33,7 @@ fn blocks(text: &str, info: &str) -> Vec<String> {
 }
 
 /// Lines covered elsewhere, with where.
-const COVERED_ELSEWHERE: [(&str, &str); 5] = [
+const COVERED_ELSEWHERE: [(&str, &str); 10] = [
     ("cargo test", "this very command"),
     (
         "cc app.c",
@@ -48,7 +48,15 @@ const COVERED_ELSEWHERE: [(&str, &str); 5] = [
         "tests/python_packaging.rs installs ./bindings/python into a fresh venv",
     ),
     ("NKV_LIB=", "tests/examples.rs runs examples/watch.py"),
+    // "Running under systemd": every line, in a scratch root.
+    ("install -m ", SYSTEMD_BLOCK),
+    ("install -D ", SYSTEMD_BLOCK),
+    ("systemd-sysusers", SYSTEMD_BLOCK),
+    ("systemctl ", SYSTEMD_BLOCK),
+    ("NKV_ADDR=unix:/run/nkv/", SYSTEMD_BLOCK),
 ];
+
+const SYSTEMD_BLOCK: &str = "tests/systemd.rs (the_readme_install_commands_work_in_a_scratch_root)";
 
 #[test]
 fn the_tour_commands_work_as_written() {

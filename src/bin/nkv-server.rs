@@ -1,4 +1,5 @@
-//! `nkv-server`: parse flags, open the store, serve until SIGTERM/SIGINT.
+//! `nkv-server`: parse flags, open the store, serve until SIGTERM/SIGINT;
+//! under systemd, take the activated sockets, notify, log for the journal.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -10,20 +11,25 @@ use clap::{CommandFactory, Parser, Subcommand};
 use nkv::addr::Address;
 use nkv::perms;
 use nkv::server::access::{Access, AccessFiles, AccessHandle};
-use nkv::server::{self, limits, Listener, SocketAccess};
+use nkv::server::{self, limits, Inherited, Listener, SocketAccess};
 use nkv::store::{self, FsyncPolicy, Options, Store};
+use nkv::systemd::{self, notify::Notifier, Service};
 
 /// The nkv server: a notify key-value store for one machine.
 #[derive(Debug, Parser)]
 #[command(name = "nkv-server", version)]
 struct Cli {
     /// Where to listen: unix:PATH or tcp:HOST:PORT; repeat for several.
-    /// Default: $NKV_ADDR, else the default Unix socket.
+    /// Default: $NKV_ADDR, else the default Unix socket, or with socket
+    /// activation (systemd's LISTEN_FDS) the passed sockets only. Passed
+    /// sockets are served besides --listen addresses; one that is a
+    /// --listen address is not bound again.
     #[arg(long = "listen", value_name = "ADDR")]
     listen: Vec<Address>,
 
     /// Mode of the Unix socket (octal): 0600 lets only the server's user
     /// (and root) connect, 0660 the socket's group too, 0666 every user.
+    /// A socket passed by systemd that lets in more is refused.
     #[arg(long, value_name = "MODE", value_parser = perms::parse_socket_mode)]
     socket_mode: Option<u32>,
 
@@ -209,21 +215,37 @@ fn default_data_dir() -> PathBuf {
     }
 }
 
-fn init_logging(filter: Option<&str>) {
+/// Logs to stderr; for the journal (`journal`), without time or colours
+/// and with syslog priorities (see `nkv::systemd::journal`).
+fn init_logging(filter: Option<&str>, journal: bool) {
     let filter = match filter {
         Some(f) => tracing_subscriber::EnvFilter::new(f),
         None => tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
     };
-    tracing_subscriber::fmt()
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    if journal {
+        let inner = tracing_subscriber::fmt::format()
+            .without_time()
+            .with_level(false);
+        builder
+            .with_ansi(false)
+            .event_format(systemd::journal::JournalFormat { inner })
+            .init();
+    } else {
+        builder.init();
+    }
 }
 
 fn main() -> ExitCode {
+    // First, before any thread or file: the activated sockets are
+    // descriptors 3.., and their variables must go before threads start.
+    let systemd = systemd::Environment::take();
     let cli = Cli::parse();
-    init_logging(cli.log.as_deref());
+    let journal = systemd::journal::stderr_is_journal();
+    init_logging(cli.log.as_deref(), journal);
     match &cli.command {
         Some(Command::Check) => return check(&cli),
         Some(Command::Completions { shell }) => {
@@ -233,10 +255,12 @@ fn main() -> ExitCode {
         Some(Command::Man { dir }) => return man(dir.as_deref()),
         _ => {}
     }
-    match run(cli) {
+    match systemd.and_then(|env| run(cli, env)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            eprintln!("nkv-server: {message}");
+            // The journal takes <3> as the line's priority: an error.
+            let priority = if journal { "<3>" } else { "" };
+            eprintln!("{priority}nkv-server: {message}");
             ExitCode::FAILURE
         }
     }
@@ -286,7 +310,7 @@ fn check(cli: &Cli) -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<(), String> {
+fn run(cli: Cli, systemd: systemd::Environment) -> Result<(), String> {
     let data_dir = cli.data_dir.clone().unwrap_or_else(default_data_dir);
     let options = Options {
         max_key_len: cli.max_key,
@@ -302,18 +326,42 @@ fn run(cli: Cli) -> Result<(), String> {
         println!("{report}");
         return Ok(());
     }
-    let listen = if cli.listen.is_empty() {
-        vec![Address::from_env_or_default().map_err(|e| e.to_string())?]
-    } else {
-        cli.listen.clone()
-    };
-    let access = socket_access(&cli, &listen)?;
+    if let Some(why) = &systemd.activation.ignored {
+        tracing::info!("{why}");
+    }
+    let access = socket_access(&cli)?;
+    let inherited = systemd
+        .activation
+        .fds
+        .into_iter()
+        .map(|fd| Inherited::check(fd.fd, fd.number, &fd.name, access))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| e.to_string())?;
+    let listen = addresses_to_bind(&cli, &inherited)?;
+    let served: Vec<Address> = inherited
+        .iter()
+        .map(Inherited::address)
+        .chain(listen.iter().cloned())
+        .collect();
+    if (cli.socket_mode.is_some() || cli.socket_group.is_some())
+        && !served.iter().any(|a| matches!(a, Address::Unix(_)))
+    {
+        let why = "--socket-mode and --socket-group apply to Unix sockets; this server has none";
+        return Err(why.into());
+    }
     let access_files = AccessFiles {
         tokens: cli.token_file.clone(),
         acl: cli.acl.clone(),
     };
     let rules = Access::load(&access_files)?;
-    check_network_auth(&cli, &listen, rules.has_tokens())?;
+    check_network_auth(&cli, &served, rules.has_tokens())?;
+    let notifier = systemd.notify_socket.as_deref().and_then(|socket| {
+        Notifier::new(socket)
+            .map_err(|e| tracing::warn!("not notifying the service manager: {e}"))
+            .ok()
+    });
+    let service = Service::new(notifier, systemd.watchdog);
+    service.set_addresses(&served.iter().map(ToString::to_string).collect::<Vec<_>>());
     let rules = Arc::new(AccessHandle::new(rules));
     let defaults = server::Config::default();
     let fd_limit = limits::raise_fd_limit().unwrap_or(1024);
@@ -356,6 +404,7 @@ fn run(cli: Cli) -> Result<(), String> {
         nkv::key::validate_prefix(prefix, cli.max_key)
             .map_err(|e| format!("--volatile {prefix:?}: {e}"))?;
     }
+    service.status(&format!("opening the store in {}", data_dir.display()));
     let store = Store::open(&data_dir, options).map_err(|e| e.to_string())?;
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     if let Some(threads) = cli.threads {
@@ -367,6 +416,13 @@ fn run(cli: Cli) -> Result<(), String> {
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     runtime.block_on(async move {
         let mut listeners = Vec::new();
+        for socket in inherited {
+            let (address, number) = (socket.address(), socket.number());
+            let name = socket.name().to_owned();
+            let listener = Listener::inherit(socket).map_err(|e| e.to_string())?;
+            tracing::info!(%address, fd = number, name, "listening (socket from systemd)");
+            listeners.push(listener);
+        }
         for address in &listen {
             let listener = Listener::bind_with(address, access)
                 .await
@@ -375,22 +431,47 @@ fn run(cli: Cli) -> Result<(), String> {
             listeners.push(listener);
         }
         tracing::info!(data_dir = %data_dir.display(), "serving");
-        tokio::spawn(reload_on_sighup(access_files, rules));
-        server::run(listeners, store, config, shutdown_signal())
+        tokio::spawn(reload_on_sighup(access_files, rules, service.clone()));
+        server::run_supervised(listeners, store, config, shutdown_signal(), &service)
             .await
             .map_err(|e| e.to_string())
     })
 }
 
-/// The access given to Unix sockets by --socket-mode and --socket-group.
-fn socket_access(cli: &Cli, listen: &[Address]) -> Result<SocketAccess, String> {
+/// The addresses to bind: `--listen` (less those a socket from systemd
+/// already serves), else the default address when systemd passed no
+/// socket, else none (activation replaces the default).
+fn addresses_to_bind(cli: &Cli, inherited: &[Inherited]) -> Result<Vec<Address>, String> {
+    if cli.listen.is_empty() {
+        if !inherited.is_empty() {
+            return Ok(Vec::new());
+        }
+        return Ok(vec![
+            Address::from_env_or_default().map_err(|e| e.to_string())?
+        ]);
+    }
+    let mut listen = Vec::new();
+    for address in &cli.listen {
+        let Some(socket) = inherited.iter().find(|s| s.serves(address)) else {
+            listen.push(address.clone());
+            continue;
+        };
+        tracing::info!(
+            "--listen {address} is the socket systemd passed as descriptor {} ({}): serving \
+             that one",
+            socket.number(),
+            socket.name()
+        );
+    }
+    Ok(listen)
+}
+
+/// The access given to Unix sockets by --socket-mode and --socket-group
+/// (for a socket from systemd: the most it may give).
+fn socket_access(cli: &Cli) -> Result<SocketAccess, String> {
     let default = SocketAccess::default();
     if cli.socket_mode.is_none() && cli.socket_group.is_none() {
         return Ok(default);
-    }
-    if !listen.iter().any(|a| matches!(a, Address::Unix(_))) {
-        let why = "--socket-mode and --socket-group apply to Unix sockets; this server has none";
-        return Err(why.into());
     }
     let mode = cli.socket_mode.unwrap_or(default.mode);
     if let Some(group) = cli.socket_group {
@@ -447,20 +528,26 @@ fn is_loopback(host_port: &str) -> bool {
 }
 
 /// SIGHUP: loads the token and ACL files again; a file with a mistake
-/// leaves the rules in force as they were (and says why).
-async fn reload_on_sighup(files: AccessFiles, rules: Arc<AccessHandle>) {
+/// leaves the rules in force as they were (and says why). systemd hears
+/// RELOADING=1, then READY=1.
+async fn reload_on_sighup(files: AccessFiles, rules: Arc<AccessHandle>, service: Arc<Service>) {
     use tokio::signal::unix::{signal, SignalKind};
     let Ok(mut hup) = signal(SignalKind::hangup()) else {
         tracing::warn!("cannot install the SIGHUP handler; access files are not reloaded");
         return;
     };
     while hup.recv().await.is_some() {
+        service.reloading();
         match Access::load(&files) {
             Ok(access) => {
                 rules.replace(access);
                 tracing::info!("SIGHUP: access files reloaded");
+                service.reloaded(Ok(()));
             }
-            Err(e) => tracing::error!("SIGHUP: {e}; the previous rules stay in force"),
+            Err(e) => {
+                tracing::error!("SIGHUP: {e}; the previous rules stay in force");
+                service.reloaded(Err(&e));
+            }
         }
     }
 }

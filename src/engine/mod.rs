@@ -218,6 +218,15 @@ pub struct EngineStats {
     pub subscriptions: Vec<SubscriptionStats>,
 }
 
+/// What [`Engine::probe`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Probe {
+    /// Live keys, on disk and in memory.
+    pub keys: u64,
+    /// The revision of the last write.
+    pub revision: u64,
+}
+
 /// Writes of one submission waiting for their fsync (policy `Always`).
 struct Pending {
     /// The revision of the last of them.
@@ -598,6 +607,20 @@ impl Engine {
             commits: core.commits,
             subscriptions,
         }
+    }
+
+    /// Keys (every tier) and the current revision, read under the write
+    /// lock and then the registry lock, as every write takes them: an
+    /// answer proves that no write is stuck holding either. Blocks while
+    /// one is held; the service watchdog asks it from a blocking thread.
+    pub fn probe(&self) -> Probe {
+        let core = self.write();
+        let probe = Probe {
+            keys: core.store.stats().keys,
+            revision: core.store.revision(),
+        };
+        drop(self.registry());
+        probe
     }
 
     /// Stops the sync thread and syncs the store one last time (shutdown,

@@ -40,11 +40,20 @@ impl Default for SocketAccess {
     }
 }
 
-/// A bound listening socket.
+/// A listening socket, bound by the server or passed by systemd.
 #[derive(Debug)]
 pub enum Listener {
-    /// A Unix socket; the path is removed again when the server stops.
-    Unix(UnixListener, PathBuf),
+    /// A Unix socket.
+    Unix {
+        /// The socket.
+        listener: UnixListener,
+        /// Its path.
+        path: PathBuf,
+        /// The server created the file, and removes it when it stops. A
+        /// socket passed by systemd is not ours: its file stays, and
+        /// systemd goes on listening on it for the next start.
+        owned: bool,
+    },
     /// A TCP socket.
     Tcp(TcpListener),
 }
@@ -61,7 +70,11 @@ impl Listener {
     /// Binds `address`; a Unix socket gets `access` (TCP ignores it).
     pub async fn bind_with(address: &Address, access: SocketAccess) -> io::Result<Listener> {
         match address {
-            Address::Unix(path) => bind_unix(path, access).map(|l| Listener::Unix(l, path.clone())),
+            Address::Unix(path) => bind_unix(path, access).map(|listener| Listener::Unix {
+                listener,
+                path: path.clone(),
+                owned: true,
+            }),
             Address::Tcp(endpoint) => TcpListener::bind(endpoint.as_str())
                 .await
                 .map(Listener::Tcp)
@@ -71,10 +84,26 @@ impl Listener {
         }
     }
 
+    /// Serves a socket passed by systemd (checked by
+    /// [`Inherited::check`](super::Inherited::check)); its file, if any,
+    /// is left in place when the server stops. Needs a tokio runtime.
+    pub fn inherit(socket: super::Inherited) -> io::Result<Listener> {
+        match socket.socket {
+            super::inherited::Socket::Unix { listener, path } => Ok(Listener::Unix {
+                listener: UnixListener::from_std(listener)?,
+                path,
+                owned: false,
+            }),
+            super::inherited::Socket::Tcp { listener, .. } => {
+                Ok(Listener::Tcp(TcpListener::from_std(listener)?))
+            }
+        }
+    }
+
     /// Accepts the next connection.
     pub async fn accept(&self) -> io::Result<super::Stream> {
         match self {
-            Listener::Unix(l, _) => Ok(super::Stream::Unix(l.accept().await?.0)),
+            Listener::Unix { listener, .. } => Ok(super::Stream::Unix(listener.accept().await?.0)),
             Listener::Tcp(l) => {
                 let (stream, _) = l.accept().await?;
                 // Small frames answer requests; do not hold them back.
@@ -87,7 +116,7 @@ impl Listener {
     /// The address actually bound (useful with TCP port 0).
     pub fn local_address(&self) -> io::Result<Address> {
         match self {
-            Listener::Unix(_, path) => Ok(Address::Unix(path.clone())),
+            Listener::Unix { path, .. } => Ok(Address::Unix(path.clone())),
             Listener::Tcp(listener) => Ok(Address::Tcp(listener.local_addr()?.to_string())),
         }
     }
@@ -95,7 +124,10 @@ impl Listener {
 
 impl Drop for Listener {
     fn drop(&mut self) {
-        if let Listener::Unix(_, path) = self {
+        if let Listener::Unix {
+            path, owned: true, ..
+        } = self
+        {
             // Best effort: a leftover file is handled at the next start.
             let _ = std::fs::remove_file(path);
         }

@@ -5,8 +5,10 @@
 //! when they like.
 //!
 //! Shutdown, when the future completes:
-//! 1. the listeners close at once (the Unix socket file goes), so a new
-//!    client is refused instead of left hanging;
+//! 1. the listeners close at once (the Unix socket file the server created
+//!    goes), so a new client is refused instead of left hanging (a socket
+//!    systemd passed stays open in systemd: a new client waits there for
+//!    the next start);
 //! 2. connections that have not finished HELLO get ERROR `SHUTTING_DOWN`
 //!    and close; the others stop reading, answer what they have queued,
 //!    send CLOSED to each subscription and close;
@@ -17,12 +19,14 @@
 pub mod access;
 mod answer;
 mod connection;
+mod inherited;
 pub mod limits;
 mod listener;
 mod memory;
 mod requests;
 mod stats;
 mod stream;
+mod supervisor;
 
 use std::future::Future;
 use std::io;
@@ -33,8 +37,10 @@ use std::time::Duration;
 use tokio::sync::{watch, Semaphore};
 use tokio_util::task::TaskTracker;
 
+pub use inherited::Inherited;
 pub use listener::{Listener, SocketAccess};
 pub use stream::Stream;
+pub use supervisor::{Health, Stopping, Supervisor, Unsupervised, Vitals};
 
 use crate::engine::Engine;
 use crate::protocol::{wire, ErrorCode, ErrorFrame, Response, ServerCodec, ServerFrame};
@@ -159,6 +165,18 @@ pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
+    run_supervised(listeners, store, config, shutdown, &Unsupervised).await
+}
+
+/// [`run`], telling `supervisor` when the server is ready and where
+/// shutdown stands (`nkv-server` tells systemd).
+pub async fn run_supervised(
+    listeners: Vec<Listener>,
+    store: Store,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    supervisor: &dyn Supervisor,
+) -> io::Result<()> {
     let (max_key, max_value) = (store.options().max_key_len, store.options().max_value_len);
     let placement = Placement::volatile(&config.volatile, max_key)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("--volatile: {e}")))?;
@@ -196,9 +214,17 @@ pub async fn run(
     }
 
     let trimmer = tokio::spawn(memory::give_back_after_bursts(shared.clone()));
+    // The engine runs and every accept loop is spawned: a client that
+    // connects now is served.
+    supervisor.ready(Health {
+        shared: Arc::downgrade(&shared),
+    });
     shutdown.await;
     trimmer.abort();
     tracing::info!("shutting down: no new connections; finishing in-flight requests");
+    supervisor.stopping(Stopping::Draining {
+        connections: shared.connections.load(Ordering::SeqCst),
+    });
     let _ = stop_accepting.send(true);
     while accepting.join_next().await.is_some() {}
     let _ = phase_tx.send(Phase::Draining);
@@ -209,11 +235,15 @@ pub async fn run(
             "connections still open after the {} s grace period; closing them",
             grace.as_secs_f64()
         );
+        supervisor.stopping(Stopping::Closing {
+            connections: shared.connections.load(Ordering::SeqCst),
+        });
         let _ = phase_tx.send(Phase::Closing);
         tracker.wait().await;
     }
 
     // No connection is left: sync one last time.
+    supervisor.stopping(Stopping::Syncing);
     drop(shared);
     let synced = tokio::task::spawn_blocking(move || engine.close())
         .await

@@ -307,6 +307,12 @@ impl Wire {
         Self::over(Box::new(stream))
     }
 
+    /// A wire client over an already connected Unix socket (its timeouts
+    /// as the test set them).
+    pub fn over_unix(stream: UnixStream) -> Wire {
+        Self::over(Box::new(stream))
+    }
+
     fn over(stream: Box<dyn Stream>) -> Wire {
         Wire {
             stream,
@@ -426,6 +432,7 @@ impl Wire {
 pub mod disk;
 pub mod fake;
 pub mod hexdoc;
+pub mod systemd;
 
 /// The directory of the `libnkv.so` this test run built. The test binary
 /// is `target/<profile>/deps/NAME-HASH`; `cargo test` builds the library's
