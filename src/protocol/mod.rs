@@ -25,6 +25,7 @@ pub mod change;
 pub mod codec;
 pub mod error;
 pub mod frame;
+pub mod txn;
 pub mod wire;
 
 #[cfg(test)]
