@@ -49,7 +49,9 @@
  * nkv_options_new() are macros passing NKV_ABI_VERSION, so a program built
  * against another ABI gets NKV_ERR_UNSUPPORTED_VERSION instead of
  * misbehaving. Structs received by pointer may grow at their end; lists are
- * opaque and read through functions.
+ * opaque and read through functions. Enums may gain values (a new event
+ * kind comes only to a subscription that asked for it, e.g. GROUP with
+ * NKV_SUBSCRIBE_GROUPED): give a switch over them a default case.
  */
 
 #ifndef NKV_H
