@@ -218,6 +218,8 @@ fn run<B: Backend>(
                 }
                 9 if rng.below(3) == 0 => {
                     if let Some(reopen) = reopen.as_deref_mut() {
+                        // Everything applied before a sync survives.
+                        backend.sync().unwrap();
                         backend = reopen(backend);
                         // Revisions only `advance`d to (taken elsewhere)
                         // may be forgotten (the tiers reserve them); the

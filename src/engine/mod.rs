@@ -631,7 +631,7 @@ impl Engine {
         self.compactor.stop();
         self.sync.stop();
         let mut core = self.write();
-        let synced = core.store.log_mut().sync();
+        let synced = crate::storage::Backend::sync(&mut core.store);
         if let Err(e) = &synced {
             tracing::error!(error = %e, "final sync at shutdown failed");
         }

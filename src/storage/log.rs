@@ -15,6 +15,10 @@ impl Backend for Store {
         true
     }
 
+    fn sync(&mut self) -> Result<(), StoreError> {
+        Store::sync(self)
+    }
+
     fn revision(&self) -> u64 {
         Store::revision(self)
     }

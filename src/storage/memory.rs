@@ -150,6 +150,10 @@ impl Backend for MemoryStore {
         false
     }
 
+    fn sync(&mut self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     fn revision(&self) -> u64 {
         self.revision
     }

@@ -28,7 +28,9 @@
 //!   with revision `r`, and [`Backend::changes_since`] of any revision at
 //!   or above the floor reports every key changed after it (deletes
 //!   included) with its latest state;
-//! - a [`Snapshot`] never changes, whatever is applied after it was taken.
+//! - a [`Snapshot`] never changes, whatever is applied after it was taken;
+//! - after `sync` returns `Ok`, a durable backend reopened holds everything
+//!   applied before it.
 
 mod log;
 mod memory;
@@ -90,6 +92,13 @@ pub trait Backend: Send {
 
     /// Whether what `apply` wrote survives a restart.
     fn durable(&self) -> bool;
+
+    /// Makes everything applied so far durable: when it returns `Ok`, it
+    /// survives a power cut (nothing to do for a backend that is not
+    /// durable). The engine's group commit does this off the lock with the
+    /// log's sync points; this is the plain form, for shutdown and for
+    /// backends without such a split.
+    fn sync(&mut self) -> Result<(), StoreError>;
 
     /// The highest revision applied or advanced to.
     fn revision(&self) -> u64;

@@ -465,6 +465,10 @@ impl Backend for Tiers {
         self.placement.volatile.is_empty()
     }
 
+    fn sync(&mut self) -> Result<(), StoreError> {
+        self.log.sync()
+    }
+
     fn revision(&self) -> u64 {
         self.revision
     }
