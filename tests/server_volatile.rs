@@ -246,3 +246,28 @@ fn a_prefix_delete_across_both_sides_is_not_bounded_by_the_value_limit() {
     }
     assert!(list(&mut wire, "").is_empty());
 }
+
+#[test]
+fn a_damaged_memory_state_file_skips_revisions_instead_of_refusing_to_start() {
+    let mut server = TestServer::start_with(&["--volatile", "run"]);
+    let mut wire = server.wire();
+    put(&mut wire, "persist.a", "1");
+    let seen = put(&mut wire, "run.x", "1");
+    drop(wire);
+    server.kill9();
+    std::fs::write(server.data_dir().join("memory.state"), b"\x00garbage").unwrap();
+    server.restart();
+    let mut wire = server.wire();
+    assert!(get(&mut wire, "persist.a").is_some(), "the store opened");
+    let revision = stat(&mut wire, "revision");
+    assert!(
+        revision > seen + (1 << 39),
+        "revisions skip far ahead: {revision}"
+    );
+    let id = wire.send(Request::Subscribe {
+        prefix: String::new(),
+        since: Some(seen),
+    });
+    assert_eq!(wire.response(), (id, Response::SubOk));
+    assert_eq!(wire.event(), (id, Event::Reset));
+}

@@ -25,6 +25,10 @@ pub const REVISION_FILE: &str = "memory.state";
 /// Revisions reserved at a time.
 pub const RESERVE_STEP: u64 = 1 << 16;
 
+/// How far a start skips when the file is damaged: far more revisions than
+/// memory could have taken since any reserve the file could have held.
+pub const DAMAGED_SKIP: u64 = 1 << 40;
+
 /// What the file holds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(super) struct Reserved {
@@ -44,17 +48,26 @@ pub(super) struct Reservation {
 }
 
 impl Reservation {
-    /// Reads the file in `dir` (all zero when there is none).
-    pub fn load(dir: &Path) -> Result<Reservation, StoreError> {
+    /// Reads the file in `dir` (all zero when there is none). A damaged
+    /// file is reported as `None` in the second place: the caller cannot
+    /// know the reserve, and must skip far ahead (see [`DAMAGED_SKIP`]).
+    pub fn load(dir: &Path) -> Result<(Reservation, Option<Reserved>), StoreError> {
         let path = dir.join(REVISION_FILE);
-        let state = match std::fs::read_to_string(&path) {
-            Ok(text) => parse(&text).ok_or_else(|| {
-                StoreError::corrupt(&path, 0, "not a memory state file (expected 3 lines)")
-            })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Reserved::default(),
+        let state = match std::fs::read(&path) {
+            Ok(bytes) => std::str::from_utf8(&bytes).ok().and_then(parse),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some(Reserved::default()),
             Err(e) => return Err(StoreError::io(format!("reading {}", path.display()), e)),
         };
-        Ok(Reservation { path, state })
+        let reservation = Reservation {
+            path,
+            state: state.unwrap_or_default(),
+        };
+        Ok((reservation, state))
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 
     /// Replaces the file with `state`, durably (temporary file, fsync,

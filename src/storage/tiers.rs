@@ -18,7 +18,7 @@ use crate::key::{covers, validate_key, validate_prefix, KeyError};
 use crate::store::{Changes, Key, PrefixDeletion, Store, StoreError};
 
 use super::memory::MemoryStore;
-use super::reservation::{Reservation, Reserved, RESERVE_STEP};
+use super::reservation::{Reservation, Reserved, DAMAGED_SKIP, RESERVE_STEP};
 use super::tiers_view::TiersSnapshot;
 use super::{Backend, BackendStats, Write};
 
@@ -109,8 +109,21 @@ impl Tiers {
     /// last run kept keys in memory, they are gone now: the floor rises
     /// above every revision that run handed out (see `reservation.rs`).
     pub fn open(mut log: Store, placement: Placement) -> Result<Tiers, StoreError> {
-        let mut reservation = Reservation::load(log.dir())?;
-        let before = reservation.state;
+        let (mut reservation, read) = Reservation::load(log.dir())?;
+        let before = read.unwrap_or_else(|| {
+            // Which revisions memory took is lost: skip far past any it
+            // could have, and treat the last run as having kept keys.
+            tracing::warn!(
+                file = %reservation.path().display(),
+                "the memory state file is damaged; skipping revisions and raising the floor \
+                 (resuming subscribers get a full snapshot)"
+            );
+            Reserved {
+                up_to: log.revision() + DAMAGED_SKIP,
+                floor: 0,
+                dirty: true,
+            }
+        });
         let revision = log.revision().max(before.up_to);
         let floor = if before.dirty {
             before.floor.max(revision + 1)
@@ -122,7 +135,9 @@ impl Tiers {
             floor,
             dirty: false,
         };
-        if now != before && (before != Reserved::default() || !placement.volatile.is_empty()) {
+        // A server that never kept keys in memory needs no file.
+        let used = before != Reserved::default() || !placement.volatile.is_empty();
+        if read.is_none() || (now != before && used) {
             reservation.store(now)?;
         }
         reservation.state = now;
