@@ -195,6 +195,9 @@ func TestEphemeralKeyNotTakenBackOverAnotherWrite(t *testing.T) {
 	other := connect(t, shared.addr)
 	key := prefixFor(t) + ".leader"
 	const grace = 700 * time.Millisecond
+	if _, err := other.DeletePrefix(ctxT(t), prefixFor(t)); err != nil { // from an earlier -count
+		t.Fatal(err)
+	}
 	if _, err := c.PutEphemeral(ctxT(t), key, []byte("mine"), grace, nkv.IfAbsent()); err != nil {
 		t.Fatal(err)
 	}
