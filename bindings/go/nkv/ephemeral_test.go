@@ -210,11 +210,11 @@ func TestEphemeralKeyNotTakenBackOverAnotherWrite(t *testing.T) {
 	}
 	r.open()
 	reconnected(t, c)
-	heldKeys(t, c)
 	e, err := other.Get(ctxT(t), key)
 	if err != nil || string(e.Value) != "theirs" || e.Revision != rev {
 		t.Fatalf("after the owner reconnected: %q at %d, %v; want theirs at %d", e.Value, e.Revision, err, rev)
 	}
+	heldKeys(t, c)
 	time.Sleep(grace + 300*time.Millisecond)
 	e, err = other.Get(ctxT(t), key)
 	if err != nil || string(e.Value) != "theirs" || e.Revision != rev {
