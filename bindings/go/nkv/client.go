@@ -125,6 +125,11 @@ type Client struct {
 	limits   Limits
 	backoff  time.Duration // next reconnection delay
 
+	// held: the ephemeral keys this client holds (ephemeral.go). hmu is
+	// taken last: under conn.mu or c.mu, never the other way round.
+	hmu  sync.Mutex
+	held map[string]heldKey
+
 	done chan struct{} // closed by Close
 	wg   sync.WaitGroup
 }
@@ -201,6 +206,7 @@ func (c *Client) Close() error {
 		cn.fail(ErrClosed)
 	}
 	c.wg.Wait()
+	c.disownAll()
 	return nil
 }
 
@@ -259,6 +265,7 @@ func (c *Client) connLost(cn *conn, lived time.Duration) {
 	}
 	if !c.opts.reconnect {
 		c.lost = cn.err
+		c.disownAll()
 		return
 	}
 	// A connection that lived long resets the backoff; one that died at
@@ -298,22 +305,36 @@ func (c *Client) reconnectLoop() {
 			}
 		}()
 		cn, err := c.dial(ctx)
-		close(stop)
-		cancel()
 		if err != nil {
+			close(stop)
+			cancel()
 			continue
 		}
+		// The held ephemeral keys first, before the connection is handed
+		// to callers and subscriptions: their grace period is running.
+		cn.start()
+		c.reassert(ctx, cn)
+		close(stop)
+		cancel()
 		c.mu.Lock()
 		if c.closed {
 			c.mu.Unlock()
-			cn.nc.Close()
+			cn.fail(ErrClosed)
 			return
+		}
+		cn.mu.Lock()
+		dead := cn.dead
+		cn.mu.Unlock()
+		if dead {
+			// It ended before it was handed over (its connLost did
+			// nothing): try again.
+			c.mu.Unlock()
+			continue
 		}
 		c.conn = cn
 		c.limits = cn.limits
 		close(c.connWait)
 		c.connWait = make(chan struct{})
-		cn.start()
 		c.mu.Unlock()
 		return
 	}
@@ -326,6 +347,12 @@ type call struct {
 	// reader goroutine (it must not block).
 	ch chan callResult
 	cb func(callResult)
+	// onAnswer, if set, sees the server's answer (never a lost
+	// connection's error) on the reader goroutine under conn.mu, before it
+	// is delivered, even to a caller who stopped waiting. It may take
+	// Client.hmu and nothing else. Ephemeral keys are recorded there, so a
+	// reconnection cannot fall between a PUT_OK and the record of it.
+	onAnswer func(callResult)
 	// items collects LIST_ITEMs; abandoned calls drop them.
 	items     []Entry
 	nitems    int
@@ -346,6 +373,11 @@ type callResult struct {
 // ErrConnection (the server does not replay answers: it may or may not
 // have been applied).
 func (c *Client) roundTrip(ctx context.Context, typ byte, build func(*encoder)) (callResult, error) {
+	return c.roundTripWith(ctx, typ, nil, build)
+}
+
+// roundTripWith is roundTrip with the call's onAnswer hook.
+func (c *Client) roundTripWith(ctx context.Context, typ byte, onAnswer func(callResult), build func(*encoder)) (callResult, error) {
 	if c.opts.requestTimeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, c.opts.requestTimeout)
@@ -356,7 +388,7 @@ func (c *Client) roundTrip(ctx context.Context, typ byte, build func(*encoder)) 
 		if err != nil {
 			return callResult{}, err
 		}
-		cl := &call{typ: typ, ch: make(chan callResult, 1)}
+		cl := &call{typ: typ, ch: make(chan callResult, 1), onAnswer: onAnswer}
 		sent, err := cn.request(ctx, cl, build)
 		if err != nil {
 			if errors.Is(err, errConnDead) {

@@ -295,14 +295,20 @@ func (c *conn) dispatch(f frame) error {
 	if cl.typ == typeSub && f.typ == typeError {
 		delete(c.subs, f.id) // the SUB failed: no subscription
 	}
-	c.mu.Unlock()
 	if lo, ok := val.(listOK); ok && int(lo.count) != nitems {
+		c.mu.Unlock()
 		return fmt.Errorf("%w: LIST_OK counts %d items, %d arrived", errMalformed, lo.count, nitems)
 	}
 	res := callResult{val: val, items: items}
 	if se, ok := val.(*Error); ok {
 		res.err = se
 	}
+	if cl.onAnswer != nil {
+		// Under c.mu: fail (which starts a reconnection) cannot come
+		// between the answer and what onAnswer records.
+		cl.onAnswer(res)
+	}
+	c.mu.Unlock()
 	if !abandoned || cl.cb != nil {
 		cl.deliver(res)
 	}

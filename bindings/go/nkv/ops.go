@@ -84,7 +84,9 @@ func (c *Client) Get(ctx context.Context, key string) (Entry, error) {
 	return en, nil
 }
 
-// Put writes the key's value and returns the revision of the write.
+// Put writes the key's value and returns the revision of the write. It
+// makes an ephemeral key ordinary again: once it succeeds, this client no
+// longer holds the key (see PutEphemeral).
 func (c *Client) Put(ctx context.Context, key string, value []byte, opts ...WriteOption) (uint64, error) {
 	o := writeOptions(opts)
 	r, err := c.roundTrip(ctx, typePut, func(e *encoder) {
@@ -96,6 +98,7 @@ func (c *Client) Put(ctx context.Context, key string, value []byte, opts ...Writ
 	if err != nil {
 		return 0, err
 	}
+	c.disownKey(key)
 	return r.val.(uint64), nil
 }
 
@@ -103,12 +106,20 @@ func (c *Client) Put(ctx context.Context, key string, value []byte, opts ...Writ
 // connection: when the connection ends (Close, a crash, a lost network),
 // the server deletes the key after grace (rounded up to milliseconds; at
 // most 10 minutes), unless an ephemeral put of the key takes it over
-// within the grace period. With IfAbsent it is a leader claim. A plain Put
-// of the key makes it an ordinary key again.
+// within the grace period. With IfAbsent it is a leader claim.
 //
-// The ownership is the connection's, not the Client's: after a
-// reconnection the key is no longer owned unless put again (a grace
-// period long enough to reconnect lets that take it over).
+// Once the server has applied the put, the client holds the key (as
+// EphemeralKeys lists): after a reconnection it takes the key back by
+// itself, before anything else on the new connection (subscriptions resume
+// after), with an ephemeral put of the same value and grace on the
+// condition that the key's revision is still the one of its last
+// ephemeral put, so never over someone else's write. A grace period longer
+// than the outage is what lets that work. The client stops holding the key
+// when taking it back fails (someone else wrote or deleted it, the grace
+// period ran out, the server restarted), when a Put, Delete, DeletePrefix
+// or Txn of this client writes or deletes the key and succeeds (the key is
+// then an ordinary one), and when the client closes or, with reconnection
+// off, loses its connection.
 func (c *Client) PutEphemeral(ctx context.Context, key string, value []byte, grace time.Duration, opts ...WriteOption) (uint64, error) {
 	if grace < 0 {
 		return 0, &Error{Code: CodeInvalidArgument, Message: "negative grace period"}
@@ -118,7 +129,8 @@ func (c *Client) PutEphemeral(ctx context.Context, key string, value []byte, gra
 		return 0, &Error{Code: CodeInvalidArgument, Message: fmt.Sprintf("grace period %v is over %d ms", grace, maxGraceMs)}
 	}
 	o := writeOptions(opts)
-	r, err := c.roundTrip(ctx, typePut, func(e *encoder) {
+	held := append([]byte{}, value...) // the caller may reuse value
+	r, err := c.roundTripWith(ctx, typePut, c.claim(key, held, uint32(ms)), func(e *encoder) {
 		e.u8(o.cond)
 		e.u64(o.rev)
 		e.str16(key)
@@ -134,7 +146,8 @@ func (c *Client) PutEphemeral(ctx context.Context, key string, value []byte, gra
 
 // Delete deletes one key and returns the revision of the delete. The
 // condition, if any, is checked first (CodeConditionFailed); then an absent
-// key gives an error matching ErrNotFound.
+// key gives an error matching ErrNotFound. Once it succeeds, this client
+// no longer holds the key as an ephemeral key.
 func (c *Client) Delete(ctx context.Context, key string, opts ...WriteOption) (uint64, error) {
 	o := writeOptions(opts)
 	r, err := c.roundTrip(ctx, typeDel, func(e *encoder) {
@@ -146,12 +159,15 @@ func (c *Client) Delete(ctx context.Context, key string, opts ...WriteOption) (u
 	if err != nil {
 		return 0, err
 	}
+	c.disownKey(key)
 	return r.val.(WriteResult).Revision, nil
 }
 
 // DeletePrefix deletes the prefix key and every key below it ("" = every
 // key) atomically, as one write with one revision. Matching nothing is not
 // an error: Deleted is then 0 and Revision the current store revision.
+// This client no longer holds the ephemeral keys it deleted ("a" covers "a"
+// and "a.x", not "ab").
 func (c *Client) DeletePrefix(ctx context.Context, prefix string) (WriteResult, error) {
 	r, err := c.roundTrip(ctx, typeDel, func(e *encoder) {
 		e.u8(delFlagPrefix)
@@ -162,6 +178,7 @@ func (c *Client) DeletePrefix(ctx context.Context, prefix string) (WriteResult, 
 	if err != nil {
 		return WriteResult{}, err
 	}
+	c.disownPrefix(prefix)
 	return r.val.(WriteResult), nil
 }
 
@@ -233,7 +250,9 @@ func OpDeletePrefix(prefix string) Op { return Op{kind: 3, key: prefix} }
 // When one does not, nothing is written and the error is an *Error with
 // CodeConditionFailed naming the first failing condition's Key (HasKey set)
 // and its current Revision (0 when absent). Subscribers see the changed
-// keys at one revision; grouped subscriptions get them as one group.
+// keys at one revision; grouped subscriptions get them as one group. Once
+// it succeeds, the keys it writes or deletes are no longer ephemeral keys
+// this client holds.
 func (c *Client) Txn(ctx context.Context, conds []Condition, ops []Op) (WriteResult, error) {
 	if len(conds) > 0xFFFF || len(ops) > 0xFFFF {
 		return WriteResult{}, &Error{Code: CodeLimit, Message: "too many conditions or operations"}
@@ -256,6 +275,13 @@ func (c *Client) Txn(ctx context.Context, conds []Condition, ops []Op) (WriteRes
 	})
 	if err != nil {
 		return WriteResult{}, err
+	}
+	for _, op := range ops {
+		if op.kind == 3 {
+			c.disownPrefix(op.key)
+		} else {
+			c.disownKey(op.key)
+		}
 	}
 	return r.val.(WriteResult), nil
 }
