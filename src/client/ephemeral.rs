@@ -48,6 +48,25 @@ pub(crate) struct Claim {
     pub grace_ms: u32,
 }
 
+impl Claim {
+    /// The claim `request` makes if it is an ephemeral PUT.
+    pub(crate) fn of(request: &Request) -> Option<Claim> {
+        match request {
+            Request::PutEphemeral {
+                key,
+                value,
+                grace_ms,
+                ..
+            } => Some(Claim {
+                key: key.clone(),
+                value: value.clone(),
+                grace_ms: *grace_ms,
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// What a plain write covers: once it is applied, the keys it covers are
 /// ordinary keys (or gone), no longer held.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +78,16 @@ pub(crate) enum Cover {
 }
 
 impl Cover {
+    /// What `request` covers: nothing unless it is a plain write.
+    pub(crate) fn of(request: &Request) -> Vec<Cover> {
+        match request {
+            Request::Put { key, .. } | Request::Delete { key, .. } => vec![Cover::Key(key.clone())],
+            Request::DeletePrefix { prefix } => vec![Cover::Prefix(prefix.clone())],
+            Request::Txn(txn) => Cover::of_txn(txn),
+            _ => Vec::new(),
+        }
+    }
+
     /// What a transaction's operations cover (if it is applied).
     pub(crate) fn of_txn(txn: &Txn) -> Vec<Cover> {
         txn.ops
@@ -122,6 +151,17 @@ impl Holdings {
         self.0
             .retain(|key, _| !covered.iter().any(|cover| cover.covers(key)));
         self.0.len() != before
+    }
+
+    /// A plain write covering `covered` was answered with `response`:
+    /// if it was applied, those keys are no longer held. True if one was.
+    pub(crate) fn written(&mut self, covered: &[Cover], response: &Response) -> bool {
+        match response {
+            Response::PutOk { .. } | Response::DelOk { .. } | Response::TxnOk { .. } => {
+                self.forget(covered)
+            }
+            _ => false,
+        }
     }
 
     /// The re-assertions to send first on a new connection, each with the
