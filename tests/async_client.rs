@@ -1,7 +1,9 @@
 //! The async client against a real `nkv-server` (and, where a server must
 //! misbehave on cue, the scripted fake): every operation, many tasks
 //! sharing one connection, subscription streams and their end, watches,
-//! resuming across a server restart, and a slow reader's bounded queue.
+//! resuming across a server restart, a slow reader's bounded queue, and
+//! ephemeral keys taken back after a cut connection (through a relay that
+//! cuts it) only while nobody else wrote them.
 
 mod common;
 
@@ -16,6 +18,7 @@ use nkv::client::{ClientOptions, ConnState, Entry, ErrorKind, SubscriptionEvent}
 use nkv::protocol::{Condition, Request, Response};
 
 use common::fake::Fake;
+use common::relay::Relay;
 use common::TestServer;
 
 /// How long any single expected thing may take before the test fails.
@@ -689,4 +692,224 @@ async fn an_ephemeral_key_goes_with_the_client_that_wrote_it() {
         SubscriptionEvent::Delete { key, .. } => assert_eq!(key, "svc.a.alive"),
         other => panic!("expected the DELETE, got {other:?}"),
     }
+}
+
+/// Reconnects quickly (for the tests that cut the connection).
+fn quick_reconnect() -> ClientOptions {
+    ClientOptions {
+        timeout: WAIT,
+        backoff_initial: Duration::from_millis(20),
+        backoff_max: Duration::from_millis(100),
+        ..ClientOptions::default()
+    }
+}
+
+/// The value of `key` now.
+async fn value(client: &AsyncClient, key: &str) -> Option<Vec<u8>> {
+    client.get(key).await.unwrap().map(|e| e.value.to_vec())
+}
+
+/// Polls `done` until it holds, failing the test after [`WAIT`].
+async fn until<F: std::future::Future<Output = bool>>(what: &str, mut done: impl FnMut() -> F) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !done().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ephemeral_key_is_taken_back_after_a_cut_and_outlives_its_grace() {
+    let server = TestServer::start();
+    let relay = Relay::start(&server);
+    let owner = connect_with(&relay.addr(), quick_reconnect()).await;
+    let other = connect(&server).await;
+    let grace = Duration::from_secs(2);
+    let first = owner
+        .put_ephemeral("svc.netd.alive", b"1", Condition::None, grace)
+        .await
+        .unwrap();
+    // Held as soon as the call returns.
+    assert_eq!(owner.ephemeral_keys(), ["svc.netd.alive"]);
+
+    relay.cut();
+    // Back within the grace period, the key taken back: a new revision,
+    // the same value.
+    until("the key to be taken back", || async {
+        other
+            .get("svc.netd.alive")
+            .await
+            .unwrap()
+            .is_some_and(|e| e.revision > first)
+    })
+    .await;
+    assert_eq!(owner.ephemeral_keys(), ["svc.netd.alive"]);
+    let retaken = other.get("svc.netd.alive").await.unwrap().unwrap().revision;
+    // Well past the first connection's grace period, it is still there,
+    // unchanged: it belongs to the new connection now.
+    tokio::time::sleep(grace + Duration::from_millis(500)).await;
+    let entry = other.get("svc.netd.alive").await.unwrap().unwrap();
+    assert_eq!((&entry.value[..], entry.revision), (&b"1"[..], retaken));
+    // The owner goes for good: the key goes after the grace period.
+    owner.close();
+    assert!(owner.ephemeral_keys().is_empty());
+    until("the key to be deleted", || async {
+        value(&other, "svc.netd.alive").await.is_none()
+    })
+    .await;
+}
+
+/// On the wire, after a reconnect: the held key's re-assertion (same value
+/// and grace, conditioned on the revision last written) comes before the
+/// subscription's resume. (A real server may take a SUB's snapshot before
+/// a write pipelined ahead of it is applied, so this order is checked here,
+/// not through a server.)
+#[tokio::test]
+async fn held_keys_are_reasserted_before_subscriptions_resume() {
+    let fake = Fake::start(|l| {
+        let mut peer = l.accept();
+        peer.handshake();
+        let sub = peer.expect();
+        assert!(matches!(sub.request, Request::Subscribe { .. }), "{sub:?}");
+        peer.respond(sub.id, Response::SubOk);
+        peer.event(sub.id, nkv::protocol::Event::Synced { revision: 4 });
+        let put = peer.expect();
+        peer.respond(put.id, Response::PutOk { revision: 5 });
+        drop(peer);
+
+        let mut peer = l.accept();
+        peer.handshake();
+        let first = peer.expect();
+        assert_eq!(
+            first.request,
+            Request::PutEphemeral {
+                key: "svc.a".into(),
+                value: bytes::Bytes::from_static(b"1"),
+                condition: Condition::RevisionEquals(5),
+                grace_ms: 3000,
+            }
+        );
+        let second = peer.expect();
+        assert_eq!(
+            (second.id, second.request),
+            (
+                sub.id,
+                Request::Subscribe {
+                    prefix: "svc".into(),
+                    since: Some(4),
+                }
+            )
+        );
+        peer.respond(first.id, Response::PutOk { revision: 6 });
+        peer.respond(sub.id, Response::SubOk);
+        peer.event(sub.id, nkv::protocol::Event::Synced { revision: 6 });
+        peer.pong_until_closed();
+    });
+    let client = connect_with(&fake.addr, quick_reconnect()).await;
+    let mut sub = client.subscribe("svc").await.unwrap();
+    until_synced(&mut sub).await;
+    client
+        .put_ephemeral("svc.a", b"1", Condition::None, Duration::from_secs(3))
+        .await
+        .unwrap();
+    // The fake hangs up after the PUT_OK.
+    assert_eq!(next(&mut sub).await, SubscriptionEvent::Disconnected);
+    assert_eq!(
+        next(&mut sub).await,
+        SubscriptionEvent::Synced { revision: 6 }
+    );
+    assert_eq!(client.ephemeral_keys(), ["svc.a"]);
+    client.close();
+    drop((client, sub));
+    tokio::task::spawn_blocking(move || fake.join())
+        .await
+        .expect("the fake server's script");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ephemeral_key_someone_else_wrote_while_cut_off_is_not_taken_back() {
+    let server = TestServer::start();
+    let relay = Relay::start(&server);
+    let owner = connect_with(&relay.addr(), quick_reconnect()).await;
+    let other = connect(&server).await;
+    owner
+        .put_ephemeral("svc.a", b"mine", Condition::None, Duration::from_secs(5))
+        .await
+        .unwrap();
+    // The owner cannot come back before the other write is in; then its
+    // re-assertion's condition fails.
+    relay.refuse(true);
+    relay.cut();
+    other
+        .put("svc.a", b"theirs", Condition::None)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    relay.refuse(false);
+    until("the holding to end", || async {
+        owner.ephemeral_keys().is_empty()
+    })
+    .await;
+    assert_eq!(owner.state(), ConnState::Connected);
+    assert_eq!(
+        value(&other, "svc.a").await.as_deref(),
+        Some(&b"theirs"[..])
+    );
+    // Nothing of the owner's lingers on the server: its going changes
+    // nothing.
+    owner.close();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        value(&other, "svc.a").await.as_deref(),
+        Some(&b"theirs"[..])
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_write_of_an_ephemeral_key_ends_the_holding() {
+    let server = TestServer::start();
+    let relay = Relay::start(&server);
+    let owner = connect_with(&relay.addr(), quick_reconnect()).await;
+    let other = connect(&server).await;
+    let grace = Duration::from_millis(500);
+    for key in ["svc.put", "svc.del", "svc.tree.x", "svc.txn", "svc.kept"] {
+        owner
+            .put_ephemeral(key, b"1", Condition::None, grace)
+            .await
+            .unwrap();
+    }
+    assert_eq!(owner.ephemeral_keys().len(), 5);
+    // Each plain write ends the holding of what it covers, by the time it
+    // returns.
+    let plain = owner.put("svc.put", b"2", Condition::None).await.unwrap();
+    assert!(!owner.ephemeral_keys().contains(&"svc.put".to_owned()));
+    owner.delete("svc.del", Condition::None).await.unwrap();
+    owner.delete_prefix("svc.tree").await.unwrap();
+    owner
+        .txn(&nkv::protocol::Txn::new().put("svc.txn", "2"))
+        .await
+        .unwrap();
+    assert_eq!(owner.ephemeral_keys(), ["svc.kept"]);
+
+    // After a cut, only the key still held is taken back; the plainly
+    // written ones are ordinary keys, left as they were.
+    relay.cut();
+    until("svc.kept to be taken back", || async {
+        other
+            .get("svc.kept")
+            .await
+            .unwrap()
+            .is_some_and(|e| e.revision > plain)
+    })
+    .await;
+    tokio::time::sleep(grace + Duration::from_millis(300)).await;
+    assert_eq!(owner.ephemeral_keys(), ["svc.kept"]);
+    let put = other.get("svc.put").await.unwrap().unwrap();
+    assert_eq!((&put.value[..], put.revision), (&b"2"[..], plain));
+    assert_eq!(value(&other, "svc.txn").await.as_deref(), Some(&b"2"[..]));
+    assert_eq!(value(&other, "svc.del").await, None);
+    assert_eq!(value(&other, "svc.kept").await.as_deref(), Some(&b"1"[..]));
 }

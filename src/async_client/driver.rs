@@ -1,8 +1,8 @@
 //! The background task: the one owner of the connection. It takes
 //! callers' commands, writes their requests, reads the server's frames and
 //! routes them (`routing.rs`), sends keepalives, and, when the connection
-//! is lost, reconnects with exponential backoff and resumes every
-//! subscription: the same life as the blocking client's I/O thread
+//! is lost, reconnects with exponential backoff, takes back the ephemeral
+//! keys it holds and resumes every subscription: the same life as the blocking client's I/O thread
 //! (`client/io.rs`), without the thread.
 //!
 //! It runs while any handle lives: an [`AsyncClient`](super::AsyncClient)
@@ -15,6 +15,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -99,15 +100,17 @@ pub(super) struct Driver {
 }
 
 impl Driver {
-    /// A driver for a client whose first connection is made.
+    /// A driver for a client whose first connection is made; the
+    /// ephemeral keys it holds are published on `held`.
     pub fn new(
         addr: Address,
         options: ClientOptions,
         shared: Arc<Shared>,
         commands: UnboundedReceiver<Command>,
         close: CancellationToken,
+        held: watch::Sender<Vec<String>>,
     ) -> Driver {
-        let router = Router::new(options.reconnect);
+        let router = Router::new(options.reconnect, held);
         Driver {
             addr,
             options,
@@ -205,6 +208,7 @@ impl Driver {
                     self.shared.set_info(server);
                     self.shared.set_state(ConnState::Connected);
                     tracing::debug!(addr = %self.addr, "reconnected");
+                    // Held ephemeral keys first, then subscriptions.
                     self.router.resume(&mut conn);
                     backoff = self.options.backoff_initial;
                     phase = Phase::Connected(conn);

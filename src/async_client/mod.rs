@@ -68,7 +68,11 @@
 //! and, once reconnected, what it missed since its last complete revision
 //! (or `Reset` and a full snapshot), then `Synced`: the blocking client's
 //! rules ([`crate::client::subscription`]). A [`watch`](AsyncClient::watch)
-//! converges to the key's newest value the same way.
+//! converges to the key's newest value the same way. Before any of that,
+//! the ephemeral keys the client holds
+//! ([`put_ephemeral`](AsyncClient::put_ephemeral)) are taken back, each
+//! only if nobody wrote it meanwhile: the blocking client's rules too
+//! (`client/ephemeral.rs`).
 
 mod conn;
 mod driver;
@@ -113,6 +117,8 @@ pub struct AsyncClient {
     timeout: Duration,
     /// [`ClientOptions::queue_limit`].
     queue_limit: usize,
+    /// The ephemeral keys held, published by the task.
+    held: tokio::sync::watch::Receiver<Vec<String>>,
 }
 
 impl AsyncClient {
@@ -140,14 +146,16 @@ impl AsyncClient {
         shared.set_info(server);
         let (commands, receiver) = mpsc::unbounded_channel();
         let close = CancellationToken::new();
+        let (held_tx, held) = tokio::sync::watch::channel(Vec::new());
         let client = AsyncClient {
             commands,
             shared: Arc::clone(&shared),
             close: close.clone(),
             timeout: options.timeout,
             queue_limit: options.queue_limit,
+            held,
         };
-        let driver = Driver::new(addr.clone(), options, shared, receiver, close);
+        let driver = Driver::new(addr.clone(), options, shared, receiver, close, held_tx);
         tokio::spawn(driver.run(conn));
         Ok(client)
     }
@@ -178,6 +186,9 @@ impl AsyncClient {
     /// Writes `value` at `key` if `condition` holds; returns the revision of
     /// the write. A failed condition gives [`ErrorKind::ConditionFailed`]
     /// with [`Error::current_revision`].
+    ///
+    /// A plain put makes an ephemeral key ordinary again: if this client
+    /// held `key` (see [`AsyncClient::put_ephemeral`]), it no longer does.
     ///
     /// ```no_run
     /// # async fn run(client: nkv::async_client::AsyncClient) -> Result<(), nkv::client::Error> {
@@ -255,13 +266,37 @@ impl AsyncClient {
         ops::txn_answer(self.call(request).await?)
     }
 
-    /// Writes an ephemeral key: it belongs to this client's connection and
-    /// the server deletes it when the connection ends, `grace` later (at
-    /// most 600 s) unless an ephemeral PUT takes it over meanwhile. Unlike
-    /// the blocking client, this client does not write it again by itself
-    /// after a reconnect: put it again (say, on the
-    /// [`Disconnected`](crate::client::SubscriptionEvent::Disconnected) of
-    /// a subscription) within the grace period to keep it.
+    /// Writes an ephemeral key: like [`AsyncClient::put`], but the key
+    /// belongs to this client's connection, and the server deletes it when
+    /// the connection ends (the client closes, crashes, or loses the
+    /// connection) and `grace` has passed (at most 600 s; zero: at once).
+    /// Returns the revision of the write.
+    ///
+    /// After a reconnect within `grace` the client takes the key back by
+    /// itself, as the blocking client does: the same value and grace, only
+    /// if its revision is still the one this client wrote, before any
+    /// subscription is resumed. The key stops being this client's when
+    /// someone else writes or deletes it, when the client writes or deletes
+    /// it plainly ([`put`](AsyncClient::put),
+    /// [`delete`](AsyncClient::delete),
+    /// [`delete_prefix`](AsyncClient::delete_prefix), a
+    /// [`txn`](AsyncClient::txn) covering it), or when taking it back
+    /// fails; [`AsyncClient::ephemeral_keys`] lists what it holds.
+    /// `Condition::MustNotExist` makes this a leader claim: of several
+    /// clients, exactly one gets the key, and it is freed when that client
+    /// goes away.
+    ///
+    /// ```no_run
+    /// # async fn run(client: nkv::async_client::AsyncClient) -> Result<(), nkv::client::Error> {
+    /// use std::time::Duration;
+    /// use nkv::protocol::Condition;
+    ///
+    /// let grace = Duration::from_secs(5);
+    /// client.put_ephemeral("svc.netd.leader", b"me", Condition::MustNotExist, grace).await?;
+    /// assert_eq!(client.ephemeral_keys(), ["svc.netd.leader"]);
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn put_ephemeral(
         &self,
         key: &str,
@@ -273,6 +308,17 @@ impl AsyncClient {
         let grace_ms = ops::grace_ms(grace)?;
         let request = ops::put_ephemeral(key, Bytes::copy_from_slice(value), condition, grace_ms);
         ops::put_answer(self.call(request).await?)
+    }
+
+    /// The ephemeral keys this client holds now (written with
+    /// [`AsyncClient::put_ephemeral`], and not lost since), in key order.
+    /// A key is listed once its `put_ephemeral` has returned, and no longer
+    /// once a plain write of it has.
+    pub fn ephemeral_keys(&self) -> Vec<String> {
+        if self.close.is_cancelled() {
+            return Vec::new();
+        }
+        self.held.borrow().clone()
     }
 
     /// The server's counters, in the server's order.

@@ -3,16 +3,24 @@
 //! to their queue, with the blocking client's resume bookkeeping,
 //! [`SubState`]), and the background task's own requests.
 //!
+//! The router also keeps the ephemeral keys the client holds, by the
+//! blocking client's rules ([`Holdings`], `client/ephemeral.rs`): an
+//! ephemeral PUT's PUT_OK records the claim before its caller is answered,
+//! a plain write's answer forgets the keys it covers, and on a new
+//! connection the held keys are re-asserted before any subscription is
+//! resumed.
+//!
 //! Only the background task touches a [`Router`], so it needs no lock; it
 //! never waits, and never runs user code (a reader is only woken).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use super::conn::Conn;
 use super::subscription::Sink;
+use crate::client::ephemeral::{Claim, Cover, Holdings};
 use crate::client::subscription::SubState;
 use crate::client::{Answer, Error, ErrorKind, ListEntry, SubscriptionEvent};
 use crate::protocol::{ErrorCode, Event, Request, Response, ServerFrame};
@@ -26,8 +34,18 @@ pub(super) type SubReply = oneshot::Sender<Result<u32, Error>>;
 /// A request that waits for its response.
 #[derive(Debug)]
 enum Pending {
-    /// A caller's request; LIST items accumulate in `items`.
-    Call { reply: Reply, items: Vec<ListEntry> },
+    /// A caller's request; LIST items accumulate in `items`. A plain
+    /// write's `covers` are no longer held once it is applied.
+    Call {
+        reply: Reply,
+        items: Vec<ListEntry>,
+        covers: Vec<Cover>,
+    },
+    /// A caller's ephemeral PUT: on PUT_OK the client holds the key (even
+    /// if the caller gave up waiting).
+    Claim { reply: Reply, claim: Claim },
+    /// A held key put again after a reconnect.
+    Reassert { claim: Claim },
     /// A caller's SUB (its id becomes the subscription id).
     Subscribe {
         state: SubState,
@@ -63,16 +81,23 @@ pub(super) struct Router {
     /// [`ClientOptions::reconnect`](crate::client::ClientOptions::reconnect):
     /// a lost connection ends every subscription without it.
     reconnect: bool,
+    /// The ephemeral keys the client holds.
+    holdings: Holdings,
+    /// Their keys, for [`AsyncClient::ephemeral_keys`](super::AsyncClient::ephemeral_keys).
+    held: watch::Sender<Vec<String>>,
 }
 
 impl Router {
-    /// Nothing in flight yet.
-    pub fn new(reconnect: bool) -> Router {
+    /// Nothing in flight yet, nothing held; the keys held are published
+    /// on `held`.
+    pub fn new(reconnect: bool, held: watch::Sender<Vec<String>>) -> Router {
         Router {
             pending: HashMap::new(),
             subs: BTreeMap::new(),
             next_id: 1,
             reconnect,
+            holdings: Holdings::default(),
+            held,
         }
     }
 
@@ -91,9 +116,16 @@ impl Router {
     /// Sends a caller's request.
     pub fn call(&mut self, conn: &mut Conn, request: Request, reply: Reply) {
         let id = self.alloc_id();
+        let pending = match Claim::of(&request) {
+            Some(claim) => Pending::Claim { reply, claim },
+            None => Pending::Call {
+                reply,
+                items: Vec::new(),
+                covers: Cover::of(&request),
+            },
+        };
         conn.send(id, request);
-        let items = Vec::new();
-        self.pending.insert(id, Pending::Call { reply, items });
+        self.pending.insert(id, pending);
     }
 
     /// Sends a caller's SUB.
@@ -178,7 +210,14 @@ impl Router {
             }
         }
         match self.pending.remove(&id).expect("found above") {
-            Pending::Call { reply, items } => {
+            Pending::Call {
+                reply,
+                items,
+                covers,
+            } => {
+                if self.holdings.written(&covers, &response) {
+                    self.publish_holdings();
+                }
                 let answer = match response {
                     Response::ListOk { .. } => Ok(Answer::List(items)),
                     Response::Error(e) => Err(Error::from_wire(e)),
@@ -186,6 +225,26 @@ impl Router {
                 };
                 // The caller may have given up (timeout, cancelled).
                 let _ = reply.send(answer);
+            }
+            Pending::Claim { reply, claim } => {
+                let answer = match response {
+                    Response::PutOk { revision } => {
+                        // Before the caller hears of it: a reconnect after
+                        // this re-asserts the key.
+                        self.holdings.claim(claim, revision);
+                        self.publish_holdings();
+                        Ok(Answer::Response(response))
+                    }
+                    Response::Error(e) => Err(Error::from_wire(e)),
+                    // The caller reports it.
+                    other => Ok(Answer::Response(other)),
+                };
+                let _ = reply.send(answer);
+            }
+            Pending::Reassert { claim } => {
+                if self.holdings.reasserted(claim, response) {
+                    self.publish_holdings();
+                }
             }
             Pending::Subscribe { state, sink, reply } => match response {
                 Response::SubOk => {
@@ -248,8 +307,13 @@ impl Router {
     /// The codec refused request `id`: its caller gets the error.
     pub fn refused(&mut self, id: u32, error: Error) {
         match self.pending.remove(&id) {
-            Some(Pending::Call { reply, .. }) => {
+            Some(Pending::Call { reply, .. } | Pending::Claim { reply, .. }) => {
                 let _ = reply.send(Err(error));
+            }
+            Some(Pending::Reassert { claim }) => {
+                if self.holdings.lose(&claim.key, &error.to_string()) {
+                    self.publish_holdings();
+                }
             }
             Some(Pending::Subscribe { reply, .. }) => {
                 let _ = reply.send(Err(error));
@@ -282,9 +346,16 @@ impl Router {
         }
     }
 
-    /// A new connection is up: resume every subscription from its last
-    /// complete revision (a full snapshot after a `Reset` when none is).
+    /// A new connection is up: take back the ephemeral keys held (first:
+    /// their grace period is running), then resume every subscription from
+    /// its last complete revision (a full snapshot after a `Reset` when
+    /// none is).
     pub fn resume(&mut self, conn: &mut Conn) {
+        for (request, claim) in self.holdings.reassertions() {
+            let id = self.alloc_id();
+            conn.send(id, request);
+            self.pending.insert(id, Pending::Reassert { claim });
+        }
         // A reader that went away while we were disconnected.
         self.subs.retain(|_, sub| !sub.sink.orphaned());
         for (&id, sub) in &self.subs {
@@ -299,26 +370,36 @@ impl Router {
     }
 
     /// The client is closing: callers get `Closed`, every subscription its
-    /// final `Closed`.
+    /// final `Closed`; it holds no key any more.
     pub fn close(&mut self) {
         self.fail_pending(&Error::new(ErrorKind::Closed, "the client was closed"));
         for (_, sub) in std::mem::take(&mut self.subs) {
             sub.sink.end("the client was closed".to_owned());
         }
+        self.holdings = Holdings::default();
+        self.publish_holdings();
+    }
+
+    /// Publishes the keys held now.
+    fn publish_holdings(&self) {
+        self.held.send_replace(self.holdings.keys());
     }
 
     fn fail_pending(&mut self, error: &Error) {
         for (_, pending) in self.pending.drain() {
             match pending {
-                Pending::Call { reply, .. } => {
+                Pending::Call { reply, .. } | Pending::Claim { reply, .. } => {
                     let _ = reply.send(Err(error.clone()));
                 }
                 Pending::Subscribe { reply, .. } => {
                     let _ = reply.send(Err(error.clone()));
                 }
-                // Resubscribes are still in `subs`: re-sent on the next
-                // connection.
-                Pending::Resubscribe | Pending::Keepalive | Pending::Ignore => {}
+                // Resubscribes are still in `subs`, and held keys in the
+                // holdings: re-sent on the next connection.
+                Pending::Resubscribe
+                | Pending::Reassert { .. }
+                | Pending::Keepalive
+                | Pending::Ignore => {}
             }
         }
     }

@@ -173,10 +173,8 @@ impl Core {
                 self.complete(id, waiter, answer);
             }
             Pending::Reclaim { claim, reassert } => match response {
+                response if reassert => self.reasserted(claim, response),
                 Response::PutOk { revision } => self.claimed(claim, revision),
-                Response::Error(e) if reassert => {
-                    self.claim_lost(&claim.key, &Error::from_wire(e).to_string());
-                }
                 _ => {}
             },
             Pending::Resubscribe => match response {

@@ -95,7 +95,7 @@
 mod answers;
 mod call;
 mod deadline;
-mod ephemeral;
+pub(crate) mod ephemeral;
 mod error;
 pub(crate) mod handshake;
 mod hub;
@@ -123,10 +123,10 @@ pub use subscription::SubscriptionEvent;
 pub use wait::WaitFor;
 
 use crate::addr::Address;
-use crate::protocol::{Condition, Request, Txn, TxnOp};
+use crate::protocol::{Condition, Request, Txn};
 pub(crate) use answers::Answer;
 use call::SubscribeArgs;
-use ephemeral::Claim;
+use ephemeral::{Claim, Cover};
 use hub::Hub;
 use link::Link;
 pub(crate) use queue::SubQueue;
@@ -514,7 +514,7 @@ impl Client {
         ops::put_check(inner.limits(), key, value.len())?;
         let request = ops::put(key, Bytes::copy_from_slice(value), condition);
         let revision = ops::put_answer(inner.call(request)?)?;
-        inner.disown(|core| core.disown_key(key));
+        inner.disown(|core| core.disown(&[Cover::Key(key.to_owned())]));
         Ok(revision)
     }
 
@@ -590,14 +590,7 @@ impl Client {
         let inner = self.inner()?;
         let request = ops::txn(inner.limits(), txn)?;
         let outcome = ops::txn_answer(inner.call(request)?)?;
-        inner.disown(|core| {
-            for op in &txn.ops {
-                match op {
-                    TxnOp::Put { key, .. } | TxnOp::Delete { key } => core.disown_key(key),
-                    TxnOp::DeletePrefix { prefix } => core.disown_prefix(prefix),
-                }
-            }
-        });
+        inner.disown(|core| core.disown(&Cover::of_txn(txn)));
         Ok(outcome)
     }
 
@@ -621,7 +614,7 @@ impl Client {
         let inner = self.inner()?;
         let request = ops::delete(inner.limits(), key, condition)?;
         let revision = ops::delete_answer(inner.call(request)?)?;
-        inner.disown(|core| core.disown_key(key));
+        inner.disown(|core| core.disown(&[Cover::Key(key.to_owned())]));
         Ok(revision)
     }
 
@@ -631,7 +624,7 @@ impl Client {
         let inner = self.inner()?;
         let request = ops::delete_prefix(inner.limits(), prefix)?;
         let done = ops::delete_prefix_answer(inner.call(request)?)?;
-        inner.disown(|core| core.disown_prefix(prefix));
+        inner.disown(|core| core.disown(&[Cover::Prefix(prefix.to_owned())]));
         Ok(done)
     }
 

@@ -432,6 +432,7 @@ impl Wire {
 pub mod disk;
 pub mod fake;
 pub mod hexdoc;
+pub mod relay;
 pub mod systemd;
 
 /// The directory of the `libnkv.so` this test run built. The test binary
