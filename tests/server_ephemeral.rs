@@ -31,49 +31,6 @@ fn put_ephemeral(wire: &mut Wire, key: &str, value: &str, grace_ms: u32) -> u64 
     }
 }
 
-fn put(wire: &mut Wire, key: &str, value: &str) -> u64 {
-    match wire.call(Request::Put {
-        key: key.into(),
-        value: Bytes::copy_from_slice(value.as_bytes()),
-        condition: Condition::None,
-    }) {
-        Response::PutOk { revision } => revision,
-        other => panic!("PUT {key}: {other:?}"),
-    }
-}
-
-fn get(wire: &mut Wire, key: &str) -> Option<String> {
-    match wire.call(Request::Get { key: key.into() }) {
-        Response::GetOk { value, .. } => Some(String::from_utf8(value.to_vec()).unwrap()),
-        Response::Error(e) if e.code == ErrorCode::NotFound => None,
-        other => panic!("GET {key}: {other:?}"),
-    }
-}
-
-fn subscribe(wire: &mut Wire, prefix: &str) -> u32 {
-    let id = wire.send(Request::Subscribe {
-        prefix: prefix.into(),
-        since: None,
-    });
-    assert_eq!(wire.response(), (id, Response::SubOk));
-    loop {
-        if let (_, Event::Synced { .. }) = wire.event() {
-            return id;
-        }
-    }
-}
-
-fn stat(wire: &mut Wire, name: &str) -> u64 {
-    match wire.call(Request::Stats) {
-        Response::StatsOk { stats } => stats
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| *v)
-            .unwrap_or_else(|| panic!("no {name} in STATS")),
-        other => panic!("STATS: {other:?}"),
-    }
-}
-
 /// Waits (with a timeout) until `key` is deleted, as the subscriber sees it.
 fn expect_delete(wire: &mut Wire, key: &str) {
     match wire.event().1 {
@@ -86,16 +43,19 @@ fn expect_delete(wire: &mut Wire, key: &str) {
 fn the_key_goes_when_its_connection_closes() {
     let server = TestServer::start();
     let mut watcher = server.wire();
-    subscribe(&mut watcher, "svc");
+    watcher.subscribe("svc", false);
     let mut owner = server.wire();
     put_ephemeral(&mut owner, "svc.netd.alive", "1", 0);
     assert!(matches!(watcher.event().1, Event::Update { .. }));
-    assert_eq!(get(&mut watcher, "svc.netd.alive"), Some("1".into()));
-    assert_eq!(stat(&mut watcher, "ephemeral.keys"), 1);
+    assert_eq!(
+        watcher.get("svc.netd.alive").map(|(_, v)| v),
+        Some("1".into())
+    );
+    assert_eq!(watcher.stat("ephemeral.keys"), 1);
     drop(owner);
     expect_delete(&mut watcher, "svc.netd.alive");
-    assert_eq!(get(&mut watcher, "svc.netd.alive"), None);
-    assert_eq!(stat(&mut watcher, "ephemeral.keys"), 0);
+    assert_eq!(watcher.get("svc.netd.alive").map(|(_, v)| v), None);
+    assert_eq!(watcher.stat("ephemeral.keys"), 0);
 }
 
 #[test]
@@ -143,11 +103,11 @@ fn the_key_goes_when_its_client_is_killed() {
         .unwrap();
     let mut watcher = server.wire();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while get(&mut watcher, "svc.victim.alive").is_none() {
+    while watcher.get("svc.victim.alive").map(|(_, v)| v).is_none() {
         assert!(Instant::now() < deadline, "the child's PUT never landed");
         std::thread::sleep(Duration::from_millis(20));
     }
-    subscribe(&mut watcher, "svc.victim");
+    watcher.subscribe("svc.victim", false);
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     expect_delete(&mut watcher, "svc.victim.alive");
@@ -157,7 +117,7 @@ fn the_key_goes_when_its_client_is_killed() {
 fn a_grace_period_lets_a_reconnecting_client_take_its_key_back() {
     let server = TestServer::start();
     let mut watcher = server.wire();
-    subscribe(&mut watcher, "svc");
+    watcher.subscribe("svc", false);
     let mut owner = server.wire();
     put_ephemeral(&mut owner, "svc.a.alive", "1", 1500);
     put_ephemeral(&mut owner, "svc.b.alive", "1", 1500);
@@ -167,7 +127,7 @@ fn a_grace_period_lets_a_reconnecting_client_take_its_key_back() {
     drop(owner);
     std::thread::sleep(Duration::from_millis(300));
     // Within the grace period both keys are still there.
-    assert_eq!(get(&mut watcher, "svc.a.alive"), Some("1".into()));
+    assert_eq!(watcher.get("svc.a.alive").map(|(_, v)| v), Some("1".into()));
     let mut back = server.wire();
     put_ephemeral(&mut back, "svc.a.alive", "2", 1500);
     assert!(matches!(watcher.event().1, Event::Update { .. }));
@@ -179,7 +139,7 @@ fn a_grace_period_lets_a_reconnecting_client_take_its_key_back() {
         "not before the grace period"
     );
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(get(&mut watcher, "svc.a.alive"), Some("2".into()));
+    assert_eq!(watcher.get("svc.a.alive").map(|(_, v)| v), Some("2".into()));
     // The new owner's close starts a new grace period for a.
     drop(back);
     expect_delete(&mut watcher, "svc.a.alive");
@@ -191,11 +151,11 @@ fn a_plain_put_makes_the_key_ordinary() {
     let mut owner = server.wire();
     let mut other = server.wire();
     put_ephemeral(&mut owner, "cfg.mode", "auto", 0);
-    put(&mut other, "cfg.mode", "manual");
+    other.put("cfg.mode", "manual");
     drop(owner);
     std::thread::sleep(Duration::from_millis(300));
-    assert_eq!(get(&mut other, "cfg.mode"), Some("manual".into()));
-    assert_eq!(stat(&mut other, "ephemeral.keys"), 0);
+    assert_eq!(other.get("cfg.mode").map(|(_, v)| v), Some("manual".into()));
+    assert_eq!(other.stat("ephemeral.keys"), 0);
 }
 
 #[test]
@@ -227,23 +187,23 @@ fn a_leader_claim_has_one_winner_and_frees_the_key_when_it_goes() {
 fn ephemeral_keys_never_reach_the_disk_and_a_restart_removes_them() {
     let mut server = TestServer::start();
     let mut wire = server.wire();
-    put(&mut wire, "svc.old", "durable-before");
-    put(&mut wire, "svc.keep", "durable");
+    wire.put("svc.old", "durable-before");
+    wire.put("svc.keep", "durable");
     // An ephemeral PUT of a durable key replaces it; a restart must not
     // bring the old value back.
     put_ephemeral(&mut wire, "svc.old", "EPHEMERAL-VALUE-1", 0);
     put_ephemeral(&mut wire, "svc.new", "EPHEMERAL-VALUE-2", 60_000);
-    let on_disk = files_contain(&server.data_dir(), b"EPHEMERAL-VALUE");
+    let on_disk = common::files_contain(&server.data_dir(), b"EPHEMERAL-VALUE");
     assert!(!on_disk, "an ephemeral value was written to the data files");
-    let before = stat(&mut wire, "revision");
+    let before = wire.stat("revision");
     drop(wire);
     server.kill9_and_restart();
     let mut wire = server.wire();
-    assert_eq!(get(&mut wire, "svc.old"), None);
-    assert_eq!(get(&mut wire, "svc.new"), None);
-    assert_eq!(get(&mut wire, "svc.keep"), Some("durable".into()));
+    assert_eq!(wire.get("svc.old").map(|(_, v)| v), None);
+    assert_eq!(wire.get("svc.new").map(|(_, v)| v), None);
+    assert_eq!(wire.get("svc.keep").map(|(_, v)| v), Some("durable".into()));
     assert!(
-        stat(&mut wire, "revision") >= before,
+        wire.stat("revision") >= before,
         "revisions are never reused"
     );
     // A resume from before the restart cannot be served from the log: the
@@ -254,12 +214,4 @@ fn ephemeral_keys_never_reach_the_disk_and_a_restart_removes_them() {
     });
     assert_eq!(wire.response(), (id, Response::SubOk));
     assert_eq!(wire.event(), (id, Event::Reset));
-}
-
-/// Whether any file under `dir` holds `needle`.
-fn files_contain(dir: &std::path::Path, needle: &[u8]) -> bool {
-    std::fs::read_dir(dir).unwrap().any(|entry| {
-        let bytes = std::fs::read(entry.unwrap().path()).unwrap_or_default();
-        bytes.windows(needle.len()).any(|w| w == needle)
-    })
 }

@@ -9,30 +9,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use common::{TestServer, Wire};
-use nkv::protocol::{
-    Check, Condition, ErrorCode, Event, Request, Response, Txn, TxnCondition, TxnOp,
-};
-
-fn put(wire: &mut Wire, key: &str, value: &str) -> u64 {
-    match wire.call(Request::Put {
-        key: key.into(),
-        value: Bytes::copy_from_slice(value.as_bytes()),
-        condition: Condition::None,
-    }) {
-        Response::PutOk { revision } => revision,
-        other => panic!("PUT {key}: {other:?}"),
-    }
-}
-
-fn get(wire: &mut Wire, key: &str) -> Option<(u64, String)> {
-    match wire.call(Request::Get { key: key.into() }) {
-        Response::GetOk { revision, value } => {
-            Some((revision, String::from_utf8(value.to_vec()).unwrap()))
-        }
-        Response::Error(e) if e.code == ErrorCode::NotFound => None,
-        other => panic!("GET {key}: {other:?}"),
-    }
-}
+use nkv::protocol::{Check, ErrorCode, Event, Request, Response, Txn, TxnCondition, TxnOp};
 
 fn cond(key: &str, check: Check) -> TxnCondition {
     TxnCondition {
@@ -48,25 +25,14 @@ fn put_op(key: &str, value: &str) -> TxnOp {
     }
 }
 
-fn revision(wire: &mut Wire) -> u64 {
-    match wire.call(Request::Stats) {
-        Response::StatsOk { stats } => stats
-            .iter()
-            .find(|(n, _)| n == "revision")
-            .map(|(_, v)| *v)
-            .unwrap(),
-        other => panic!("STATS: {other:?}"),
-    }
-}
-
 #[test]
 fn a_transaction_applies_everything_under_one_revision() {
     let mut server = TestServer::start();
     let mut wire = server.wire();
-    let r_state = put(&mut wire, "net.eth0.state", "down");
-    put(&mut wire, "net.eth1.a", "1");
-    put(&mut wire, "net.eth1.b", "2");
-    put(&mut wire, "old", "x");
+    let r_state = wire.put("net.eth0.state", "down");
+    wire.put("net.eth1.a", "1");
+    wire.put("net.eth1.b", "2");
+    wire.put("old", "x");
     let txn = Txn {
         conditions: vec![
             cond("net.eth0.state", Check::RevisionEquals(r_state)),
@@ -95,28 +61,32 @@ fn a_transaction_applies_everything_under_one_revision() {
         other => panic!("TXN: {other:?}"),
     };
     assert_eq!(deleted, 3, "net.eth1.a, net.eth1.b, old");
-    assert_eq!(get(&mut wire, "net.eth0.state"), Some((rev, "up".into())));
-    assert_eq!(get(&mut wire, "net.lock"), Some((rev, "me".into())));
+    assert_eq!(wire.get("net.eth0.state"), Some((rev, "up".into())));
+    assert_eq!(wire.get("net.lock"), Some((rev, "me".into())));
     for gone in ["net.eth1.a", "net.eth1.b", "old", "tmp.scratch"] {
-        assert_eq!(get(&mut wire, gone), None, "{gone}");
+        assert_eq!(wire.get(gone), None, "{gone}");
     }
-    assert_eq!(revision(&mut wire), rev, "one revision for the whole write");
+    assert_eq!(
+        wire.stat("revision"),
+        rev,
+        "one revision for the whole write"
+    );
 
     // Durable like any write: a kill -9 keeps all of it.
     server.kill9_and_restart();
     let mut wire = server.wire();
-    assert_eq!(get(&mut wire, "net.eth0.state"), Some((rev, "up".into())));
-    assert_eq!(get(&mut wire, "net.lock"), Some((rev, "me".into())));
-    assert_eq!(get(&mut wire, "net.eth1.a"), None);
+    assert_eq!(wire.get("net.eth0.state"), Some((rev, "up".into())));
+    assert_eq!(wire.get("net.lock"), Some((rev, "me".into())));
+    assert_eq!(wire.get("net.eth1.a"), None);
 }
 
 #[test]
 fn a_failed_condition_is_named_and_nothing_is_written() {
     let server = TestServer::start();
     let mut wire = server.wire();
-    let lock_rev = put(&mut wire, "net.lock", "them");
-    put(&mut wire, "a", "1");
-    let before = revision(&mut wire);
+    let lock_rev = wire.put("net.lock", "them");
+    wire.put("a", "1");
+    let before = wire.stat("revision");
     let txn = Txn {
         conditions: vec![
             cond("a", Check::Present),
@@ -134,9 +104,9 @@ fn a_failed_condition_is_named_and_nothing_is_written() {
         }
         other => panic!("expected CONDITION_FAILED, got {other:?}"),
     }
-    assert_eq!(get(&mut wire, "a"), Some((lock_rev + 1, "1".into())));
-    assert_eq!(get(&mut wire, "net.lock"), Some((lock_rev, "them".into())));
-    assert_eq!(revision(&mut wire), before, "no revision taken");
+    assert_eq!(wire.get("a"), Some((lock_rev + 1, "1".into())));
+    assert_eq!(wire.get("net.lock"), Some((lock_rev, "them".into())));
+    assert_eq!(wire.stat("revision"), before, "no revision taken");
 
     // A revision-equals condition on an absent key reports revision 0.
     let txn = Txn {
@@ -180,7 +150,7 @@ fn limits_and_bad_keys_are_refused_whole() {
         Response::Error(e) => assert_eq!(e.code, ErrorCode::TooLarge, "{}", e.message),
         other => panic!("{other:?}"),
     }
-    assert_eq!(get(&mut wire, "k0"), None);
+    assert_eq!(wire.get("k0"), None);
     let txn = Txn {
         conditions: vec![],
         ops: vec![put_op("good", "1"), put_op("bad..key", "2")],
@@ -189,7 +159,7 @@ fn limits_and_bad_keys_are_refused_whole() {
         Response::Error(e) => assert_eq!(e.code, ErrorCode::InvalidKey),
         other => panic!("{other:?}"),
     }
-    assert_eq!(get(&mut wire, "good"), None, "nothing of it was written");
+    assert_eq!(wire.get("good"), None, "nothing of it was written");
     let txn = Txn {
         conditions: (0..=nkv::protocol::wire::MAX_TXN_CONDITIONS)
             .map(|i| cond(&format!("c{i}"), Check::Absent))
@@ -243,36 +213,15 @@ fn read_units(wire: &mut Wire, sub: u32, mut events: usize) -> Vec<Vec<Event>> {
     units
 }
 
-fn subscribe(wire: &mut Wire, prefix: &str, grouped: bool) -> u32 {
-    let request = if grouped {
-        Request::SubscribeGrouped {
-            prefix: prefix.into(),
-            since: None,
-        }
-    } else {
-        Request::Subscribe {
-            prefix: prefix.into(),
-            since: None,
-        }
-    };
-    let id = wire.send(request);
-    assert_eq!(wire.response(), (id, Response::SubOk));
-    loop {
-        if let (_, Event::Synced { .. }) = wire.event() {
-            return id;
-        }
-    }
-}
-
 #[test]
 fn grouped_subscribers_get_a_transaction_as_one_group() {
     let server = TestServer::start();
     let mut writer = server.wire();
     let mut grouped = server.wire();
     let mut plain = server.wire();
-    let g = subscribe(&mut grouped, "cfg", true);
-    let p = subscribe(&mut plain, "cfg", false);
-    put(&mut writer, "cfg.single", "1");
+    let g = grouped.subscribe("cfg", true);
+    let p = plain.subscribe("cfg", false);
+    writer.put("cfg.single", "1");
     let txn = Txn {
         conditions: vec![],
         ops: vec![
@@ -318,7 +267,7 @@ fn a_slow_grouped_subscriber_never_sees_half_a_transaction() {
     let server = TestServer::start();
     let mut writer = server.wire();
     let mut reader = server.wire();
-    let sub = subscribe(&mut reader, "k", true);
+    let sub = reader.subscribe("k", true);
     // Values large enough that the socket fills and the mailbox coalesces.
     let value = |i: usize| format!("{i:0>2000}");
     let keys = ["k.0", "k.1", "k.2", "k.3", "k.4"];

@@ -5,41 +5,8 @@
 
 mod common;
 
-use bytes::Bytes;
 use common::{TestServer, Wire};
-use nkv::protocol::{Condition, ErrorCode, Event, Request, Response};
-
-fn put(wire: &mut Wire, key: &str, value: &str) -> u64 {
-    match wire.call(Request::Put {
-        key: key.into(),
-        value: Bytes::copy_from_slice(value.as_bytes()),
-        condition: Condition::None,
-    }) {
-        Response::PutOk { revision } => revision,
-        other => panic!("PUT {key}: {other:?}"),
-    }
-}
-
-fn get(wire: &mut Wire, key: &str) -> Option<(u64, String)> {
-    match wire.call(Request::Get { key: key.into() }) {
-        Response::GetOk { revision, value } => {
-            Some((revision, String::from_utf8(value.to_vec()).unwrap()))
-        }
-        Response::Error(e) if e.code == ErrorCode::NotFound => None,
-        other => panic!("GET {key}: {other:?}"),
-    }
-}
-
-fn stat(wire: &mut Wire, name: &str) -> u64 {
-    match wire.call(Request::Stats) {
-        Response::StatsOk { stats } => stats
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| *v)
-            .unwrap_or_else(|| panic!("no {name} in STATS")),
-        other => panic!("STATS: {other:?}"),
-    }
-}
+use nkv::protocol::{Event, Request, Response};
 
 fn list(wire: &mut Wire, prefix: &str) -> Vec<(String, u64)> {
     let id = wire.send(Request::List {
@@ -57,13 +24,6 @@ fn list(wire: &mut Wire, prefix: &str) -> Vec<(String, u64)> {
     }
 }
 
-fn files_contain(dir: &std::path::Path, needle: &[u8]) -> bool {
-    std::fs::read_dir(dir).unwrap().any(|entry| {
-        let bytes = std::fs::read(entry.unwrap().path()).unwrap_or_default();
-        bytes.windows(needle.len()).any(|w| w == needle)
-    })
-}
-
 #[test]
 fn volatile_keys_are_served_and_notified_under_one_revision() {
     let server = TestServer::start_with(&["--volatile", "run", "--volatile", "tmp.cache"]);
@@ -76,10 +36,10 @@ fn volatile_keys_are_served_and_notified_under_one_revision() {
     assert_eq!(watcher.response(), (sub, Response::SubOk));
     assert!(matches!(watcher.event().1, Event::Synced { .. }));
 
-    let r1 = put(&mut wire, "persist.a", "1");
-    let r2 = put(&mut wire, "run.netd.pid", "VOLATILE-PID");
-    let r3 = put(&mut wire, "runner", "durable: not under run");
-    let r4 = put(&mut wire, "tmp.cache.x", "VOLATILE-CACHE");
+    let r1 = wire.put("persist.a", "1");
+    let r2 = wire.put("run.netd.pid", "VOLATILE-PID");
+    let r3 = wire.put("runner", "durable: not under run");
+    let r4 = wire.put("tmp.cache.x", "VOLATILE-CACHE");
     assert!(r1 < r2 && r2 < r3 && r3 < r4, "{r1} {r2} {r3} {r4}");
     for (key, rev) in [
         ("persist.a", r1),
@@ -94,10 +54,7 @@ fn volatile_keys_are_served_and_notified_under_one_revision() {
             other => panic!("{other:?}"),
         }
     }
-    assert_eq!(
-        get(&mut wire, "run.netd.pid"),
-        Some((r2, "VOLATILE-PID".into()))
-    );
+    assert_eq!(wire.get("run.netd.pid"), Some((r2, "VOLATILE-PID".into())));
     assert_eq!(
         list(&mut wire, ""),
         [
@@ -108,8 +65,8 @@ fn volatile_keys_are_served_and_notified_under_one_revision() {
         ],
         "LIST merges both sides in key order"
     );
-    assert_eq!(stat(&mut wire, "keys"), 4);
-    assert_eq!(stat(&mut wire, "memory.keys"), 2);
+    assert_eq!(wire.stat("keys"), 4);
+    assert_eq!(wire.stat("memory.keys"), 2);
     // A prefix delete spans both sides at one revision.
     let (rev, deleted) = match wire.call(Request::DeletePrefix {
         prefix: String::new(),
@@ -126,7 +83,7 @@ fn volatile_keys_are_served_and_notified_under_one_revision() {
     }
     assert!(list(&mut wire, "").is_empty());
     assert!(
-        !files_contain(&server.data_dir(), b"VOLATILE-"),
+        !common::files_contain(&server.data_dir(), b"VOLATILE-"),
         "volatile values on disk"
     );
 }
@@ -135,11 +92,11 @@ fn volatile_keys_are_served_and_notified_under_one_revision() {
 fn a_restart_drops_volatile_keys_and_resumes_from_before_get_reset() {
     let mut server = TestServer::start_with(&["--volatile", "run"]);
     let mut wire = server.wire();
-    put(&mut wire, "persist.a", "1");
-    put(&mut wire, "run.x", "1");
-    let seen = put(&mut wire, "run.x", "2");
+    wire.put("persist.a", "1");
+    wire.put("run.x", "1");
+    let seen = wire.put("run.x", "2");
     // A resume works while the server runs: changes since, across sides.
-    put(&mut wire, "persist.b", "1");
+    wire.put("persist.b", "1");
     let id = wire.send(Request::Subscribe {
         prefix: String::new(),
         since: Some(seen - 1),
@@ -159,9 +116,9 @@ fn a_restart_drops_volatile_keys_and_resumes_from_before_get_reset() {
 
     server.kill9_and_restart();
     let mut wire = server.wire();
-    assert_eq!(get(&mut wire, "run.x"), None, "volatile keys are gone");
-    assert!(get(&mut wire, "persist.b").is_some());
-    let revision = stat(&mut wire, "revision");
+    assert_eq!(wire.get("run.x"), None, "volatile keys are gone");
+    assert!(wire.get("persist.b").is_some());
+    let revision = wire.stat("revision");
     assert!(
         revision > seen,
         "no revision is reused ({revision} < {seen})"
@@ -184,21 +141,21 @@ fn a_restart_drops_volatile_keys_and_resumes_from_before_get_reset() {
         ));
     }
     // New writes take revisions above every one handed out before.
-    assert!(put(&mut wire, "run.y", "1") > seen);
+    assert!(wire.put("run.y", "1") > seen);
     // A clean restart does the same.
     drop(wire);
     assert!(server.terminate().success());
     server.restart();
     let mut wire = server.wire();
-    assert_eq!(get(&mut wire, "run.y"), None);
+    assert_eq!(wire.get("run.y"), None);
 }
 
 #[test]
 fn a_server_without_volatile_keys_still_resumes_across_restarts() {
     let mut server = TestServer::start();
     let mut wire = server.wire();
-    let seen = put(&mut wire, "a", "1");
-    put(&mut wire, "b", "1");
+    let seen = wire.put("a", "1");
+    wire.put("b", "1");
     drop(wire);
     server.kill9_and_restart();
     let mut wire = server.wire();
@@ -235,9 +192,9 @@ fn a_prefix_delete_across_both_sides_is_not_bounded_by_the_value_limit() {
     let server = TestServer::start_with(&["--volatile", "run", "--max-value", "1024"]);
     let mut wire = server.wire();
     for i in 0..200 {
-        put(&mut wire, &format!("bulk.key{i:04}"), "v");
+        wire.put(&format!("bulk.key{i:04}"), "v");
     }
-    put(&mut wire, "run.x", "1");
+    wire.put("run.x", "1");
     match wire.call(Request::DeletePrefix {
         prefix: String::new(),
     }) {
@@ -251,15 +208,15 @@ fn a_prefix_delete_across_both_sides_is_not_bounded_by_the_value_limit() {
 fn a_damaged_memory_state_file_skips_revisions_instead_of_refusing_to_start() {
     let mut server = TestServer::start_with(&["--volatile", "run"]);
     let mut wire = server.wire();
-    put(&mut wire, "persist.a", "1");
-    let seen = put(&mut wire, "run.x", "1");
+    wire.put("persist.a", "1");
+    let seen = wire.put("run.x", "1");
     drop(wire);
     server.kill9();
     std::fs::write(server.data_dir().join("memory.state"), b"\x00garbage").unwrap();
     server.restart();
     let mut wire = server.wire();
-    assert!(get(&mut wire, "persist.a").is_some(), "the store opened");
-    let revision = stat(&mut wire, "revision");
+    assert!(wire.get("persist.a").is_some(), "the store opened");
+    let revision = wire.stat("revision");
     assert!(
         revision > seen + (1 << 39),
         "revisions skip far ahead: {revision}"

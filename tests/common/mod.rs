@@ -424,11 +424,74 @@ impl Wire {
         }
     }
 
+    /// PUT without a condition; returns the revision (panics otherwise).
+    pub fn put(&mut self, key: &str, value: &str) -> u64 {
+        let request = Request::Put {
+            key: key.into(),
+            value: bytes::Bytes::copy_from_slice(value.as_bytes()),
+            condition: nkv::protocol::Condition::None,
+        };
+        match self.call(request) {
+            Response::PutOk { revision } => revision,
+            other => panic!("PUT {key}: {other:?}"),
+        }
+    }
+
+    /// GET: `(revision, value as text)`, or `None` for NOT_FOUND.
+    pub fn get(&mut self, key: &str) -> Option<(u64, String)> {
+        match self.call(Request::Get { key: key.into() }) {
+            Response::GetOk { revision, value } => {
+                Some((revision, String::from_utf8(value.to_vec()).unwrap()))
+            }
+            Response::Error(e) if e.code == nkv::protocol::ErrorCode::NotFound => None,
+            other => panic!("GET {key}: {other:?}"),
+        }
+    }
+
+    /// One counter of STATS (panics when it is missing).
+    pub fn stat(&mut self, name: &str) -> u64 {
+        match self.call(Request::Stats) {
+            Response::StatsOk { stats } => stats
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, v)| *v)
+                .unwrap_or_else(|| panic!("no {name} in STATS")),
+            other => panic!("STATS: {other:?}"),
+        }
+    }
+
+    /// SUB (grouped or not) from scratch; returns the subscription id once
+    /// its snapshot has ended (SYNCED).
+    pub fn subscribe(&mut self, prefix: &str, grouped: bool) -> u32 {
+        let (prefix, since) = (prefix.to_owned(), None);
+        let request = if grouped {
+            Request::SubscribeGrouped { prefix, since }
+        } else {
+            Request::Subscribe { prefix, since }
+        };
+        let id = self.send(request);
+        assert_eq!(self.response(), (id, Response::SubOk));
+        loop {
+            if let (_, Event::Synced { .. }) = self.event() {
+                return id;
+            }
+        }
+    }
+
     /// True when the server closed the connection (EOF) within the timeout.
     pub fn closed(&mut self) -> bool {
         self.recv().is_none()
     }
 }
+/// Whether any file directly in `dir` holds `needle` (values that must
+/// never reach the disk).
+pub fn files_contain(dir: &Path, needle: &[u8]) -> bool {
+    std::fs::read_dir(dir).unwrap().any(|entry| {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap_or_default();
+        bytes.windows(needle.len()).any(|w| w == needle)
+    })
+}
+
 pub mod disk;
 pub mod fake;
 pub mod hexdoc;
