@@ -21,9 +21,9 @@ use tokio::sync::{oneshot, watch};
 use super::conn::Conn;
 use super::subscription::Sink;
 use crate::client::ephemeral::{Claim, Cover, Holdings};
-use crate::client::subscription::SubState;
+use crate::client::subscription::{Closing, SubState};
 use crate::client::{Answer, Error, ErrorKind, ListEntry, SubscriptionEvent};
-use crate::protocol::{ErrorCode, Event, Request, Response, ServerFrame};
+use crate::protocol::{Event, Request, Response, ServerFrame};
 
 /// Where a caller's answer goes.
 pub(super) type Reply = oneshot::Sender<Result<Answer, Error>>;
@@ -290,15 +290,10 @@ impl Router {
             self.unsubscribe(Some(conn), id);
             return;
         }
-        if let Event::Closed { code, message } = &event {
-            if *code == ErrorCode::ShuttingDown && self.reconnect {
-                // The server is going away, not ending this subscription
-                // for cause: keep it and resume it on the next server.
-                return;
-            }
-            let reason = format!("{code}: {message}");
-            self.end(id, reason);
-            return;
+        match Closing::of(&event, self.reconnect) {
+            Closing::No => {}
+            Closing::Resume => return,
+            Closing::End(reason) => return self.end(id, reason),
         }
         sub.state.observe(&event);
         sub.sink.push(SubscriptionEvent::from_wire(event));

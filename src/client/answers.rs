@@ -11,9 +11,9 @@ use std::thread::Thread;
 use super::ephemeral::Claim;
 use super::error::Error;
 use super::link::Core;
-use super::subscription::{SubState, SubscriptionEvent};
+use super::subscription::{Closing, SubState, SubscriptionEvent};
 use super::ListEntry;
-use crate::protocol::{ErrorCode, Event, Response, ServerFrame};
+use crate::protocol::{Event, Response, ServerFrame};
 
 /// A successful answer to a caller's request.
 #[derive(Debug)]
@@ -201,15 +201,10 @@ impl Core {
             // Unsubscribed locally; the server has not seen the UNSUB yet.
             return;
         };
-        if let Event::Closed { code, message } = &event {
-            if *code == ErrorCode::ShuttingDown && self.reconnect {
-                // The server is going away, not ending this subscription
-                // for cause: keep it and resume it on the next server.
-                return;
-            }
-            let reason = format!("{code}: {message}");
-            self.end_subscription(id, reason);
-            return;
+        match Closing::of(&event, self.reconnect) {
+            Closing::No => {}
+            Closing::Resume => return,
+            Closing::End(reason) => return self.end_subscription(id, reason),
         }
         sub.observe(&event);
         self.hub.push(id, SubscriptionEvent::from_wire(event));

@@ -20,7 +20,7 @@
 
 use bytes::Bytes;
 
-use crate::protocol::{Event, Request};
+use crate::protocol::{ErrorCode, Event, Request};
 
 /// What a subscription handler receives.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -107,6 +107,33 @@ impl SubscriptionEvent {
             Event::Closed { code, message } => SubscriptionEvent::Closed {
                 reason: format!("{code}: {message}"),
             },
+        }
+    }
+}
+
+/// What an event means for the life of a subscription (both clients apply
+/// the same rule).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Closing {
+    /// Not a CLOSED: deliver it.
+    No,
+    /// CLOSED `SHUTTING_DOWN` with reconnecting on: the server is going
+    /// away, not ending this subscription for cause; keep it and resume it
+    /// on the next server.
+    Resume,
+    /// The subscription is over, for this reason.
+    End(String),
+}
+
+impl Closing {
+    /// What `event` means when the client does (or does not) reconnect.
+    pub(crate) fn of(event: &Event, reconnect: bool) -> Closing {
+        match event {
+            Event::Closed { code, .. } if *code == ErrorCode::ShuttingDown && reconnect => {
+                Closing::Resume
+            }
+            Event::Closed { code, message } => Closing::End(format!("{code}: {message}")),
+            _ => Closing::No,
         }
     }
 }
